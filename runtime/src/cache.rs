@@ -1,0 +1,96 @@
+//! On-disk compiled-code cache: `<dir>/<digest>-<engine hash>.cwasm`.
+//!
+//! Keyed by the module's digest and the engine's precompile-compatibility hash, so a restart
+//! does not recompile and a changed engine setting never loads incompatible code.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+use crate::error::RuntimeError;
+use crate::module::Digest;
+
+pub(crate) struct CodeCache {
+    dir: Option<PathBuf>,
+    engine_hash: String,
+}
+
+impl CodeCache {
+    pub(crate) fn new(dir: Option<PathBuf>, engine: &Engine) -> Result<CodeCache, RuntimeError> {
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d).map_err(|source| RuntimeError::Cache { path: d.clone(), source })?;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        Ok(CodeCache { dir, engine_hash: format!("{:016x}", h.finish()) })
+    }
+
+    fn path(&self, digest: Digest, kind: &str) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{}-{}-{}.cwasm", digest.hex(), kind, self.engine_hash)))
+    }
+
+    pub(crate) fn component(&self, engine: &Engine, digest: Digest, bytes: &[u8]) -> Result<Component, RuntimeError> {
+        let Some(path) = self.path(digest, "c") else {
+            return Component::new(engine, bytes).map_err(RuntimeError::invalid);
+        };
+        if path.exists() {
+            match deserialize_component(engine, &path) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled code");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let compiled = engine.precompile_component(bytes).map_err(RuntimeError::invalid)?;
+        write_atomic(&path, &compiled)?;
+        deserialize_component(engine, &path).map_err(RuntimeError::invalid)
+    }
+
+    pub(crate) fn core_module(&self, engine: &Engine, digest: Digest, bytes: &[u8]) -> Result<wasmtime::Module, RuntimeError> {
+        let Some(path) = self.path(digest, "m") else {
+            return wasmtime::Module::new(engine, bytes).map_err(RuntimeError::invalid);
+        };
+        if path.exists() {
+            match deserialize_module(engine, &path) {
+                Ok(m) => return Ok(m),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled code");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let compiled = engine.precompile_module(bytes).map_err(RuntimeError::invalid)?;
+        write_atomic(&path, &compiled)?;
+        deserialize_module(engine, &path).map_err(RuntimeError::invalid)
+    }
+}
+
+#[expect(unsafe_code, reason = "loading precompiled code is unsafe by wasmtime's contract")]
+fn deserialize_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file was written by this cache from `Engine::precompile_component` in a
+    // directory owned by the node (0700 data dir), and its name carries the engine's
+    // compatibility hash; wasmtime additionally checks the header and engine settings.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+#[expect(unsafe_code, reason = "loading precompiled code is unsafe by wasmtime's contract")]
+fn deserialize_module(engine: &Engine, path: &Path) -> wasmtime::Result<wasmtime::Module> {
+    // SAFETY: as for components: written by this cache from `Engine::precompile_module`.
+    unsafe { wasmtime::Module::deserialize_file(engine, path) }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    use std::io::Write as _;
+    let err = |source| RuntimeError::Cache { path: path.to_path_buf(), source };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}

@@ -1,0 +1,120 @@
+//! [`Runtime`]: one wasmtime [`Engine`] per process, its linkers, the epoch clock and the
+//! compiled-code cache.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cache::CodeCache;
+use crate::config::{PoolSizing, RuntimeConfig};
+use crate::error::RuntimeError;
+use crate::host::{HostState, P1State};
+use crate::module::{self, Module};
+
+/// The Wasm host. Create one per process and share it (`Arc<Runtime>`).
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) p1_linker: wasmtime::Linker<P1State>,
+    pub(crate) sizing: PoolSizing,
+    cache: CodeCache,
+    epoch_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("sizing", &self.sizing).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (pool sized from the config), the linkers and the epoch clock.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let sizing = PoolSizing::derive(&config);
+        let engine_err = |e: wasmtime::Error| RuntimeError::Engine { reason: format!("{e:#}") };
+
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            // Needed only for WASIp3; on, it roughly doubles per-request cost for p2 guests.
+            .concurrency_support(false)
+            .parallel_compilation(true)
+            .max_wasm_stack(512 << 10)
+            .async_stack_size(1 << 20)
+            // Small reservations keep the host inside a small address space (`ulimit -v`).
+            .memory_reservation(sizing.instance_memory_bytes)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            let n = sizing.instances;
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(8))
+                .total_memories(n)
+                .total_tables(n.saturating_mul(4))
+                .total_stacks(n)
+                .max_memories_per_component(1)
+                .max_memories_per_module(1)
+                .max_tables_per_component(8)
+                .table_elements(10_000)
+                .max_memory_size(sizing.instance_memory_bytes as usize)
+                .linear_memory_keep_resident(64 << 10)
+                .max_unused_warm_slots(n.min(100));
+            cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&cfg).map_err(engine_err)?;
+
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        let mut p1_linker = wasmtime::Linker::<P1State>::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |s: &mut P1State| &mut s.wasi)
+            .map_err(engine_err)?;
+
+        let cache = CodeCache::new(config.cache_dir.clone(), &engine)?;
+        let epoch_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_clock(engine.clone(), config.epoch_tick, epoch_stop.clone());
+
+        Ok(Runtime { engine, linker, p1_linker, sizing, cache, epoch_stop })
+    }
+
+    /// The resolved pool sizes.
+    pub fn sizing(&self) -> PoolSizing {
+        self.sizing
+    }
+
+    /// The wasmtime engine (for embedders that need it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Verifies, classifies and compiles `bytes` (or loads the compiled code from the cache),
+    /// and pre-links it for fast instantiation.
+    pub fn load(&self, bytes: &[u8]) -> Result<Module, RuntimeError> {
+        module::load(self, &self.cache, bytes)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.epoch_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn spawn_epoch_clock(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the epoch clock thread; deadlines will not fire");
+    }
+}
