@@ -149,6 +149,15 @@ impl HttpService {
         }
     }
 
+    /// Instantiates the component in a fresh store and drops it, without handling a request.
+    /// For benchmarks of instantiation cost.
+    #[doc(hidden)]
+    pub async fn instantiate_only(&self) -> Result<(), String> {
+        let deadline = Instant::now() + self.inner.limits.request_timeout;
+        let mut store = self.new_store(deadline.into_std());
+        self.inner.pre.instantiate_async(&mut store).await.map(drop).map_err(|e| format!("{e:#}"))
+    }
+
     /// Handles one request. Never fails: limits and guest failures become error responses.
     pub async fn handle<B>(&self, req: http::Request<B>) -> Response<ResponseBody>
     where

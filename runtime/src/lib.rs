@@ -31,7 +31,7 @@ mod supervisor;
 pub use command::{ExitStatus, RunOutcome, Stdio};
 pub use config::{PoolSizing, RuntimeConfig};
 pub use error::RuntimeError;
-pub use http::{HttpService, ResponseBody, ServiceStats};
+pub use http::{BoxError, HttpService, ResponseBody, ServiceStats, error_response};
 pub use logs::{LogBuffer, LogLine, LogStream};
 pub use module::{Digest, Module, ModuleInfo, ModuleKind, inspect};
 pub use supervisor::{Backoff, CommandHandle, Phase, RestartPolicy, WorkloadStatus};

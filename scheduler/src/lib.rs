@@ -1,1 +1,32 @@
-//! placeholder
+//! Placement core for wasmfleet: decides which node runs each replica slot.
+//!
+//! Every node in the fleet runs [`place`] on the same inputs (the desired workloads and
+//! the nodes it sees in gossip) and must reach the same answer without talking to anyone,
+//! so this crate is a pure function of its arguments:
+//!
+//! - no async runtime, no clock, no randomness, no I/O, no logging;
+//! - no hashing through `std`'s `RandomState`: every choice goes through the fixed 64-bit
+//!   hash in [`hash`], which must never change between releases (nodes of different
+//!   versions share a fleet);
+//! - input order never matters: nodes and workloads are put in a canonical order first.
+//!
+//! Dependencies are limited to `serde` and `thiserror`. This crate knows nothing of
+//! wasmtime, the cluster store or the network; the node crate feeds it and acts on the
+//! returned [`Placement`].
+//!
+//! The rules (see `ARCHITECTURE.md` §5): filter nodes by selector, architecture and free
+//! capacity; spread the replicas of a workload over distinct nodes, then distinct zones;
+//! choose among the remaining nodes by rendezvous hashing of (workload key, slot index,
+//! node id); account capacity workload by workload in key order.
+
+pub mod hash;
+mod filter;
+mod node;
+mod placement;
+mod slot;
+mod workload;
+
+pub use node::NodeInfo;
+pub use placement::{Placement, Unschedulable, place};
+pub use slot::Slot;
+pub use workload::{WorkloadKind, WorkloadReq};

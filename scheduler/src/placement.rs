@@ -1,0 +1,350 @@
+//! The placement function and its result.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use crate::filter::{Free, Summary, static_check};
+use crate::hash::rendezvous_weight;
+use crate::{NodeInfo, Slot, WorkloadKind, WorkloadReq};
+
+/// Where every slot goes, and why the others go nowhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Slot to node id, for every slot that found a node.
+    pub assignments: BTreeMap<Slot, String>,
+    /// Slots no node can take, in canonical order (workload key, then index).
+    pub unschedulable: Vec<Unschedulable>,
+}
+
+/// A slot that no node can take, with a summary such as
+/// `0/5 nodes: 3 lack memory, 2 fail selector zone=north`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unschedulable {
+    pub slot: Slot,
+    pub reason: String,
+}
+
+impl Placement {
+    /// The slots assigned to `node`, in slot order.
+    pub fn slots_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Slot> {
+        self.assignments
+            .iter()
+            .filter(move |(_, n)| n.as_str() == node)
+            .map(|(slot, _)| slot)
+    }
+
+    /// The node `slot` is assigned to, if any.
+    pub fn node_of(&self, slot: &Slot) -> Option<&str> {
+        self.assignments.get(slot).map(String::as_str)
+    }
+}
+
+/// Assigns every replica slot of `workloads` to one of `nodes`.
+///
+/// Deterministic and independent of the order of both slices. Nodes with the same id and
+/// workloads with the same key are collapsed to the smallest one in their derived order
+/// (callers should not send duplicates). Cost is O(slots × nodes); callers bound
+/// `replicas`.
+pub fn place(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
+    let nodes = canonical(nodes, |n| &n.id);
+    let workloads = canonical(workloads, |w| &w.key);
+    let mut free: Vec<Free> = nodes.iter().map(|n| Free::of(n)).collect();
+    let mut placement = Placement::default();
+    for workload in workloads {
+        match workload.kind {
+            WorkloadKind::DaemonSet => {
+                place_daemon_set(workload, &nodes, &mut free, &mut placement);
+            }
+            WorkloadKind::Deployment | WorkloadKind::Job => {
+                place_replicas(workload, &nodes, &mut free, &mut placement);
+            }
+        }
+    }
+    placement
+}
+
+/// Sorts by full value and keeps the first item of each identity.
+fn canonical<'a, T: Ord>(items: &'a [T], id: impl Fn(&T) -> &String) -> Vec<&'a T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort();
+    sorted.dedup_by(|b, a| id(a) == id(b));
+    sorted
+}
+
+/// One slot per node that passes the selector and architecture filters, numbered in
+/// node-id order; a node without room leaves its slot unschedulable.
+fn place_daemon_set(
+    workload: &WorkloadReq,
+    nodes: &[&NodeInfo],
+    free: &mut [Free],
+    placement: &mut Placement,
+) {
+    let eligible = nodes
+        .iter()
+        .zip(free.iter_mut())
+        .filter(|(node, _)| static_check(workload, node).is_ok());
+    for (index, (node, free)) in (0u32..).zip(eligible) {
+        let slot = Slot::new(workload.key.clone(), index);
+        match free.admits(workload) {
+            Ok(()) => {
+                free.take(workload);
+                placement.assignments.insert(slot, node.id.clone());
+            }
+            Err(rejection) => placement.unschedulable.push(Unschedulable {
+                slot,
+                reason: format!("node {} {}", node.id, rejection.phrase(1)),
+            }),
+        }
+    }
+}
+
+/// Slots `0..replicas`, each on the feasible node with the fewest replicas of this
+/// workload, then the fewest in its zone, then the highest rendezvous weight.
+fn place_replicas(
+    workload: &WorkloadReq,
+    nodes: &[&NodeInfo],
+    free: &mut [Free],
+    placement: &mut Placement,
+) {
+    let statics: Vec<_> = nodes.iter().map(|n| static_check(workload, n)).collect();
+    let mut on_node = vec![0u32; nodes.len()];
+    let mut in_zone: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut last_failure: Option<String> = None;
+
+    for index in 0..workload.replicas {
+        let slot = Slot::new(workload.key.clone(), index);
+        // Capacity only shrinks, so once one slot fails the rest fail the same way.
+        if let Some(reason) = &last_failure {
+            placement.unschedulable.push(Unschedulable {
+                slot,
+                reason: reason.clone(),
+            });
+            continue;
+        }
+
+        let mut best: Option<(usize, (u32, u32, Reverse<u64>))> = None;
+        for (i, node) in nodes.iter().enumerate() {
+            if statics[i].is_err() || free[i].admits(workload).is_err() {
+                continue;
+            }
+            let zone_count = node
+                .zone
+                .as_deref()
+                .and_then(|z| in_zone.get(z).copied())
+                .unwrap_or(0);
+            let weight = rendezvous_weight(&workload.key, index, &node.id);
+            let rank = (on_node[i], zone_count, Reverse(weight));
+            // Strict `<`: on an exact tie the smaller node id (earlier) wins.
+            if best.is_none_or(|(_, best_rank)| rank < best_rank) {
+                best = Some((i, rank));
+            }
+        }
+
+        match best {
+            Some((i, _)) => {
+                free[i].take(workload);
+                on_node[i] += 1;
+                if let Some(zone) = nodes[i].zone.as_deref() {
+                    *in_zone.entry(zone).or_default() += 1;
+                }
+                placement.assignments.insert(slot, nodes[i].id.clone());
+            }
+            None => {
+                let mut summary = Summary::new(nodes.len());
+                for (i, check) in statics.iter().enumerate() {
+                    match check {
+                        Err(rejection) => summary.add(rejection.clone()),
+                        Ok(()) => {
+                            if let Err(rejection) = free[i].admits(workload) {
+                                summary.add(rejection);
+                            }
+                        }
+                    }
+                }
+                let reason = summary.to_string();
+                last_failure = Some(reason.clone());
+                placement
+                    .unschedulable
+                    .push(Unschedulable { slot, reason });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, zone: Option<&str>, memory_mib: u64) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            labels: BTreeMap::new(),
+            zone: zone.map(Into::into),
+            arch: "x86_64".into(),
+            memory_mib,
+            cpu_millis: 4000,
+            max_instances: 100,
+        }
+    }
+
+    fn deployment(key: &str, replicas: u32, memory_mib: u64) -> WorkloadReq {
+        WorkloadReq {
+            key: key.into(),
+            kind: WorkloadKind::Deployment,
+            replicas,
+            memory_mib,
+            cpu_millis: 0,
+            node_selector: BTreeMap::new(),
+            arch: None,
+        }
+    }
+
+    fn nodes_of(p: &Placement, key: &str) -> Vec<String> {
+        p.assignments
+            .iter()
+            .filter(|(s, _)| s.key == key)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    #[test]
+    fn golden_spread_over_zones_then_nodes() {
+        let nodes = [
+            node("north-1", Some("north"), 1024),
+            node("north-2", Some("north"), 1024),
+            node("south-1", Some("south"), 1024),
+            node("west-1", Some("west"), 1024),
+        ];
+        let p = place(&[deployment("Deployment/default/hello", 3, 64)], &nodes);
+        assert!(p.unschedulable.is_empty());
+        let mut zones: Vec<String> = nodes_of(&p, "Deployment/default/hello")
+            .iter()
+            .map(|id| id.split('-').next().unwrap().to_string())
+            .collect();
+        zones.sort();
+        assert_eq!(zones, ["north", "south", "west"], "one replica per zone");
+
+        // Four replicas: every node gets one; five: one node gets two.
+        let p = place(&[deployment("Deployment/default/hello", 5, 64)], &nodes);
+        let mut per_node = BTreeMap::<String, u32>::new();
+        for id in nodes_of(&p, "Deployment/default/hello") {
+            *per_node.entry(id).or_default() += 1;
+        }
+        let mut counts: Vec<u32> = per_node.values().copied().collect();
+        counts.sort();
+        assert_eq!(counts, [1, 1, 1, 2]);
+    }
+
+    #[test]
+    fn golden_unschedulable_reason() {
+        let mut nodes = vec![
+            node("n1", Some("north"), 100),
+            node("n2", Some("north"), 100),
+            node("n3", Some("north"), 100),
+            node("s1", Some("south"), 4096),
+            node("s2", None, 4096),
+        ];
+        nodes[4].labels.insert("zone".into(), "south".into());
+        let mut w = deployment("Deployment/default/big", 2, 512);
+        w.node_selector.insert("zone".into(), "north".into());
+        let p = place(&[w], &nodes);
+        assert!(p.assignments.is_empty());
+        let reasons: Vec<(u32, &str)> = p
+            .unschedulable
+            .iter()
+            .map(|u| (u.slot.index, u.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (0, "0/5 nodes: 3 lack memory, 2 fail selector zone=north"),
+                (1, "0/5 nodes: 3 lack memory, 2 fail selector zone=north"),
+            ]
+        );
+    }
+
+    #[test]
+    fn golden_daemon_set_filters_arch_and_reports_full_node() {
+        let mut nodes = vec![
+            node("edge-1", None, 1024),
+            node("edge-2", None, 1024),
+            node("edge-3", None, 1024),
+        ];
+        nodes[1].arch = "aarch64".into();
+        nodes[2].max_instances = 0;
+        let ds = WorkloadReq {
+            key: "DaemonSet/kube/agent".into(),
+            kind: WorkloadKind::DaemonSet,
+            replicas: 99,
+            memory_mib: 0,
+            cpu_millis: 0,
+            node_selector: BTreeMap::new(),
+            arch: Some("x86_64".into()),
+        };
+        let p = place(&[ds], &nodes);
+        assert_eq!(
+            p.assignments,
+            BTreeMap::from([(Slot::new("DaemonSet/kube/agent", 0), "edge-1".into())])
+        );
+        assert_eq!(
+            p.unschedulable,
+            [Unschedulable {
+                slot: Slot::new("DaemonSet/kube/agent", 1),
+                reason: "node edge-3 is at max instances".into(),
+            }]
+        );
+        assert_eq!(p.slots_on("edge-1").count(), 1);
+        assert_eq!(p.slots_on("edge-2").count(), 0);
+    }
+
+    #[test]
+    fn capacity_goes_to_workloads_in_key_order() {
+        let nodes = [node("only", None, 100)];
+        let a = deployment("a", 1, 60);
+        let b = deployment("b", 1, 60);
+        for workloads in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
+            let p = place(&workloads, &nodes);
+            assert_eq!(p.node_of(&Slot::new("a", 0)), Some("only"));
+            assert_eq!(
+                p.unschedulable,
+                [Unschedulable {
+                    slot: Slot::new("b", 0),
+                    reason: "0/1 nodes: 1 lacks memory".into(),
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn zero_sized_replicas_only_take_instances() {
+        let mut n = node("tiny", None, 0);
+        n.cpu_millis = 0;
+        n.max_instances = 2;
+        let p = place(&[deployment("w", 3, 0)], &[n]);
+        assert_eq!(p.slots_on("tiny").count(), 2);
+        assert_eq!(p.unschedulable.len(), 1);
+        assert_eq!(
+            p.unschedulable[0].reason,
+            "0/1 nodes: 1 is at max instances"
+        );
+    }
+
+    #[test]
+    fn zone_selector_matches_zone_field_or_label() {
+        let mut labelled = node("labelled", None, 1024);
+        labelled.labels.insert("zone".into(), "north".into());
+        let nodes = [labelled, node("field", Some("north"), 1024), node("other", Some("south"), 1024)];
+        let mut w = deployment("w", 2, 1);
+        w.node_selector.insert("zone".into(), "north".into());
+        let p = place(&[w], &nodes);
+        let mut got = nodes_of(&p, "w");
+        got.sort();
+        assert_eq!(got, ["field", "labelled"]);
+    }
+
+    #[test]
+    fn no_nodes() {
+        let p = place(&[deployment("w", 1, 1)], &[]);
+        assert_eq!(p.unschedulable[0].reason, "0/0 nodes: no nodes known");
+    }
+}

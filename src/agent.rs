@@ -1,0 +1,208 @@
+//! Starting a node: data dir, token, store, runtime, reconciler, API and gateway.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wasmfleet_runtime::{Runtime, RuntimeConfig};
+
+use crate::api::{Api, router};
+use crate::gateway::{Binding, Routes, spawn_listener};
+use crate::reconciler::{NodeCapacity, Reconciler};
+use crate::store::Store;
+
+/// Settings of an agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub data_dir: PathBuf,
+    pub listen_api: SocketAddr,
+    pub listen_gateway: SocketAddr,
+    pub node_name: String,
+    pub runtime: RuntimeConfig,
+    /// Memory offered to workloads (MiB) for placement; default: the runtime budget.
+    pub capacity_memory_mib: Option<u64>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl AgentConfig {
+    /// Defaults for a data dir: API on 127.0.0.1:7070, gateway on 0.0.0.0:8080.
+    pub fn new(data_dir: PathBuf) -> Self {
+        AgentConfig {
+            data_dir,
+            listen_api: "127.0.0.1:7070".parse().expect("static addr"),
+            listen_gateway: "0.0.0.0:8080".parse().expect("static addr"),
+            node_name: default_node_name(),
+            runtime: RuntimeConfig::default(),
+            capacity_memory_mib: None,
+            labels: Default::default(),
+        }
+    }
+
+    /// Cross-field checks, before anything binds.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            !self.node_name.is_empty() && self.node_name.len() <= 63,
+            "--node-name must be 1 to 63 characters"
+        );
+        Ok(())
+    }
+}
+
+/// The machine's host name, or `node`.
+pub fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
+
+/// The default data dir: `$XDG_DATA_HOME/wasmfleet` (e.g. `~/.local/share/wasmfleet`).
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("wasmfleet")
+}
+
+/// A running agent.
+pub struct AgentHandle {
+    pub api_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub token: String,
+    pub reconciler: Reconciler,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// The API base URL, e.g. `http://127.0.0.1:7070`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Stops listeners and workloads and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Reads the API token of a data dir, creating it (mode 0600) on first use.
+pub fn load_or_create_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn node_id(data_dir: &Path) -> Result<u64> {
+    let path = data_dir.join("node-id");
+    if let Some(id) = std::fs::read_to_string(&path).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok()) {
+        return Ok(id);
+    }
+    let id: u64 = rand::random();
+    write_private(&path, format!("{id:016x}").as_bytes())?;
+    Ok(id)
+}
+
+/// Starts an agent: binds its listeners (port 0 works), loads desired state and starts the
+/// workloads this node should run, at once and without any network.
+pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let token = load_or_create_token(&data_dir)?;
+    let store = Arc::new(Store::open(&data_dir, node_id(&data_dir)?).context("opening the state store")?);
+
+    let mut rt_config = config.runtime.clone();
+    rt_config.cache_dir.get_or_insert_with(|| data_dir.join("compiled"));
+    let runtime = Arc::new(Runtime::new(rt_config).context("starting the wasm runtime")?);
+    let sizing = runtime.sizing();
+
+    let api_listener = TcpListener::bind(config.listen_api)
+        .await
+        .with_context(|| format!("binding the API listener on {}", config.listen_api))?;
+    let gw_listener = TcpListener::bind(config.listen_gateway)
+        .await
+        .with_context(|| format!("binding the gateway listener on {}", config.listen_gateway))?;
+    let api_addr = api_listener.local_addr()?;
+    let gateway_addr = gw_listener.local_addr()?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let routes = Routes::default();
+    let capacity = NodeCapacity {
+        memory_mib: config.capacity_memory_mib.unwrap_or(sizing.budget_bytes >> 20),
+        cpu_millis: std::thread::available_parallelism().map(|n| n.get() as u64 * 1000).unwrap_or(1000),
+        max_instances: sizing.instances.max(1) * 4,
+        labels: config.labels.clone(),
+    };
+    let reconciler = Reconciler::new(
+        config.node_name.clone(),
+        store.clone(),
+        runtime.clone(),
+        capacity,
+        routes.clone(),
+        gateway_addr.ip(),
+        data_dir.clone(),
+        shutdown_rx.clone(),
+    );
+    // First pass before serving, so restarted workloads are back as soon as we answer.
+    reconciler.pass().await;
+    let mut tasks = vec![reconciler.spawn()];
+
+    let api = Arc::new(Api {
+        store,
+        reconciler: reconciler.clone(),
+        runtime,
+        token: token.clone(),
+        node: config.node_name.clone(),
+        started: Instant::now(),
+    });
+    let app = router(api);
+    let mut sd = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = sd.wait_for(|s| *s).await;
+            })
+            .await;
+    }));
+    tasks.push(spawn_listener(gw_listener, routes, Binding::ByHost, shutdown_rx));
+
+    let api_url = format!("http://{api_addr}");
+    write_private(&data_dir.join("api.addr"), api_url.as_bytes())?;
+    Ok(AgentHandle { api_addr, gateway_addr, data_dir, token, reconciler, shutdown_tx, tasks })
+}

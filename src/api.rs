@@ -1,0 +1,479 @@
+//! The control API: HTTP/JSON under `/v1`, bearer-token protected.
+//!
+//! Handlers parse a request into a typed call and hand it to one place that acts
+//! ([`Api`]); every failure is an [`ApiError`], mapped to a status code in one function.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use wasmfleet_runtime::{Digest, ModuleKind, Runtime};
+
+use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey};
+use crate::reconciler::{ObjectStatus, Reconciler, ReplicaStatus};
+use crate::store::{ApplyAction, ModuleRecord, Store, StoreError, StoredObject, now_ms};
+
+/// Largest module upload.
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
+/// Largest manifest or JSON request.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// Every way an API call can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong API token: pass `Authorization: Bearer <token>` (CLI: --token or WASMFLEET_TOKEN)")]
+    Unauthorized,
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid manifest ({} error{})", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    Invalid(Vec<ManifestError>),
+    #[error("{0}")]
+    Storage(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl ApiError {
+    /// The one place that maps errors to status codes.
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let details = match &self {
+            ApiError::Invalid(errs) => errs.iter().map(|e| e.to_string()).collect(),
+            _ => Vec::new(),
+        };
+        (self.status(), axum::Json(ErrorBody { error: self.to_string(), details })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The acting side of the API.
+pub struct Api {
+    pub store: Arc<Store>,
+    pub reconciler: Reconciler,
+    pub runtime: Arc<Runtime>,
+    pub token: String,
+    pub node: String,
+    pub started: Instant,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PushResponse {
+    pub name: Option<String>,
+    pub digest: Digest,
+    pub kind: ModuleKind,
+    pub kind_description: String,
+    pub size_bytes: u64,
+    pub imports: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ApplyResult {
+    pub key: ObjectKey,
+    pub action: ApplyAction,
+}
+
+/// An object with its live status.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ObjectView {
+    pub key: ObjectKey,
+    pub object: serde_json::Value,
+    pub resolved: BTreeMap<String, Digest>,
+    pub generation: u64,
+    pub version: String,
+    pub created_ms: u64,
+    pub status: ObjectStatus,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct NodeView {
+    pub name: String,
+    pub version: String,
+    pub uptime_s: u64,
+    pub pool: wasmfleet_runtime::PoolSizing,
+}
+
+impl Api {
+    fn view(&self, rec: StoredObject) -> ObjectView {
+        let status = self.reconciler.object_status(&rec.key).unwrap_or_default();
+        ObjectView {
+            object: rec.object.clone().unwrap_or_default(),
+            resolved: rec.resolved,
+            generation: rec.generation,
+            version: rec.version.to_string(),
+            created_ms: rec.created_ms,
+            key: rec.key,
+            status,
+        }
+    }
+
+    /// Validates and stores a module; tags it when `name` is given.
+    pub async fn push(&self, name: Option<String>, bytes: Bytes) -> ApiResult<PushResponse> {
+        if let Some(n) = &name {
+            validate_module_name(n)?;
+        }
+        let rt = self.runtime.clone();
+        let b = bytes.clone();
+        let info = tokio::task::spawn_blocking(move || rt.load(&b).map(|m| m.info().clone()))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let digest = self.store.put_blob(&bytes)?;
+        let name = name.map(|n| with_tag(&n));
+        if let Some(n) = &name {
+            self.store.set_tag(&ModuleRecord { name: n.clone(), digest, kind: info.kind, size_bytes: info.size_bytes, pushed_ms: now_ms() })?;
+        }
+        Ok(PushResponse {
+            name,
+            digest,
+            kind: info.kind,
+            kind_description: info.kind.describe().to_string(),
+            size_bytes: info.size_bytes,
+            imports: info.imports,
+        })
+    }
+
+    /// Parses, validates, resolves images and stores every object, or nothing.
+    pub fn apply(&self, source: &str, text: &str) -> ApiResult<Vec<ApplyResult>> {
+        let objects = manifest::parse_str(source, text).map_err(ApiError::Invalid)?;
+        let mut errors = Vec::new();
+        let mut resolved_objects = Vec::new();
+        for (i, obj) in objects.into_iter().enumerate() {
+            let mut resolved = BTreeMap::new();
+            if let Some(tpl) = obj.pod_template() {
+                let w = tpl.workload();
+                match self.resolve_image(&w.image) {
+                    Ok(rec) => {
+                        let bad_kind = match obj.kind() {
+                            Kind::Job if !rec.kind.is_command() => Some("a Job runs a command (wasi:cli/command or wasip1), but"),
+                            _ => None,
+                        };
+                        if let Some(why) = bad_kind {
+                            errors.push(format!("{}: {why} image {} is a {}", obj.key(), w.image, rec.kind.describe()));
+                        }
+                        let max = self.runtime.sizing().instance_memory_bytes;
+                        if let Some(m) = w.memory_bytes
+                            && m > max
+                        {
+                            errors.push(format!(
+                                "{}: resources.limits.memory {} MiB is above this node's per-instance maximum of {} MiB",
+                                obj.key(),
+                                m >> 20,
+                                max >> 20
+                            ));
+                        }
+                        resolved.insert(w.image.clone(), rec.digest);
+                    }
+                    Err(e) => errors.push(format!("{} (document {}): {e}", obj.key(), i + 1)),
+                }
+            }
+            resolved_objects.push((obj, resolved));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::BadRequest(errors.join("; ")));
+        }
+        let results = self.store.apply(resolved_objects)?;
+        Ok(results.into_iter().map(|(key, action)| ApplyResult { key, action }).collect())
+    }
+
+    fn resolve_image(&self, image: &str) -> Result<ModuleRecord, String> {
+        if let Some(d) = image.strip_prefix("sha256:").and_then(|_| Digest::parse(image)) {
+            if !self.store.has_blob(&d) {
+                return Err(format!("module {d} is not in this node's store: push the file first"));
+            }
+            let bytes = self.store.read_blob(&d).map_err(|e| e.to_string())?.unwrap_or_default();
+            let info = self.runtime.load(&bytes).map_err(|e| e.to_string())?;
+            return Ok(ModuleRecord { name: image.into(), digest: d, kind: info.kind(), size_bytes: bytes.len() as u64, pushed_ms: 0 });
+        }
+        let name = with_tag(image);
+        self.store
+            .get_tag(&name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("image `{name}` not found: push it with `wasmfleet push {name} FILE.wasm`"))
+    }
+
+    pub fn list(&self, kind: Kind) -> ApiResult<Vec<ObjectView>> {
+        Ok(self.store.list(Some(kind))?.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> ApiResult<ObjectView> {
+        let rec = self.store.get(key)?.ok_or_else(|| ApiError::NotFound { what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name) })?;
+        Ok(self.view(rec))
+    }
+
+    pub fn delete(&self, keys: &[ObjectKey]) -> ApiResult<Vec<(ObjectKey, bool)>> {
+        let deleted = self.store.delete(keys)?;
+        Ok(keys.iter().cloned().zip(deleted).collect())
+    }
+
+    pub fn scale(&self, key: &ObjectKey, replicas: u32) -> ApiResult<ObjectView> {
+        if replicas > 10_000 {
+            return Err(ApiError::BadRequest("replicas must be at most 10000".into()));
+        }
+        let updated = self.store.update(key, |o| {
+            if let Object::Deployment(d) = o {
+                d.spec.replicas = Some(replicas);
+            }
+        })?;
+        let rec = updated.ok_or_else(|| ApiError::NotFound { what: format!("deployment {}/{}", key.namespace, key.name) })?;
+        Ok(self.view(rec))
+    }
+
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.reconciler.replicas()
+    }
+
+    pub fn modules(&self) -> ApiResult<Vec<ModuleRecord>> {
+        let mut v = self.store.list_tags()?;
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// Prometheus text format.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE wasmfleet_replica_requests_total counter");
+        let replicas = self.reconciler.replicas();
+        for r in &replicas {
+            if let Some(s) = &r.stats {
+                let l = format!("replica=\"{}\",namespace=\"{}\"", r.name, r.namespace);
+                let _ = writeln!(out, "wasmfleet_replica_requests_total{{{l}}} {}", s.requests);
+                let _ = writeln!(out, "wasmfleet_replica_in_flight{{{l}}} {}", s.in_flight);
+                let _ = writeln!(out, "wasmfleet_replica_rejected_total{{{l}}} {}", s.rejected);
+                let _ = writeln!(out, "wasmfleet_replica_traps_total{{{l}}} {}", s.traps);
+                let _ = writeln!(out, "wasmfleet_replica_timeouts_total{{{l}}} {}", s.timeouts);
+                let _ = writeln!(out, "wasmfleet_replica_oom_total{{{l}}} {}", s.out_of_memory);
+            }
+        }
+        let _ = writeln!(out, "# TYPE wasmfleet_replica_restarts_total counter");
+        for r in &replicas {
+            let _ = writeln!(out, "wasmfleet_replica_restarts_total{{replica=\"{}\",namespace=\"{}\"}} {}", r.name, r.namespace, r.restarts);
+            let _ = writeln!(out, "wasmfleet_replica_ready{{replica=\"{}\",namespace=\"{}\"}} {}", r.name, r.namespace, u8::from(r.ready));
+        }
+        let table = self.reconciler.routes().load();
+        let _ = writeln!(out, "# TYPE wasmfleet_gateway_requests_total counter");
+        for s in &table.services {
+            let l = format!("service=\"{}\",namespace=\"{}\"", s.key.name, s.key.namespace);
+            let _ = writeln!(out, "wasmfleet_gateway_requests_total{{{l}}} {}", s.requests.load(std::sync::atomic::Ordering::Relaxed));
+            let _ = writeln!(out, "wasmfleet_gateway_unavailable_total{{{l}}} {}", s.unavailable.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "wasmfleet_uptime_seconds {}", self.started.elapsed().as_secs());
+        out
+    }
+}
+
+fn with_tag(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') { name.to_string() } else { format!("{name}:latest") }
+}
+
+fn validate_module_name(n: &str) -> ApiResult<()> {
+    let ok = !n.is_empty()
+        && n.len() <= 200
+        && !n.starts_with("sha256:")
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+    if ok { Ok(()) } else { Err(ApiError::BadRequest(format!("invalid module name `{n}`: use NAME:TAG with letters, digits, '-', '_', '.', '/'"))) }
+}
+
+// --- HTTP plumbing ---
+
+type AppState = Arc<Api>;
+
+async fn auth(State(api): State<AppState>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), api.token.as_bytes()));
+    if ok { next.run(req).await } else { ApiError::Unauthorized.into_response() }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+struct PushQuery {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApplyQuery {
+    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeleteBody {
+    keys: Vec<ObjectKey>,
+}
+
+#[derive(Deserialize)]
+struct ScaleBody {
+    replicas: u32,
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    follow: Option<bool>,
+    tail: Option<usize>,
+}
+
+fn kind_of(s: &str) -> ApiResult<Kind> {
+    Kind::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown kind `{s}`: use deployments, services, jobs or daemonsets")))
+}
+
+/// The API router.
+pub fn router(api: Arc<Api>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/node", get(|State(a): State<AppState>| async move {
+            axum::Json(NodeView { name: a.node.clone(), version: env!("CARGO_PKG_VERSION").into(), uptime_s: a.started.elapsed().as_secs(), pool: a.runtime.sizing() })
+        }))
+        .route(
+            "/v1/modules",
+            get(|State(a): State<AppState>| async move { a.modules().map(axum::Json) }).post(
+                |State(a): State<AppState>, Query(q): Query<PushQuery>, body: Bytes| async move { a.push(q.name, body).await.map(axum::Json) },
+            ),
+        )
+        .route(
+            "/v1/apply",
+            post(|State(a): State<AppState>, Query(q): Query<ApplyQuery>, body: Bytes| async move {
+                let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
+                a.apply(q.source.as_deref().unwrap_or("-"), text).map(axum::Json)
+            }),
+        )
+        .route(
+            "/v1/delete",
+            post(|State(a): State<AppState>, axum::Json(b): axum::Json<DeleteBody>| async move { a.delete(&b.keys).map(axum::Json) }),
+        )
+        .route("/v1/objects/{kind}", get(|State(a): State<AppState>, Path(kind): Path<String>| async move { a.list(kind_of(&kind)?).map(axum::Json) }))
+        .route(
+            "/v1/objects/{kind}/{ns}/{name}",
+            get(|State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
+                a.get(&ObjectKey { kind: kind_of(&kind)?, namespace: ns, name }).map(axum::Json)
+            })
+            .delete(|State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
+                let key = ObjectKey { kind: kind_of(&kind)?, namespace: ns, name };
+                let res = a.delete(std::slice::from_ref(&key))?;
+                if res.first().is_some_and(|r| r.1) { Ok(axum::Json(res)) } else { Err(ApiError::NotFound { what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name) }) }
+            }),
+        )
+        .route(
+            "/v1/scale/{ns}/{name}",
+            post(|State(a): State<AppState>, Path((ns, name)): Path<(String, String)>, axum::Json(b): axum::Json<ScaleBody>| async move {
+                a.scale(&ObjectKey { kind: Kind::Deployment, namespace: ns, name }, b.replicas).map(axum::Json)
+            }),
+        )
+        .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
+        .route("/v1/logs/{ns}/{name}", get(logs))
+        .route("/metrics", get(|State(a): State<AppState>| async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], a.metrics()) }))
+        .route_layer(middleware::from_fn_with_state(api.clone(), auth))
+        .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(v1)
+        .with_state(api)
+}
+
+/// Logs of an object (Deployment, Job, DaemonSet) or of one replica, as NDJSON lines.
+async fn logs(State(a): State<AppState>, Path((ns, name)): Path<(String, String)>, Query(q): Query<LogsQuery>) -> ApiResult<Response> {
+    let mut buffers = BTreeMap::new();
+    for kind in [Kind::Deployment, Kind::Job, Kind::DaemonSet] {
+        let key = ObjectKey { kind, namespace: ns.clone(), name: name.clone() };
+        buffers.extend(a.reconciler.logs(&key));
+    }
+    if buffers.is_empty() {
+        // A replica name like `hello-1`.
+        if let Some((owner, _)) = name.rsplit_once('-') {
+            for kind in [Kind::Deployment, Kind::Job, Kind::DaemonSet] {
+                let key = ObjectKey { kind, namespace: ns.clone(), name: owner.to_string() };
+                buffers.extend(a.reconciler.logs(&key).into_iter().filter(|(r, _)| *r == name));
+            }
+        }
+    }
+    if buffers.is_empty() {
+        return Err(ApiError::NotFound { what: format!("logs for {ns}/{name} (no deployment, job, daemonset or replica by that name has run on this node)") });
+    }
+    #[derive(Serialize)]
+    struct Line<'a> {
+        replica: &'a str,
+        #[serde(flatten)]
+        line: &'a wasmfleet_runtime::LogLine,
+    }
+    let mut initial = Vec::new();
+    let mut all: Vec<(String, wasmfleet_runtime::LogLine)> = Vec::new();
+    for (r, b) in &buffers {
+        for l in b.snapshot(q.tail) {
+            all.push((r.clone(), l));
+        }
+    }
+    all.sort_by_key(|(r, l)| (l.time_ms, r.clone(), l.seq));
+    for (r, l) in &all {
+        if let Ok(mut s) = serde_json::to_vec(&Line { replica: r, line: l }) {
+            s.push(b'\n');
+            initial.extend_from_slice(&s);
+        }
+    }
+    if !q.follow.unwrap_or(false) {
+        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], initial).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+    let _ = tx.send(Ok(Bytes::from(initial))).await;
+    for (r, b) in buffers {
+        let mut sub = b.subscribe();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(l) => {
+                        let Ok(mut s) = serde_json::to_vec(&Line { replica: &r, line: &l }) else { continue };
+                        s.push(b'\n');
+                        if tx.send(Ok(Bytes::from(s))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    drop(tx);
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}
+
+impl From<ManifestError> for ApiError {
+    fn from(e: ManifestError) -> Self {
+        ApiError::Invalid(vec![e])
+    }
+}

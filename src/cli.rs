@@ -1,0 +1,700 @@
+//! The command line: `wasmfleet agent`, and kubectl-like client commands.
+
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wasmfleet_runtime::{Preopen, Runtime, RuntimeConfig, Stdio, WorkloadSpec};
+
+use crate::agent::{AgentConfig, default_data_dir, spawn_agent};
+use crate::api::{ApplyResult, NodeView, ObjectView, PushResponse};
+use crate::client::{Client, encode};
+use crate::manifest::{self, Kind, ObjectKey};
+use crate::reconciler::ReplicaStatus;
+use crate::store::ModuleRecord;
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Parser, Debug)]
+#[command(name = "wasmfleet", version, about = "High availability for WebAssembly workloads on edge fleets")]
+pub struct Cli {
+    /// API URL of the agent to talk to (default: the local agent of --data-dir).
+    #[arg(long, global = true, env = "WASMFLEET_SERVER")]
+    pub server: Option<String>,
+    /// API token (default: read from the local agent's data dir).
+    #[arg(long, global = true, env = "WASMFLEET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The agent's data directory.
+    #[arg(long, global = true, env = "WASMFLEET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Namespace of the objects named on the command line.
+    #[arg(short = 'n', long, global = true, default_value = "default")]
+    pub namespace: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: the agent with its API, gateway and workloads.
+    Agent(AgentArgs),
+    /// Start a local agent in a temporary data dir, deploy `hello`, and show it answering.
+    Demo(crate::demo::DemoArgs),
+    /// Push a module (a .wasm file) into the node's store under NAME:TAG.
+    Push { name: String, file: PathBuf },
+    /// Create or update objects from YAML manifests (files, directories, or - for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// List objects: deployments, services, jobs, daemonsets, replicas, modules, node.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Output>,
+    },
+    /// Show one object in detail, with its status.
+    Describe { kind: String, name: String },
+    /// Delete objects by kind and name, or those in manifests (-f).
+    Delete {
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+    },
+    /// Print the logs of a deployment, job, daemonset or replica.
+    Logs {
+        name: String,
+        /// Keep streaming new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// Set the replica count of a deployment.
+    Scale {
+        kind: String,
+        name: String,
+        #[arg(long)]
+        replicas: u32,
+    },
+    /// Run a command module once, locally, like `wasmtime run` (exit code passed through).
+    Run(RunArgs),
+    /// Serve a wasi:http/proxy component locally, like `wasmtime serve`.
+    Serve {
+        component: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        addr: SocketAddr,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Output {
+    Wide,
+    Json,
+    Yaml,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// API listener (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen_api: SocketAddr,
+    /// Gateway listener for Services (port 0: any free port).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen_gateway: SocketAddr,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Memory budget for Wasm instances, MiB (default: a quarter of RAM, within ulimit -v).
+    #[arg(long)]
+    pub memory_budget: Option<u64>,
+    /// Largest memory of one instance, MiB.
+    #[arg(long)]
+    pub instance_memory_max: Option<u64>,
+    /// Instances alive at once.
+    #[arg(long)]
+    pub max_instances: Option<u32>,
+    /// Node labels for nodeSelector, `k=v,k2=v2`.
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    pub module: PathBuf,
+    /// Environment variable for the guest, K=V (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Grant a directory: HOST[::GUEST] (repeatable; read-write).
+    #[arg(long = "dir")]
+    pub dirs: Vec<String>,
+    /// Memory limit, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u64,
+    /// Arguments for the guest (after --).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+impl Cli {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    fn client(&self) -> Result<Client> {
+        Client::resolve(self.server.clone(), self.token.clone(), &self.data_dir())
+    }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Agent(a) => run_agent(&cli, a),
+        Command::Demo(d) => crate::demo::run(d, cli.data_dir.clone()),
+        Command::Push { name, file } => {
+            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let r: PushResponse = cli.client()?.post_bytes(&format!("/v1/modules?name={}", encode(name)), "application/wasm", &bytes)?;
+            println!(
+                "pushed {} ({}, {} KiB, {})",
+                r.name.unwrap_or_default(),
+                r.kind_description,
+                r.size_bytes.div_ceil(1024),
+                r.digest
+            );
+            Ok(0)
+        }
+        Command::Apply { files } => apply(&cli, files),
+        Command::Get { kind, name, output } => get(&cli, kind, name.as_deref(), *output),
+        Command::Describe { kind, name } => describe(&cli, kind, name),
+        Command::Delete { kind, name, files } => delete(&cli, kind.as_deref(), name.as_deref(), files),
+        Command::Logs { name, follow, tail } => logs(&cli, name, *follow, *tail),
+        Command::Scale { kind, name, replicas } => {
+            if Kind::parse(kind) != Some(Kind::Deployment) {
+                bail!("only deployments can be scaled (got `{kind}`)");
+            }
+            let _: ObjectView = cli
+                .client()?
+                .post_json(&format!("/v1/scale/{}/{}", cli.namespace, name), &serde_json::json!({ "replicas": replicas }))?;
+            println!("deployment.apps/{name} scaled to {replicas}");
+            Ok(0)
+        }
+        Command::Run(r) => run_local(r),
+        Command::Serve { component, addr } => serve_local(component, *addr),
+        Command::Version => {
+            println!("wasmfleet {} (wasmtime 48)", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+    }
+}
+
+fn tokio_rt() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
+    let mut config = AgentConfig::new(cli.data_dir());
+    config.listen_api = a.listen_api;
+    config.listen_gateway = a.listen_gateway;
+    if let Some(n) = &a.node_name {
+        config.node_name = n.clone();
+    }
+    config.runtime.memory_budget_bytes = a.memory_budget.map(|m| m * MIB);
+    config.runtime.max_instance_memory_bytes = a.instance_memory_max.map(|m| m * MIB);
+    config.runtime.max_instances = a.max_instances;
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').with_context(|| format!("--labels: `{l}` is not k=v"))?;
+        config.labels.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    tokio_rt()?.block_on(async move {
+        let agent = spawn_agent(config).await?;
+        println!("api listening on {}", agent.api_url());
+        println!("gateway listening on http://{}", agent.gateway_addr);
+        println!("data dir {}", agent.data_dir.display());
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await;
+        eprintln!("shutting down");
+        agent.shutdown().await;
+        Ok(0)
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+/// Files named by -f: a file, a directory (its .yaml/.yml/.json files), or - (stdin).
+fn read_manifests(files: &[String]) -> Result<Vec<(String, String, PathBuf)>> {
+    let mut out = Vec::new();
+    for f in files {
+        if f == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+            out.push(("-".to_string(), s, std::env::current_dir()?));
+            continue;
+        }
+        let p = Path::new(f);
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading directory {f}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|e| e.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+                .collect();
+            entries.sort();
+            for e in entries {
+                let text = std::fs::read_to_string(&e).with_context(|| format!("reading {}", e.display()))?;
+                out.push((e.display().to_string(), text, p.to_path_buf()));
+            }
+        } else {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {f}"))?;
+            out.push((f.clone(), text, p.parent().map(Path::to_path_buf).unwrap_or_default()));
+        }
+    }
+    Ok(out)
+}
+
+fn looks_like_path(image: &str) -> bool {
+    image.ends_with(".wasm") || image.starts_with("./") || image.starts_with("../") || image.starts_with('/')
+}
+
+fn apply(cli: &Cli, files: &[String]) -> Result<i32> {
+    let client = cli.client()?;
+    let mut failed = false;
+    for (source, text, base) in read_manifests(files)? {
+        let objects = match manifest::parse_str(&source, &text) {
+            Ok(o) => o,
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("error: {e}");
+                }
+                failed = true;
+                continue;
+            }
+        };
+        // Local file images are uploaded and replaced by their digest.
+        let mut rewritten = false;
+        let mut objects = objects;
+        for obj in &mut objects {
+            let Some(tpl) = obj.pod_template_mut() else { continue };
+            for c in &mut tpl.spec.containers {
+                if !looks_like_path(&c.image) {
+                    continue;
+                }
+                let path = [base.join(&c.image), PathBuf::from(&c.image)].into_iter().find(|p| p.is_file());
+                let Some(path) = path else { bail!("{source}: image {} looks like a file path but no such file exists", c.image) };
+                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let r: PushResponse = client.post_bytes("/v1/modules", "application/wasm", &bytes)?;
+                eprintln!("uploaded {} as {} ({})", path.display(), r.digest, r.kind_description);
+                c.image = r.digest.to_string();
+                rewritten = true;
+            }
+        }
+        let body = if rewritten { objects.iter().map(|o| o.to_yaml()).collect::<Vec<_>>().join("---\n") } else { text };
+        let results: Vec<ApplyResult> = match client.post_bytes(&format!("/v1/apply?source={}", encode(&source)), "application/yaml", body.as_bytes()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {source}: {e:#}");
+                failed = true;
+                continue;
+            }
+        };
+        for r in results {
+            println!("{} {}", kubectl_name(&r.key), serde_json::to_value(r.action)?.as_str().unwrap_or(""));
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn kubectl_name(key: &ObjectKey) -> String {
+    let group = match key.kind {
+        Kind::Deployment | Kind::DaemonSet => format!("{}.apps", key.kind.as_str().to_lowercase()),
+        Kind::Job => "job.batch".into(),
+        Kind::Service => "service".into(),
+    };
+    format!("{group}/{}", key.name)
+}
+
+fn age(ms: u64) -> String {
+    let now = crate::store::now_ms();
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// Prints an aligned table, kubectl style.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(headers.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Result<i32> {
+    let client = cli.client()?;
+    let wide = matches!(output, Some(Output::Wide));
+    let structured = |v: &serde_json::Value| -> Result<()> {
+        match output {
+            Some(Output::Json) => println!("{}", serde_json::to_string_pretty(v)?),
+            Some(Output::Yaml) => print!("{}", serde_yaml::to_string(v)?),
+            _ => {}
+        }
+        Ok(())
+    };
+    match kind.to_ascii_lowercase().as_str() {
+        "replicas" | "replica" | "pods" | "pod" | "po" => {
+            let mut reps: Vec<ReplicaStatus> = client.get("/v1/replicas")?;
+            reps.retain(|r| r.namespace == cli.namespace && name.is_none_or(|n| r.name == n || r.owner.ends_with(&format!("/{n}"))));
+            if matches!(output, Some(Output::Json | Output::Yaml)) {
+                return structured(&serde_json::to_value(&reps)?).map(|_| 0);
+            }
+            let rows: Vec<Vec<String>> = reps
+                .iter()
+                .map(|r| {
+                    let mut row = vec![
+                        r.name.clone(),
+                        if r.ready { "1/1" } else { "0/1" }.to_string(),
+                        r.phase.clone(),
+                        r.restarts.to_string(),
+                        age(r.started_ms),
+                    ];
+                    if wide {
+                        row.extend([r.node.clone(), r.revision.clone(), r.kind.clone(), r.module[..19.min(r.module.len())].to_string()]);
+                    }
+                    row
+                })
+                .collect();
+            let mut h = vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"];
+            if wide {
+                h.extend(["NODE", "REVISION", "TYPE", "MODULE"]);
+            }
+            print_table(&h, &rows);
+            Ok(0)
+        }
+        "modules" | "module" | "images" => {
+            let mods: Vec<ModuleRecord> = client.get("/v1/modules")?;
+            if matches!(output, Some(Output::Json | Output::Yaml)) {
+                return structured(&serde_json::to_value(&mods)?).map(|_| 0);
+            }
+            let rows = mods
+                .iter()
+                .map(|m| vec![m.name.clone(), m.kind.describe().to_string(), format!("{} KiB", m.size_bytes.div_ceil(1024)), m.digest.to_string()[..19].to_string(), age(m.pushed_ms)])
+                .collect::<Vec<_>>();
+            print_table(&["NAME", "TYPE", "SIZE", "DIGEST", "AGE"], &rows);
+            Ok(0)
+        }
+        "node" | "nodes" | "no" => {
+            let n: NodeView = client.get("/v1/node")?;
+            if matches!(output, Some(Output::Json | Output::Yaml)) {
+                return structured(&serde_json::to_value(&n)?).map(|_| 0);
+            }
+            print_table(
+                &["NAME", "STATUS", "VERSION", "UPTIME", "INSTANCES", "INSTANCE-MEMORY"],
+                &[vec![n.name, "Ready".into(), n.version, format!("{}s", n.uptime_s), n.pool.instances.to_string(), format!("{}Mi", n.pool.instance_memory_bytes >> 20)]],
+            );
+            Ok(0)
+        }
+        other => {
+            let k = Kind::parse(other).with_context(|| format!("unknown kind `{other}`: use deployments, services, jobs, daemonsets, replicas, modules or nodes"))?;
+            let mut objs: Vec<ObjectView> = client.get(&format!("/v1/objects/{}", k.plural()))?;
+            objs.retain(|o| o.key.namespace == cli.namespace && name.is_none_or(|n| o.key.name == n));
+            if let Some(n) = name
+                && objs.is_empty()
+            {
+                bail!("{} \"{n}\" not found in namespace {}", k.as_str().to_lowercase(), cli.namespace);
+            }
+            if matches!(output, Some(Output::Json | Output::Yaml)) {
+                let v: Vec<&serde_json::Value> = objs.iter().map(|o| &o.object).collect();
+                let v = if name.is_some() && v.len() == 1 { v[0].clone() } else { serde_json::json!({"apiVersion": "v1", "kind": "List", "items": v}) };
+                return structured(&v).map(|_| 0);
+            }
+            print_objects(k, &objs, wide);
+            Ok(0)
+        }
+    }
+}
+
+fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
+    let s = |v: &serde_json::Value, p: &str| v.pointer(p).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default();
+    match kind {
+        Kind::Deployment | Kind::DaemonSet => {
+            let rows: Vec<Vec<String>> = objs
+                .iter()
+                .map(|o| {
+                    let mut r = vec![o.key.name.clone(), format!("{}/{}", o.status.ready, o.status.desired), o.status.ready.to_string(), age(o.created_ms)];
+                    if wide {
+                        r.push(s(&o.object, "/spec/template/spec/containers/0/image"));
+                        r.push(o.status.messages.join("; "));
+                    }
+                    r
+                })
+                .collect();
+            let mut h = vec!["NAME", "READY", "AVAILABLE", "AGE"];
+            if wide {
+                h.extend(["IMAGE", "MESSAGE"]);
+            }
+            print_table(&h, &rows);
+        }
+        Kind::Service => {
+            let rows: Vec<Vec<String>> = objs
+                .iter()
+                .map(|o| {
+                    let ports: Vec<String> = o
+                        .object
+                        .pointer("/spec/ports")
+                        .and_then(|p| p.as_array())
+                        .map(|a| a.iter().map(|p| format!("{}/TCP", p.get("port").map(|x| x.to_string()).unwrap_or_default())).collect())
+                        .unwrap_or_default();
+                    let bound: Vec<String> = o.status.ports.iter().map(|p| if p.bound { format!("{}", p.port) } else { format!("{}(unbound)", p.port) }).collect();
+                    let eps: Vec<String> = o.status.endpoints.iter().filter(|e| e.1).map(|e| e.0.clone()).collect();
+                    let mut r = vec![
+                        o.key.name.clone(),
+                        s(&o.object, "/spec/type").replace("\"", "").chars().filter(|c| !c.is_whitespace()).collect::<String>().if_empty("ClusterIP"),
+                        ports.join(","),
+                        format!("{}/{}", o.status.ready, o.status.desired),
+                        age(o.created_ms),
+                    ];
+                    if wide {
+                        r.push(if bound.is_empty() { "-".into() } else { bound.join(",") });
+                        r.push(eps.join(","));
+                    }
+                    r
+                })
+                .collect();
+            let mut h = vec!["NAME", "TYPE", "PORT(S)", "READY", "AGE"];
+            if wide {
+                h.extend(["NODE-PORTS", "ENDPOINTS"]);
+            }
+            print_table(&h, &rows);
+        }
+        Kind::Job => {
+            let rows: Vec<Vec<String>> = objs
+                .iter()
+                .map(|o| {
+                    let st = if o.status.complete { "Complete" } else if o.status.messages.iter().any(|m| m.contains("job failed")) { "Failed" } else { "Running" };
+                    vec![o.key.name.clone(), st.to_string(), format!("{}/{}", o.status.succeeded, o.status.desired), o.status.failed.to_string(), age(o.created_ms)]
+                })
+                .collect();
+            print_table(&["NAME", "STATUS", "COMPLETIONS", "FAILED", "AGE"], &rows);
+        }
+    }
+}
+
+trait IfEmpty {
+    fn if_empty(self, d: &str) -> String;
+}
+impl IfEmpty for String {
+    fn if_empty(self, d: &str) -> String {
+        if self.is_empty() || self == "null" { d.to_string() } else { self }
+    }
+}
+
+fn describe(cli: &Cli, kind: &str, name: &str) -> Result<i32> {
+    let client = cli.client()?;
+    let k = Kind::parse(kind).with_context(|| format!("unknown kind `{kind}`"))?;
+    let o: ObjectView = client.get(&format!("/v1/objects/{}/{}/{}", k.plural(), cli.namespace, name))?;
+    println!("Name:         {}", o.key.name);
+    println!("Namespace:    {}", o.key.namespace);
+    println!("Kind:         {}", o.key.kind.as_str());
+    println!("Generation:   {}", o.generation);
+    println!("Version:      {}", o.version);
+    println!("Created:      {} ago", age(o.created_ms));
+    for (img, d) in &o.resolved {
+        println!("Image:        {img} -> {d}");
+    }
+    let st = &o.status;
+    match k {
+        Kind::Job => println!("Completions:  {}/{} succeeded, {} failed{}", st.succeeded, st.desired, st.failed, if st.complete { ", complete" } else { "" }),
+        _ => println!("Replicas:     {} desired, {} ready", st.desired, st.ready),
+    }
+    for p in &st.ports {
+        println!("Node port:    {} {}", p.port, if p.bound { "bound".to_string() } else { p.error.clone().unwrap_or_default() });
+    }
+    if !st.endpoints.is_empty() {
+        println!("Endpoints:");
+        for (e, ready) in &st.endpoints {
+            println!("  {e}\t{}", if *ready { "ready" } else { "not ready" });
+        }
+    }
+    if k != Kind::Service {
+        let reps: Vec<ReplicaStatus> = client.get("/v1/replicas")?;
+        let mine: Vec<&ReplicaStatus> = reps.iter().filter(|r| r.owner == o.key.to_string()).collect();
+        if !mine.is_empty() {
+            println!("Replicas:");
+            for r in mine {
+                println!(
+                    "  {}\tnode={} phase={} ready={} restarts={} revision={}{}",
+                    r.name,
+                    r.node,
+                    r.phase,
+                    r.ready,
+                    r.restarts,
+                    r.revision,
+                    r.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    if !st.messages.is_empty() {
+        println!("Messages:");
+        for m in &st.messages {
+            println!("  {m}");
+        }
+    }
+    println!("Spec:");
+    for l in serde_yaml::to_string(&o.object)?.lines() {
+        println!("  {l}");
+    }
+    Ok(0)
+}
+
+fn delete(cli: &Cli, kind: Option<&str>, name: Option<&str>, files: &[String]) -> Result<i32> {
+    let client = cli.client()?;
+    let mut keys = Vec::new();
+    if !files.is_empty() {
+        for (source, text, _) in read_manifests(files)? {
+            match manifest::parse_str(&source, &text) {
+                Ok(objs) => keys.extend(objs.iter().map(|o| o.key())),
+                Err(errs) => {
+                    for e in errs {
+                        eprintln!("error: {e}");
+                    }
+                    return Ok(1);
+                }
+            }
+        }
+    } else {
+        let (Some(kind), Some(name)) = (kind, name) else { bail!("name what to delete: `delete KIND NAME` or `delete -f FILE`") };
+        let k = Kind::parse(kind).with_context(|| format!("unknown kind `{kind}`"))?;
+        keys.push(ObjectKey { kind: k, namespace: cli.namespace.clone(), name: name.to_string() });
+    }
+    let res: Vec<(ObjectKey, bool)> = client.post_json("/v1/delete", &serde_json::json!({ "keys": keys }))?;
+    let mut missing = false;
+    for (k, deleted) in res {
+        if deleted {
+            println!("{} deleted", kubectl_name(&k));
+        } else {
+            eprintln!("error: {} not found", kubectl_name(&k));
+            missing = true;
+        }
+    }
+    Ok(if missing { 1 } else { 0 })
+}
+
+fn logs(cli: &Cli, name: &str, follow: bool, tail: Option<usize>) -> Result<i32> {
+    let client = cli.client()?;
+    let mut q = format!("/v1/logs/{}/{}?follow={follow}", cli.namespace, name);
+    if let Some(t) = tail {
+        q.push_str(&format!("&tail={t}"));
+    }
+    let reader = std::io::BufReader::new(client.stream(&q)?);
+    let stdout = std::io::stdout();
+    for line in reader.lines() {
+        let line = line.context("reading the log stream")?;
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        let replica = v["replica"].as_str().unwrap_or("");
+        let text = v["text"].as_str().unwrap_or("");
+        let stream = v["stream"].as_str().unwrap_or("");
+        let mut out = stdout.lock();
+        let marker = if stream == "system" { " [wasmfleet]" } else { "" };
+        let _ = writeln!(out, "[{replica}]{marker} {text}");
+        let _ = out.flush();
+    }
+    Ok(0)
+}
+
+fn run_local(r: &RunArgs) -> Result<i32> {
+    let bytes = std::fs::read(&r.module).with_context(|| format!("reading {}", r.module.display()))?;
+    let config = RuntimeConfig { pooling: false, max_instance_memory_bytes: Some(r.memory * MIB), ..RuntimeConfig::default() };
+    let runtime = Runtime::new(config)?;
+    let module = runtime.load(&bytes).with_context(|| format!("loading {}", r.module.display()))?;
+    let mut spec = WorkloadSpec::new(r.module.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "main".into()));
+    spec.args = r.args.clone();
+    spec.limits.memory_bytes = r.memory * MIB;
+    for e in &r.env {
+        let (k, v) = e.split_once('=').with_context(|| format!("--env `{e}` is not K=V"))?;
+        spec.env.push((k.to_string(), v.to_string()));
+    }
+    for d in &r.dirs {
+        let (host, guest) = d.split_once("::").unwrap_or((d.as_str(), d.as_str()));
+        spec.dirs.push(Preopen { host_path: PathBuf::from(host), guest_path: guest.to_string(), read_only: false });
+    }
+    let outcome = tokio_rt()?.block_on(runtime.run_command(&module, &spec, Stdio::Inherit));
+    match &outcome.status {
+        wasmfleet_runtime::ExitStatus::Code(c) => Ok(*c),
+        other => {
+            eprintln!("error: {other}");
+            Ok(other.code())
+        }
+    }
+}
+
+fn serve_local(component: &Path, addr: SocketAddr) -> Result<i32> {
+    let bytes = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    tokio_rt()?.block_on(async move {
+        let runtime = std::sync::Arc::new(Runtime::new(RuntimeConfig::default())?);
+        let module = runtime.load(&bytes).with_context(|| format!("loading {}", component.display()))?;
+        let name = component.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "serve".into());
+        let logs = wasmfleet_runtime::LogBuffer::new(64 * 1024);
+        let mut spec = WorkloadSpec::new(name);
+        spec.limits.max_concurrency = runtime.sizing().instances;
+        let service = wasmfleet_runtime::HttpService::new(runtime.clone(), &module, spec, logs)?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        println!("serving http://{}", listener.local_addr()?);
+        let _ = std::io::stdout().flush();
+        let accept = async {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let service = service.clone();
+                        async move { Ok::<_, std::convert::Infallible>(service.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                });
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = wait_for_signal() => {}
+        }
+        Ok(0)
+    })
+}

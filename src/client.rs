@@ -1,0 +1,107 @@
+//! A small blocking client of the control API, used by the CLI (and by tests).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::ErrorBody;
+
+/// Where and how to reach an agent.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Client {
+        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).build();
+        Client { base: base.into().trim_end_matches('/').to_string(), token: token.into(), agent }
+    }
+
+    /// Resolves the server and token: flags/env first, then the agent's data dir
+    /// (`api.addr` and `token`, which the agent writes there).
+    pub fn resolve(server: Option<String>, token: Option<String>, data_dir: &Path) -> Result<Client> {
+        let from_dir = |file: &str| -> Result<String> {
+            let p: PathBuf = data_dir.join(file);
+            std::fs::read_to_string(&p).map(|s| s.trim().to_string()).with_context(|| {
+                format!(
+                    "no running agent found: cannot read {} (start one with `wasmfleet agent`, or pass --server URL and --token / WASMFLEET_SERVER and WASMFLEET_TOKEN)",
+                    p.display()
+                )
+            })
+        };
+        let server = match server {
+            Some(s) => s,
+            None => from_dir("api.addr")?,
+        };
+        let token = match token {
+            Some(t) => t,
+            None => from_dir("token")?,
+        };
+        Ok(Client::new(server, token))
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        self.agent.request(method, &format!("{}{path}", self.base)).set("Authorization", &format!("Bearer {}", self.token))
+    }
+
+    fn check(&self, r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq::Response> {
+        match r {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(code, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                match serde_json::from_str::<ErrorBody>(&text) {
+                    Ok(b) if b.details.is_empty() => Err(anyhow!("{}", b.error)),
+                    Ok(b) => Err(anyhow!("{}:\n  {}", b.error, b.details.join("\n  "))),
+                    Err(_) => Err(anyhow!("server answered {code}: {}", text.trim())),
+                }
+            }
+            Err(e) => Err(anyhow!("cannot reach the wasmfleet agent at {}: {e} (is it running?)", self.base)),
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.check(self.request("GET", path).call())?;
+        resp.into_json().context("decoding the server's answer")
+    }
+
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.check(self.request("DELETE", path).call())?;
+        resp.into_json().context("decoding the server's answer")
+    }
+
+    pub fn post_json<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {
+        let resp = self.check(self.request("POST", path).send_json(body))?;
+        resp.into_json().context("decoding the server's answer")
+    }
+
+    pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: &[u8]) -> Result<T> {
+        let resp = self.check(self.request("POST", path).set("Content-Type", content_type).send_bytes(body))?;
+        resp.into_json().context("decoding the server's answer")
+    }
+
+    /// A streaming GET (logs -f).
+    pub fn stream(&self, path: &str) -> Result<impl Read + Send + use<>> {
+        let resp = self.check(self.request("GET", path).call())?;
+        Ok(resp.into_reader())
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,376 @@
+//! The node's durable state: desired objects and module tags in redb, module blobs as files.
+//!
+//! Why redb: pure Rust (no C toolchain on small gateways), ACID with copy-on-write B-trees and
+//! an fsync per commit, so a SIGKILL at any moment leaves the last committed state; a single
+//! file; and small. Module blobs are plain content-addressed files (`blobs/sha256/<hex>`),
+//! written to a temporary name, fsynced and renamed, so large uploads never bloat the database.
+//!
+//! Objects form a last-writer-wins map keyed by (kind, namespace, name), versioned by a hybrid
+//! logical clock, with tombstones for deletes, ready for replication between nodes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use wasmfleet_cluster::{Hlc, Version};
+use wasmfleet_runtime::{Digest, ModuleKind};
+
+use crate::manifest::{Kind, Object, ObjectKey};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_status");
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {reason}")]
+    Db { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// One desired object as stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StoredObject {
+    pub key: ObjectKey,
+    pub version: Version,
+    pub deleted: bool,
+    /// The object as the user wrote it (Kubernetes JSON), absent for tombstones.
+    pub object: Option<serde_json::Value>,
+    /// Image references resolved to digests at apply time.
+    #[serde(default)]
+    pub resolved: BTreeMap<String, Digest>,
+    /// Increments whenever the spec changes.
+    pub generation: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl StoredObject {
+    /// The typed object (None for tombstones).
+    pub fn typed(&self) -> Option<Object> {
+        let v = self.object.clone()?;
+        Object::from_json(self.key.kind, v).ok()
+    }
+}
+
+/// What `apply` did to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyAction {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+/// A module name:tag and what it points to.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModuleRecord {
+    pub name: String,
+    pub digest: Digest,
+    pub kind: ModuleKind,
+    pub size_bytes: u64,
+    pub pushed_ms: u64,
+}
+
+/// A Job's recorded progress, so a finished Job never runs again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobRecord {
+    pub generation: u64,
+    /// Completion indices that have succeeded.
+    #[serde(default)]
+    pub done: Vec<u32>,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub complete: bool,
+    pub failed_permanently: bool,
+    pub completed_ms: Option<u64>,
+}
+
+/// The durable store of one node.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    blobs: PathBuf,
+    hlc: Mutex<Hlc>,
+    changed_tx: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) the store under `data_dir`.
+    pub fn open(data_dir: &Path, node_id: u64) -> Result<Store, StoreError> {
+        let path = data_dir.join("state.redb");
+        let db_err = |e: &dyn std::fmt::Display| StoreError::Db { path: path.clone(), reason: e.to_string() };
+        let blobs = data_dir.join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs).map_err(|source| StoreError::Io { path: blobs.clone(), source })?;
+        let db = Database::create(&path).map_err(|e| db_err(&e))?;
+        let txn = db.begin_write().map_err(|e| db_err(&e))?;
+        for t in [OBJECTS, TAGS, JOBS] {
+            txn.open_table(t).map_err(|e| db_err(&e))?;
+        }
+        txn.commit().map_err(|e| db_err(&e))?;
+        let (changed_tx, _) = watch::channel(0);
+        let store = Store { db, path: path.clone(), blobs, hlc: Mutex::new(Hlc::new(node_id)), changed_tx };
+        // Versions issued after a restart must exceed every stored one.
+        let max = store.all_records()?.into_iter().map(|r| r.version).max();
+        if let Some(v) = max {
+            store.hlc.lock().unwrap_or_else(|e| e.into_inner()).observe(v, now_ms());
+        }
+        Ok(store)
+    }
+
+    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    /// A receiver that changes whenever desired state changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed_tx.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed_tx.send_modify(|n| *n += 1);
+    }
+
+    fn next_version(&self) -> Version {
+        self.hlc.lock().unwrap_or_else(|e| e.into_inner()).now(now_ms())
+    }
+
+    fn all_records(&self) -> Result<Vec<StoredObject>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let rec: StoredObject = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt { key: k.value().to_string(), reason: e.to_string() })?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Live objects, optionally of one kind, sorted by key.
+    pub fn list(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
+        let mut v: Vec<StoredObject> = self
+            .all_records()?
+            .into_iter()
+            .filter(|r| !r.deleted && kind.is_none_or(|k| r.key.kind == k))
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(v)
+    }
+
+    /// One live object.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
+        let k = key.to_string();
+        let Some(v) = table.get(k.as_str()).map_err(|e| self.db_err(e))? else {
+            return Ok(None);
+        };
+        let rec: StoredObject =
+            serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt { key: k, reason: e.to_string() })?;
+        Ok((!rec.deleted).then_some(rec))
+    }
+
+    /// Writes all objects in one transaction: all are applied or none.
+    pub fn apply(&self, objects: Vec<(Object, BTreeMap<String, Digest>)>) -> Result<Vec<(ObjectKey, ApplyAction)>, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let mut results = Vec::new();
+        {
+            let mut table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
+            for (obj, resolved) in objects {
+                let key = obj.key();
+                let k = key.to_string();
+                let json = obj.to_json();
+                let existing: Option<StoredObject> = match table.get(k.as_str()).map_err(|e| self.db_err(e))? {
+                    Some(v) => serde_json::from_slice(v.value()).ok(),
+                    None => None,
+                };
+                let now = now_ms();
+                let (action, generation, created_ms) = match &existing {
+                    Some(e) if !e.deleted && e.object.as_ref() == Some(&json) && e.resolved == resolved => {
+                        results.push((key, ApplyAction::Unchanged));
+                        continue;
+                    }
+                    Some(e) if !e.deleted => (ApplyAction::Configured, e.generation + 1, e.created_ms),
+                    Some(e) => (ApplyAction::Created, e.generation + 1, now),
+                    None => (ApplyAction::Created, 1, now),
+                };
+                let rec = StoredObject {
+                    key: key.clone(),
+                    version: self.next_version(),
+                    deleted: false,
+                    object: Some(json),
+                    resolved,
+                    generation,
+                    created_ms,
+                    updated_ms: now,
+                };
+                let bytes = serde_json::to_vec(&rec).map_err(|e| self.db_err(e))?;
+                table.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                results.push((key, action));
+            }
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        if results.iter().any(|(_, a)| *a != ApplyAction::Unchanged) {
+            self.notify();
+        }
+        Ok(results)
+    }
+
+    /// Replaces the spec of an existing object (e.g. `scale`).
+    pub fn update<F>(&self, key: &ObjectKey, f: F) -> Result<Option<StoredObject>, StoreError>
+    where
+        F: FnOnce(&mut Object),
+    {
+        let Some(rec) = self.get(key)? else { return Ok(None) };
+        let Some(mut obj) = rec.typed() else { return Ok(None) };
+        f(&mut obj);
+        self.apply(vec![(obj, rec.resolved.clone())])?;
+        self.get(key)
+    }
+
+    /// Deletes objects (writes tombstones). Returns which existed.
+    pub fn delete(&self, keys: &[ObjectKey]) -> Result<Vec<bool>, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        {
+            let mut table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
+            let mut jobs = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
+            for key in keys {
+                let k = key.to_string();
+                let existing: Option<StoredObject> = match table.get(k.as_str()).map_err(|e| self.db_err(e))? {
+                    Some(v) => serde_json::from_slice(v.value()).ok(),
+                    None => None,
+                };
+                match existing {
+                    Some(mut rec) if !rec.deleted => {
+                        rec.deleted = true;
+                        rec.object = None;
+                        rec.version = self.next_version();
+                        rec.updated_ms = now_ms();
+                        let bytes = serde_json::to_vec(&rec).map_err(|e| self.db_err(e))?;
+                        table.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                        jobs.remove(k.as_str()).map_err(|e| self.db_err(e))?;
+                        out.push(true);
+                    }
+                    _ => out.push(false),
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        if out.iter().any(|d| *d) {
+            self.notify();
+        }
+        Ok(out)
+    }
+
+    // --- module blobs and tags ---
+
+    /// Path of a blob (which may not exist).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).exists()
+    }
+
+    /// Stores bytes under their digest (durably; idempotent).
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        use std::io::Write as _;
+        let digest = Digest::of(bytes);
+        let path = self.blob_path(&digest);
+        if path.exists() {
+            return Ok(digest);
+        }
+        let io = |source| StoreError::Io { path: path.clone(), source };
+        let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        if let Ok(dir) = std::fs::File::open(&self.blobs) {
+            let _ = dir.sync_all();
+        }
+        Ok(digest)
+    }
+
+    /// Reads a blob and verifies its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.blob_path(digest);
+        match std::fs::read(&path) {
+            Ok(bytes) if Digest::of(&bytes) == *digest => Ok(Some(bytes)),
+            Ok(_) => Err(StoreError::Corrupt { key: digest.to_string(), reason: "blob content does not match its digest".into() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    pub fn set_tag(&self, rec: &ModuleRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut t = txn.open_table(TAGS).map_err(|e| self.db_err(e))?;
+            let bytes = serde_json::to_vec(rec).map_err(|e| self.db_err(e))?;
+            t.insert(rec.name.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
+        }
+        txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    pub fn get_tag(&self, name: &str) -> Result<Option<ModuleRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = txn.open_table(TAGS).map_err(|e| self.db_err(e))?;
+        Ok(t.get(name).map_err(|e| self.db_err(e))?.and_then(|v| serde_json::from_slice(v.value()).ok()))
+    }
+
+    pub fn list_tags(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = txn.open_table(TAGS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            if let Ok(r) = serde_json::from_slice(v.value()) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    // --- job progress ---
+
+    pub fn job_record(&self, key: &ObjectKey) -> Result<Option<JobRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
+        let k = key.to_string();
+        Ok(t.get(k.as_str()).map_err(|e| self.db_err(e))?.and_then(|v| serde_json::from_slice(v.value()).ok()))
+    }
+
+    pub fn set_job_record(&self, key: &ObjectKey, rec: &JobRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut t = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
+            let bytes = serde_json::to_vec(rec).map_err(|e| self.db_err(e))?;
+            let k = key.to_string();
+            t.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
+        }
+        txn.commit().map_err(|e| self.db_err(e))
+    }
+}
