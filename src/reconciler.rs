@@ -285,12 +285,12 @@ impl Reconciler {
             };
             let revision = revision_of(tpl, digest);
             let (kind, replicas) = match obj {
-                Object::Deployment(d) => (WorkloadKind::Deployment, d.spec.replicas.unwrap_or(1)),
+                Object::Deployment(d) => (WorkloadKind::Deployment, d.spec.replicas()),
                 Object::DaemonSet(_) => (WorkloadKind::DaemonSet, 1),
                 Object::Job(j) => {
-                    let completions = j.spec.completions.unwrap_or(1);
-                    let parallelism = j.spec.parallelism.unwrap_or(1);
-                    let backoff = j.spec.backoff_limit.unwrap_or(6);
+                    let completions = j.spec.completions();
+                    let parallelism = j.spec.parallelism();
+                    let backoff = j.spec.backoff_limit();
                     let record = self.inner.store.job_record(&key).ok().flatten().unwrap_or_default();
                     let record = if record.generation != rec.generation { JobRecord { generation: rec.generation, ..Default::default() } } else { record };
                     let st = new_status.entry(key.clone()).or_default();
@@ -565,7 +565,7 @@ impl Reconciler {
         for (_, obj) in objects {
             let Object::Service(svc) = obj else { continue };
             let key = obj.key();
-            let selector = svc.spec.selector.clone().unwrap_or_default();
+            let selector = svc.spec.selector.clone();
             let mut endpoints = Vec::new();
             for r in replicas.values() {
                 if r.key.owner.namespace != key.namespace || !selector_matches(&selector, &r.labels) {
@@ -580,7 +580,7 @@ impl Reconciler {
             st.desired = endpoints.len() as u32;
             st.ready = st.endpoints.iter().filter(|e| e.1).count() as u32;
             let route = Arc::new(ServiceRoute::new(key.clone(), endpoints));
-            for p in svc.node_ports() {
+            for p in node_ports(svc) {
                 wanted_ports.insert(p, route.clone());
             }
             table.insert(route);
@@ -625,7 +625,7 @@ impl Reconciler {
         for (_, obj) in objects {
             let Object::Service(svc) = obj else { continue };
             let st = status.entry(obj.key()).or_default();
-            st.ports = svc.node_ports().into_iter().filter_map(|p| ports.get(&p).map(|(_, s)| s.clone())).collect();
+            st.ports = node_ports(svc).into_iter().filter_map(|p| ports.get(&p).map(|(_, s)| s.clone())).collect();
             for p in &st.ports {
                 if let Some(e) = &p.error {
                     st.messages.push(format!("port {}: {e} (still reachable through the gateway by Host)", p.port));
@@ -669,6 +669,26 @@ fn spawn_probe(service: HttpService, ready: Arc<AtomicBool>, probe: crate::manif
             tokio::time::sleep(probe.period).await;
         }
     })
+}
+
+/// Ports a Service opens on the node: `port` for LoadBalancer, `nodePort` (or `port`) for
+/// NodePort; none for ClusterIP (reachable through the gateway by Host).
+fn node_ports(svc: &crate::manifest::Service) -> Vec<u16> {
+    use crate::manifest::ServiceType;
+    let mut out = Vec::new();
+    for p in &svc.spec.ports {
+        let port = match svc.spec.service_type() {
+            ServiceType::LoadBalancer => Some(p.port),
+            ServiceType::NodePort => Some(p.node_port.unwrap_or(p.port)),
+            _ => None,
+        };
+        if let Some(port) = port.and_then(|p| u16::try_from(p).ok()) {
+            out.push(port);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// A short, stable revision id for a pod template and its resolved module.

@@ -15,11 +15,7 @@ pub(crate) struct Free {
 
 impl Free {
     pub fn of(node: &NodeInfo) -> Self {
-        Self {
-            memory_mib: node.memory_mib,
-            cpu_millis: node.cpu_millis,
-            instances: node.max_instances,
-        }
+        Self { memory_mib: node.memory_mib, cpu_millis: node.cpu_millis, instances: node.max_instances }
     }
 
     /// Takes one replica of `workload`; the caller has checked [`Free::admits`].
@@ -79,10 +75,7 @@ pub(crate) fn static_check(workload: &WorkloadReq, node: &NodeInfo) -> Result<()
         let label_matches = node.labels.get(key) == Some(value);
         let zone_matches = key == "zone" && node.zone.as_ref() == Some(value);
         if !(label_matches || zone_matches) {
-            return Err(Rejection::Selector {
-                key: key.clone(),
-                value: value.clone(),
-            });
+            return Err(Rejection::Selector { key: key.clone(), value: value.clone() });
         }
     }
     match &workload.arch {
@@ -100,10 +93,7 @@ pub(crate) struct Summary {
 
 impl Summary {
     pub fn new(total: usize) -> Self {
-        Self {
-            total,
-            counts: BTreeMap::new(),
-        }
+        Self { total, counts: BTreeMap::new() }
     }
 
     pub fn add(&mut self, rejection: Rejection) {
@@ -135,34 +125,20 @@ mod tests {
     #[test]
     fn summary_lists_largest_group_first() {
         let mut s = Summary::new(5);
-        s.add(Rejection::Selector {
-            key: "zone".into(),
-            value: "north".into(),
-        });
+        s.add(Rejection::Selector { key: "zone".into(), value: "north".into() });
         s.add(Rejection::Memory);
         s.add(Rejection::Memory);
-        s.add(Rejection::Selector {
-            key: "zone".into(),
-            value: "north".into(),
-        });
+        s.add(Rejection::Selector { key: "zone".into(), value: "north".into() });
         s.add(Rejection::Memory);
-        assert_eq!(
-            s.to_string(),
-            "0/5 nodes: 3 lack memory, 2 fail selector zone=north"
-        );
+        assert_eq!(s.to_string(), "0/5 nodes: 3 lack memory, 2 fail selector zone=north");
     }
 
     #[test]
     fn summary_singular_and_empty() {
         let mut s = Summary::new(2);
-        s.add(Rejection::Arch {
-            want: "aarch64".into(),
-        });
+        s.add(Rejection::Arch { want: "aarch64".into() });
         s.add(Rejection::Instances);
-        assert_eq!(
-            s.to_string(),
-            "0/2 nodes: 1 is not aarch64, 1 is at max instances"
-        );
+        assert_eq!(s.to_string(), "0/2 nodes: 1 is not aarch64, 1 is at max instances");
         assert_eq!(Summary::new(0).to_string(), "0/0 nodes: no nodes known");
     }
 }

@@ -61,11 +61,7 @@ pub fn mix64(mut z: u64) -> u64 {
 /// Rendezvous weight of placing replica `index` of workload `key` on node `node_id`.
 /// Among eligible nodes the highest weight wins.
 pub fn rendezvous_weight(key: &str, index: u32, node_id: &str) -> u64 {
-    Fnv1a::default()
-        .field(key.as_bytes())
-        .u32(index)
-        .field(node_id.as_bytes())
-        .finish()
+    Fnv1a::default().field(key.as_bytes()).u32(index).field(node_id.as_bytes()).finish()
 }
 
 #[cfg(test)]
@@ -97,10 +93,7 @@ mod tests {
     #[test]
     fn rendezvous_weight_is_pinned() {
         // If this fails, the hash changed and every fleet would reshuffle on upgrade.
-        assert_eq!(
-            rendezvous_weight("Deployment/default/hello", 0, "edge-1"),
-            PINNED_HELLO_0_EDGE_1
-        );
+        assert_eq!(rendezvous_weight("Deployment/default/hello", 0, "edge-1"), PINNED_HELLO_0_EDGE_1);
         assert_ne!(
             rendezvous_weight("Deployment/default/hello", 0, "edge-1"),
             rendezvous_weight("Deployment/default/hello", 1, "edge-1")

@@ -19,8 +19,8 @@
 //! choose among the remaining nodes by rendezvous hashing of (workload key, slot index,
 //! node id); account capacity workload by workload in key order.
 
-pub mod hash;
 mod filter;
+pub mod hash;
 mod node;
 mod placement;
 mod slot;

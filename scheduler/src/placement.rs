@@ -27,10 +27,7 @@ pub struct Unschedulable {
 impl Placement {
     /// The slots assigned to `node`, in slot order.
     pub fn slots_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Slot> {
-        self.assignments
-            .iter()
-            .filter(move |(_, n)| n.as_str() == node)
-            .map(|(slot, _)| slot)
+        self.assignments.iter().filter(move |(_, n)| n.as_str() == node).map(|(slot, _)| slot)
     }
 
     /// The node `slot` is assigned to, if any.
@@ -64,7 +61,7 @@ pub fn place(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
 }
 
 /// Sorts by full value and keeps the first item of each identity.
-fn canonical<'a, T: Ord>(items: &'a [T], id: impl Fn(&T) -> &String) -> Vec<&'a T> {
+fn canonical<T: Ord>(items: &[T], id: impl Fn(&T) -> &String) -> Vec<&T> {
     let mut sorted: Vec<&T> = items.iter().collect();
     sorted.sort();
     sorted.dedup_by(|b, a| id(a) == id(b));
@@ -73,16 +70,8 @@ fn canonical<'a, T: Ord>(items: &'a [T], id: impl Fn(&T) -> &String) -> Vec<&'a 
 
 /// One slot per node that passes the selector and architecture filters, numbered in
 /// node-id order; a node without room leaves its slot unschedulable.
-fn place_daemon_set(
-    workload: &WorkloadReq,
-    nodes: &[&NodeInfo],
-    free: &mut [Free],
-    placement: &mut Placement,
-) {
-    let eligible = nodes
-        .iter()
-        .zip(free.iter_mut())
-        .filter(|(node, _)| static_check(workload, node).is_ok());
+fn place_daemon_set(workload: &WorkloadReq, nodes: &[&NodeInfo], free: &mut [Free], placement: &mut Placement) {
+    let eligible = nodes.iter().zip(free.iter_mut()).filter(|(node, _)| static_check(workload, node).is_ok());
     for (index, (node, free)) in (0u32..).zip(eligible) {
         let slot = Slot::new(workload.key.clone(), index);
         match free.admits(workload) {
@@ -90,22 +79,20 @@ fn place_daemon_set(
                 free.take(workload);
                 placement.assignments.insert(slot, node.id.clone());
             }
-            Err(rejection) => placement.unschedulable.push(Unschedulable {
-                slot,
-                reason: format!("node {} {}", node.id, rejection.phrase(1)),
-            }),
+            Err(rejection) => placement
+                .unschedulable
+                .push(Unschedulable { slot, reason: format!("node {} {}", node.id, rejection.phrase(1)) }),
         }
     }
 }
 
+/// Preference of a node for the next slot, smallest first: replicas of this workload on
+/// the node, replicas in its zone (0 without a zone), then highest rendezvous weight.
+type Rank = (u32, u32, Reverse<u64>);
+
 /// Slots `0..replicas`, each on the feasible node with the fewest replicas of this
 /// workload, then the fewest in its zone, then the highest rendezvous weight.
-fn place_replicas(
-    workload: &WorkloadReq,
-    nodes: &[&NodeInfo],
-    free: &mut [Free],
-    placement: &mut Placement,
-) {
+fn place_replicas(workload: &WorkloadReq, nodes: &[&NodeInfo], free: &mut [Free], placement: &mut Placement) {
     let statics: Vec<_> = nodes.iter().map(|n| static_check(workload, n)).collect();
     let mut on_node = vec![0u32; nodes.len()];
     let mut in_zone: BTreeMap<&str, u32> = BTreeMap::new();
@@ -115,23 +102,16 @@ fn place_replicas(
         let slot = Slot::new(workload.key.clone(), index);
         // Capacity only shrinks, so once one slot fails the rest fail the same way.
         if let Some(reason) = &last_failure {
-            placement.unschedulable.push(Unschedulable {
-                slot,
-                reason: reason.clone(),
-            });
+            placement.unschedulable.push(Unschedulable { slot, reason: reason.clone() });
             continue;
         }
 
-        let mut best: Option<(usize, (u32, u32, Reverse<u64>))> = None;
+        let mut best: Option<(usize, Rank)> = None;
         for (i, node) in nodes.iter().enumerate() {
             if statics[i].is_err() || free[i].admits(workload).is_err() {
                 continue;
             }
-            let zone_count = node
-                .zone
-                .as_deref()
-                .and_then(|z| in_zone.get(z).copied())
-                .unwrap_or(0);
+            let zone_count = node.zone.as_deref().and_then(|z| in_zone.get(z).copied()).unwrap_or(0);
             let weight = rendezvous_weight(&workload.key, index, &node.id);
             let rank = (on_node[i], zone_count, Reverse(weight));
             // Strict `<`: on an exact tie the smaller node id (earlier) wins.
@@ -163,9 +143,7 @@ fn place_replicas(
                 }
                 let reason = summary.to_string();
                 last_failure = Some(reason.clone());
-                placement
-                    .unschedulable
-                    .push(Unschedulable { slot, reason });
+                placement.unschedulable.push(Unschedulable { slot, reason });
             }
         }
     }
@@ -200,11 +178,7 @@ mod tests {
     }
 
     fn nodes_of(p: &Placement, key: &str) -> Vec<String> {
-        p.assignments
-            .iter()
-            .filter(|(s, _)| s.key == key)
-            .map(|(_, n)| n.clone())
-            .collect()
+        p.assignments.iter().filter(|(s, _)| s.key == key).map(|(_, n)| n.clone()).collect()
     }
 
     #[test]
@@ -236,6 +210,18 @@ mod tests {
     }
 
     #[test]
+    fn golden_exact_assignment_is_pinned() {
+        // Pins the hash and tie-breaking together: a change here reshuffles real fleets.
+        let nodes: Vec<NodeInfo> = (1..=5).map(|i| node(&format!("edge-{i}"), None, 1024)).collect();
+        let p = place(&[deployment("Deployment/default/hello", 3, 64)], &nodes);
+        let got: Vec<(u32, &str)> = p.assignments.iter().map(|(s, n)| (s.index, n.as_str())).collect();
+        assert_eq!(got, PINNED);
+    }
+
+    // Cross-checked against an independent Python model of the algorithm.
+    const PINNED: [(u32, &str); 3] = [(0, "edge-2"), (1, "edge-4"), (2, "edge-3")];
+
+    #[test]
     fn golden_unschedulable_reason() {
         let mut nodes = vec![
             node("n1", Some("north"), 100),
@@ -249,11 +235,7 @@ mod tests {
         w.node_selector.insert("zone".into(), "north".into());
         let p = place(&[w], &nodes);
         assert!(p.assignments.is_empty());
-        let reasons: Vec<(u32, &str)> = p
-            .unschedulable
-            .iter()
-            .map(|u| (u.slot.index, u.reason.as_str()))
-            .collect();
+        let reasons: Vec<(u32, &str)> = p.unschedulable.iter().map(|u| (u.slot.index, u.reason.as_str())).collect();
         assert_eq!(
             reasons,
             [
@@ -265,11 +247,7 @@ mod tests {
 
     #[test]
     fn golden_daemon_set_filters_arch_and_reports_full_node() {
-        let mut nodes = vec![
-            node("edge-1", None, 1024),
-            node("edge-2", None, 1024),
-            node("edge-3", None, 1024),
-        ];
+        let mut nodes = vec![node("edge-1", None, 1024), node("edge-2", None, 1024), node("edge-3", None, 1024)];
         nodes[1].arch = "aarch64".into();
         nodes[2].max_instances = 0;
         let ds = WorkloadReq {
@@ -282,10 +260,7 @@ mod tests {
             arch: Some("x86_64".into()),
         };
         let p = place(&[ds], &nodes);
-        assert_eq!(
-            p.assignments,
-            BTreeMap::from([(Slot::new("DaemonSet/kube/agent", 0), "edge-1".into())])
-        );
+        assert_eq!(p.assignments, BTreeMap::from([(Slot::new("DaemonSet/kube/agent", 0), "edge-1".into())]));
         assert_eq!(
             p.unschedulable,
             [Unschedulable {
@@ -307,10 +282,7 @@ mod tests {
             assert_eq!(p.node_of(&Slot::new("a", 0)), Some("only"));
             assert_eq!(
                 p.unschedulable,
-                [Unschedulable {
-                    slot: Slot::new("b", 0),
-                    reason: "0/1 nodes: 1 lacks memory".into(),
-                }]
+                [Unschedulable { slot: Slot::new("b", 0), reason: "0/1 nodes: 1 lacks memory".into() }]
             );
         }
     }
@@ -323,10 +295,7 @@ mod tests {
         let p = place(&[deployment("w", 3, 0)], &[n]);
         assert_eq!(p.slots_on("tiny").count(), 2);
         assert_eq!(p.unschedulable.len(), 1);
-        assert_eq!(
-            p.unschedulable[0].reason,
-            "0/1 nodes: 1 is at max instances"
-        );
+        assert_eq!(p.unschedulable[0].reason, "0/1 nodes: 1 is at max instances");
     }
 
     #[test]

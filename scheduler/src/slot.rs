@@ -15,10 +15,7 @@ pub struct Slot {
 
 impl Slot {
     pub fn new(key: impl Into<String>, index: u32) -> Self {
-        Self {
-            key: key.into(),
-            index,
-        }
+        Self { key: key.into(), index }
     }
 }
 

@@ -1,0 +1,185 @@
+//! End-to-end tests of the real binary: an agent on 127.0.0.1 port 0, driven by the CLI.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+
+fn deploy_hello(agent: &Agent) {
+    let out = ok(agent.cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    assert!(out.contains("wasi:http/proxy component"), "{out}");
+    let out = ok(agent.cli(&["apply", "-f", example("hello.yaml").to_str().unwrap()]));
+    assert!(out.contains("deployment.apps/hello created"), "{out}");
+    assert!(out.contains("service/hello created"), "{out}");
+}
+
+fn wait_hello(agent: &Agent) {
+    wait_for("hello to answer through the gateway", Duration::from_secs(30), || match agent.get("hello", "/") {
+        Ok((200, body, _)) if body.contains("Hello") => Some(()),
+        _ => None,
+    });
+}
+
+#[test]
+fn push_apply_serve_then_sigkill_and_restart_brings_workloads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path());
+    deploy_hello(&agent);
+    wait_hello(&agent);
+
+    // Requests balance across the three replicas.
+    let mut seen = HashSet::new();
+    for i in 0..30 {
+        let (status, body, replica) = agent.get("hello", &format!("/r/{i}")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("path=/r/{i}")), "{body}");
+        seen.insert(replica);
+    }
+    assert_eq!(seen.len(), 3, "replicas seen: {seen:?}");
+    // Also by <svc>.<namespace>.
+    assert_eq!(agent.get("hello.default", "/").unwrap().0, 200);
+
+    let out = ok(agent.cli(&["get", "replicas", "-o", "wide"]));
+    assert_eq!(out.lines().filter(|l| l.starts_with("hello-")).count(), 3, "{out}");
+    let out = ok(agent.cli(&["get", "deployments"]));
+    assert!(out.contains("hello") && out.contains("3/3"), "{out}");
+
+    agent.kill9();
+    let agent = Agent::start(dir.path());
+    // Back without any apply: the store is durable and the first pass runs before serving.
+    let (status, body, _) = agent.get("hello", "/after-restart").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let out = ok(agent.cli(&["get", "deployments"]));
+    assert!(out.contains("3/3"), "{out}");
+}
+
+#[test]
+fn api_requires_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    let r = ureq::get(&format!("{}/v1/replicas", agent.api)).call();
+    assert!(matches!(r, Err(ureq::Error::Status(401, _))), "{r:?}");
+    let r = ureq::get(&format!("{}/v1/replicas", agent.api)).set("Authorization", "Bearer nope").call();
+    assert!(matches!(r, Err(ureq::Error::Status(401, _))), "{r:?}");
+    let r = ureq::get(&format!("{}/v1/replicas", agent.api)).set("Authorization", &format!("Bearer {}", agent.token())).call();
+    assert_eq!(r.unwrap().status(), 200);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Remote-style access with --server and --token.
+    let out = std::process::Command::new(BIN)
+        .args(["get", "deployments", "--server", &agent.api, "--token", "wrong"])
+        .env("WASMFLEET_DATA_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("token"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    deploy_hello(&agent);
+    wait_hello(&agent);
+
+    // Not wasm.
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"this is not wasm").unwrap();
+    let out = agent.cli(&["push", "junk:1", junk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a WebAssembly file"), "{}", stderr(&out));
+
+    // Malformed manifest: one line naming the field.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: x}\n  template:\n    metadata:\n      labels: {app: x}\n    spec:\n      containers:\n      - name: x\n        image: hello:1.0\n        imagePullPolcy: Always\n").unwrap();
+    let out = agent.cli(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("imagePullPolcy") && err.contains("containers[0]"), "{err}");
+
+    // An image that was never pushed: nothing of the file is applied.
+    let two = dir.path().join("two.yaml");
+    let text = std::fs::read_to_string(example("hello.yaml")).unwrap().replace("name: hello", "name: other").replace("hello:1.0", "missing:9");
+    std::fs::write(&two, text).unwrap();
+    let out = agent.cli(&["apply", "-f", two.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing:9"), "{}", stderr(&out));
+    let out = ok(agent.cli(&["get", "services"]));
+    assert!(!out.contains("other"), "half-applied: {out}");
+
+    // Unknown host and a scaled-to-zero service.
+    let (status, body, _) = agent.get("nope", "/").unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("hello"), "{body}");
+    ok(agent.cli(&["scale", "deployment", "hello", "--replicas", "0"]));
+    wait_for("503 with no replicas", Duration::from_secs(10), || match agent.get("hello", "/") {
+        Ok((503, body, _)) if body.contains("no ready replicas") => Some(()),
+        _ => None,
+    });
+    ok(agent.cli(&["scale", "deployment", "hello", "--replicas", "1"]));
+    wait_hello(&agent);
+}
+
+#[test]
+fn cli_errors_are_one_line_and_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(dir.path(), &["get", "deployments"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: no running agent found"), "{err}");
+    let out = cli(dir.path(), &["get", "frobnicators"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn run_passes_the_exit_code_through_and_grants_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p1 = module_path("crash-p1");
+    let out = cli(dir.path(), &["run", p1.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).contains("crash: starting"));
+    let out = cli(dir.path(), &["run", p1.to_str().unwrap(), "--", "exit", "7"]);
+    assert_eq!(out.status.code(), Some(7));
+    std::fs::write(dir.path().join("f.txt"), "from the host").unwrap();
+    let grant = format!("{}::/d", dir.path().display());
+    let out = cli(dir.path(), &["run", "--dir", &grant, module_path("crash").to_str().unwrap(), "--", "cat", "/d/f.txt"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from the host");
+    let out = cli(dir.path(), &["run", "--env", "CRASH_CODE=0", p1.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn job_completes_once_and_daemonset_runs_with_a_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path());
+    ok(agent.cli(&["push", "crash:1.0", module_path("crash").to_str().unwrap()]));
+    ok(agent.cli(&["push", "sensor:1.0", module_path("sensor").to_str().unwrap()]));
+    ok(agent.cli(&["apply", "-f", example("job.yaml").to_str().unwrap()]));
+    ok(agent.cli(&["apply", "-f", example("sensor-daemonset.yaml").to_str().unwrap()]));
+    wait_for("job complete", Duration::from_secs(30), || {
+        let out = stdout(&agent.cli(&["get", "jobs"]));
+        out.contains("Complete").then_some(())
+    });
+    let out = ok(agent.cli(&["get", "jobs"]));
+    assert!(out.contains("3/3"), "{out}");
+    wait_for("sensor readings in logs", Duration::from_secs(20), || {
+        let out = stdout(&agent.cli(&["logs", "sensor"]));
+        out.contains("seq=1").then_some(())
+    });
+    agent.kill9();
+    let agent = Agent::start(dir.path());
+    // The job does not run again after a restart; the daemon does.
+    let out = ok(agent.cli(&["get", "jobs"]));
+    assert!(out.contains("Complete") && out.contains("3/3"), "{out}");
+    let reps = ok(agent.cli(&["get", "replicas"]));
+    assert!(!reps.lines().any(|l| l.starts_with("counter-")), "{reps}");
+    wait_for("sensor running again", Duration::from_secs(20), || {
+        let out = stdout(&agent.cli(&["get", "replicas"]));
+        out.lines().any(|l| l.starts_with("sensor-0") && l.contains("Running")).then_some(())
+    });
+}
