@@ -35,7 +35,13 @@ fn service(rt: &Arc<Runtime>, name: &str, limits: Limits) -> (HttpService, Arc<L
 }
 
 async fn call(svc: &HttpService, method: &str, path: &str, body: &'static [u8]) -> (u16, String) {
-    let req = http::Request::builder().method(method).uri(path).header("host", "test").body(Full::new(Bytes::from_static(body))).unwrap();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test")
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap();
     let resp = svc.handle(req).await;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -93,6 +99,11 @@ async fn request_body_limit_gives_413() {
     let (svc, _) = service(&rt, "echo", limits);
     let (status, body) = call(&svc, "POST", "/", b"0123456789abcdef").await;
     assert_eq!(status, 413, "{body}");
+    // Without Content-Length the stream is cut at the limit: the guest never sees more.
+    let req = http::Request::post("/").header("host", "t").body(Full::new(Bytes::from_static(b"0123456789abcdef"))).unwrap();
+    let resp = svc.handle(req).await;
+    let text = String::from_utf8_lossy(&resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default()).into_owned();
+    assert!(!text.contains("0123456789abcdef"), "{text}");
 }
 
 #[tokio::test]

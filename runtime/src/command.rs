@@ -62,6 +62,17 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// Emits trailing partial lines when a run ends, however it ends.
+struct FinishSinks(Vec<LogSink>);
+
+impl Drop for FinishSinks {
+    fn drop(&mut self) {
+        for s in &self.0 {
+            s.finish();
+        }
+    }
+}
+
 /// The result of one run.
 #[derive(Clone, Debug)]
 pub struct RunOutcome {
@@ -99,15 +110,18 @@ impl Runtime {
                 ExitStatus::Failed(format!("cannot grant {} as {}: {e:#}", dir.host_path.display(), dir.guest_path))
             })?;
         }
+        let mut sinks = Vec::new();
         match &stdio {
             Stdio::Inherit => {
                 wasi.inherit_stdio();
             }
             Stdio::Logs(buf) => {
-                wasi.stdout(LogSink { buf: buf.clone(), stream: LogStream::Stdout })
-                    .stderr(LogSink { buf: buf.clone(), stream: LogStream::Stderr });
+                let (out, err) = (LogSink::new(buf.clone(), LogStream::Stdout), LogSink::new(buf.clone(), LogStream::Stderr));
+                wasi.stdout(out.clone()).stderr(err.clone());
+                sinks.extend([out, err]);
             }
         }
+        let _flush = FinishSinks(sinks);
         let limiter = MemLimiter::new(spec.limits.memory_bytes);
         let classify = |e: wasmtime::Error, oom: bool| -> ExitStatus {
             if let Some(exit) = e.downcast_ref::<I32Exit>() {

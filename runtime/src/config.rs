@@ -42,7 +42,7 @@ impl Default for RuntimeConfig {
 }
 
 /// The resolved sizes of the instance pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolSizing {
     pub budget_bytes: u64,
     pub instance_memory_bytes: u64,
@@ -80,7 +80,6 @@ impl PoolSizing {
 }
 
 fn physical_memory_bytes() -> u64 {
-    // SAFETY-free: sysconf is a plain libc query.
     let pages = unsafe_free_sysconf(libc::_SC_PHYS_PAGES);
     let page = unsafe_free_sysconf(libc::_SC_PAGESIZE);
     match (pages, page) {

@@ -37,7 +37,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Counters of one service.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceStats {
     pub requests: u64,
     pub in_flight: u32,
@@ -281,8 +281,8 @@ impl HttpService {
         let inner = &self.inner;
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(&inner.env)
-            .stdout(LogSink { buf: inner.logs.clone(), stream: LogStream::Stdout })
-            .stderr(LogSink { buf: inner.logs.clone(), stream: LogStream::Stderr });
+            .stdout(LogSink::new(inner.logs.clone(), LogStream::Stdout))
+            .stderr(LogSink::new(inner.logs.clone(), LogStream::Stderr));
         let state = HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),

@@ -95,52 +95,58 @@ impl LogBuffer {
         self.tx.subscribe()
     }
 
-    /// An `AsyncWrite` that splits bytes into lines of `stream`.
-    pub(crate) fn writer(self: &Arc<Self>, stream: LogStream) -> LineWriter {
-        LineWriter { buf: self.clone(), stream, partial: Vec::new() }
-    }
 }
 
-/// Splits written bytes into lines and appends them to a [`LogBuffer`].
-pub(crate) struct LineWriter {
+/// A guest stdout/stderr that writes into a [`LogBuffer`], split into lines. Every stream the
+/// guest opens shares one partial-line buffer; [`LogSink::finish`] emits what is left when the
+/// run ends (a `print!` without newline).
+#[derive(Clone)]
+pub(crate) struct LogSink {
     buf: Arc<LogBuffer>,
     stream: LogStream,
-    partial: Vec<u8>,
+    partial: Arc<Mutex<Vec<u8>>>,
 }
 
-impl LineWriter {
-    fn write_bytes(&mut self, mut data: &[u8]) {
+impl LogSink {
+    pub(crate) fn new(buf: Arc<LogBuffer>, stream: LogStream) -> LogSink {
+        LogSink { buf, stream, partial: Arc::default() }
+    }
+
+    fn write_bytes(&self, mut data: &[u8]) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(pos) = data.iter().position(|&b| b == b'\n') {
-            self.partial.extend_from_slice(&data[..pos]);
-            self.flush_line();
+            partial.extend_from_slice(&data[..pos]);
+            self.emit(&mut partial);
             data = &data[pos + 1..];
         }
-        self.partial.extend_from_slice(data);
-        while self.partial.len() > MAX_LINE {
-            let rest = self.partial.split_off(MAX_LINE);
-            self.flush_line();
-            self.partial = rest;
+        partial.extend_from_slice(data);
+        while partial.len() > MAX_LINE {
+            let rest = partial.split_off(MAX_LINE);
+            self.emit(&mut partial);
+            *partial = rest;
         }
     }
 
-    fn flush_line(&mut self) {
-        let text = String::from_utf8_lossy(&self.partial).trim_end_matches('\r').to_string();
-        self.partial.clear();
+    fn emit(&self, partial: &mut Vec<u8>) {
+        let text = String::from_utf8_lossy(partial).trim_end_matches('\r').to_string();
+        partial.clear();
         self.buf.push(self.stream, text);
     }
-}
 
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        if !self.partial.is_empty() {
-            self.flush_line();
+    /// Emits a trailing partial line, if any.
+    pub(crate) fn finish(&self) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        if !partial.is_empty() {
+            self.emit(&mut partial);
         }
     }
 }
+
+struct LineWriter(LogSink);
 
 impl tokio::io::AsyncWrite for LineWriter {
     fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.get_mut().write_bytes(data);
+        self.0.write_bytes(data);
         Poll::Ready(Ok(data.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -151,12 +157,6 @@ impl tokio::io::AsyncWrite for LineWriter {
     }
 }
 
-/// A guest stdout/stderr that writes into a [`LogBuffer`].
-pub(crate) struct LogSink {
-    pub(crate) buf: Arc<LogBuffer>,
-    pub(crate) stream: LogStream,
-}
-
 impl wasmtime_wasi::cli::IsTerminal for LogSink {
     fn is_terminal(&self) -> bool {
         false
@@ -165,7 +165,7 @@ impl wasmtime_wasi::cli::IsTerminal for LogSink {
 
 impl wasmtime_wasi::cli::StdoutStream for LogSink {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.buf.writer(self.stream))
+        Box::new(LineWriter(self.clone()))
     }
 }
 
@@ -176,10 +176,10 @@ mod tests {
     #[test]
     fn splits_lines_and_bounds_size() {
         let buf = LogBuffer::new(200);
-        let mut w = buf.writer(LogStream::Stdout);
+        let w = LogSink::new(buf.clone(), LogStream::Stdout);
         w.write_bytes(b"one\ntw");
         w.write_bytes(b"o\nthree");
-        drop(w);
+        w.finish();
         let lines: Vec<String> = buf.snapshot(None).into_iter().map(|l| l.text).collect();
         assert_eq!(lines, ["one", "two", "three"]);
         for i in 0..100 {

@@ -66,7 +66,8 @@ mod tests {
             kind: Some("Deployment".into()),
             name: Some("hello".into()),
             path: "spec.template.spec.containers[0].resources.limits.memory".into(),
-            message: "invalid quantity \"12XB\": expected a number with an optional suffix Ki, Mi, Gi, Ti, K, M, G, T".into(),
+            message: "invalid quantity \"12XB\": expected a number with an optional suffix Ki, Mi, Gi, Ti, K, M, G, T"
+                .into(),
             line: Some(23),
             column: Some(24),
         };

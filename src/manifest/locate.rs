@@ -48,12 +48,17 @@ struct Frame {
 #[derive(Default)]
 pub(crate) struct Locator {
     positions: HashMap<String, (usize, usize)>,
+    /// Where an inline scalar value starts (`memory: 12XB` → the `1`).
+    values: HashMap<String, (usize, usize)>,
+    /// The document's first content line, for fields of the document itself that are absent.
+    first: Option<(usize, usize)>,
 }
 
 impl Locator {
     pub(crate) fn new(text: &str) -> Locator {
-        let mut scan = Scan { stack: Vec::new(), positions: HashMap::new() };
+        let mut scan = Scan { stack: Vec::new(), positions: HashMap::new(), values: HashMap::new() };
         let mut block_scalar: Option<usize> = None;
+        let mut first = None;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim_end_matches('\r');
             let content = line.trim_start_matches(' ');
@@ -67,21 +72,38 @@ impl Locator {
             if content.is_empty() || content.starts_with('#') {
                 continue;
             }
+            first.get_or_insert((i + 1, col + 1));
             if scan.node(i + 1, col, content) {
                 block_scalar = Some(col);
             }
         }
-        Locator { positions: scan.positions }
+        Locator { positions: scan.positions, values: scan.values, first }
     }
 
-    /// The position of `path`, or of its nearest ancestor found in the text.
+    /// The position of `path`, or of its nearest ancestor found in the text, or of the
+    /// document's first line.
     pub(crate) fn find(&self, path: &str) -> Option<(usize, usize)> {
+        self.find_inner(path, false)
+    }
+
+    /// Like [`Locator::find`], but points at the field's inline value when it has one.
+    pub(crate) fn find_value(&self, path: &str) -> Option<(usize, usize)> {
+        self.find_inner(path, true)
+    }
+
+    fn find_inner(&self, path: &str, value: bool) -> Option<(usize, usize)> {
+        if value && let Some(pos) = self.values.get(path) {
+            return Some(*pos);
+        }
         let mut p = path;
         loop {
             if let Some(pos) = self.positions.get(p) {
                 return Some(*pos);
             }
-            p = parent(p)?;
+            match parent(p) {
+                Some(up) => p = up,
+                None => return self.first,
+            }
         }
     }
 }
@@ -89,6 +111,7 @@ impl Locator {
 struct Scan {
     stack: Vec<Frame>,
     positions: HashMap<String, (usize, usize)>,
+    values: HashMap<String, (usize, usize)>,
 }
 
 impl Scan {
@@ -133,6 +156,11 @@ impl Scan {
         let base = self.stack.last().map_or("", |f| f.path.as_str());
         let path = join_key(base, &key);
         self.positions.entry(path.clone()).or_insert((line, col + 1));
+        let trimmed = value.trim_start();
+        if !trimmed.is_empty() && !trimmed.starts_with('#') {
+            let value_col = col + (content.len() - trimmed.len());
+            self.values.entry(path.clone()).or_insert((line, value_col + 1));
+        }
         let value = strip_comment(value).trim();
         let anchor_only = value.starts_with('&') && !value.contains(' ');
         if value.is_empty() || anchor_only {
@@ -228,12 +256,14 @@ spec:
         assert_eq!(l.find("metadata.labels[\"app.kubernetes.io/name\"]"), Some((6, 5)));
         assert_eq!(l.find("spec.template.spec.containers[0]"), Some((11, 7)));
         assert_eq!(l.find("spec.template.spec.containers[0].image"), Some((12, 9)));
+        assert_eq!(l.find_value("spec.template.spec.containers[0].image"), Some((12, 16)));
+        assert_eq!(l.find_value("metadata.labels"), Some((5, 3)));
         assert_eq!(l.find("spec.template.spec.containers[0].args[1]"), Some((15, 11)));
         assert_eq!(l.find("spec.template.spec.containers[0].env[1].name"), Some((20, 11)));
         assert_eq!(l.find("spec.template.spec.volumes[0].emptyDir"), Some((23, 11)));
         // Falls back to the nearest ancestor.
         assert_eq!(l.find("spec.template.spec.containers[0].command"), Some((11, 7)));
-        assert_eq!(l.find("status"), None);
+        assert_eq!(l.find("status"), Some((1, 1)));
     }
 
     #[test]

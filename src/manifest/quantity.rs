@@ -100,15 +100,14 @@ pub fn parse_cpu_millis(s: &str) -> Result<u64, String> {
         "m" => scale_ceil(&d, 1, 1),
         _ => return Err(invalid()),
     };
-    millis
-        .and_then(|m| u64::try_from(m).ok())
-        .ok_or_else(|| format!("invalid cpu quantity {s:?}: too large"))
+    millis.and_then(|m| u64::try_from(m).ok()).ok_or_else(|| format!("invalid cpu quantity {s:?}: too large"))
 }
 
 /// Parses a short duration: one or more `<integer><unit>` with unit `ms`, `s`, `m` or `h`
 /// (`500ms`, `10s`, `2m`, `1m30s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {s:?}: expected a number with a unit ms, s, m or h (\"500ms\", \"10s\", \"2m\")");
+    let invalid =
+        || format!("invalid duration {s:?}: expected a number with a unit ms, s, m or h (\"500ms\", \"10s\", \"2m\")");
     let mut rest = s.trim();
     if rest.is_empty() {
         return Err(invalid());

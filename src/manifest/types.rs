@@ -82,6 +82,12 @@ pub enum IntOrString {
     String(String),
 }
 
+impl Default for IntOrString {
+    fn default() -> Self {
+        IntOrString::Int(0)
+    }
+}
+
 impl Serialize for IntOrString {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -103,9 +109,7 @@ impl<'de> Deserialize<'de> for IntOrString {
                 Ok(IntOrString::String(v.to_owned()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrString, E> {
-                i64::try_from(v)
-                    .map(IntOrString::Int)
-                    .map_err(|_| E::custom("integer out of range"))
+                i64::try_from(v).map(IntOrString::Int).map_err(|_| E::custom("integer out of range"))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrString, E> {
                 Ok(IntOrString::Int(v))

@@ -24,19 +24,27 @@ pub const MAX_REPLICAS: u32 = 10_000;
 pub(crate) struct Issue {
     pub path: String,
     pub message: String,
+    /// The problem is the field being there at all (report its key), not its value.
+    pub at_key: bool,
 }
 
 struct Issues(Vec<Issue>);
 
 impl Issues {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Issue { path: path.into(), message: message.into() });
+        self.0.push(Issue { path: path.into(), message: message.into(), at_key: false });
+    }
+
+    /// Reports a field that must not be there (located at its key, not its value).
+    fn push_key(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue { path: path.into(), message: message.into(), at_key: true });
     }
 
     /// Reports a known Kubernetes field that wasmfleet does not support, if it is present.
     fn unsupported(&mut self, base: &str, field: &str, value: &Option<Value>, why: &str) {
         if value.is_some() {
-            self.push(join_key(base, field), format!("not supported by wasmfleet: {why}"));
+            let message = format!("not supported by wasmfleet: {why}");
+            self.0.push(Issue { path: join_key(base, field), message, at_key: true });
         }
     }
 }
@@ -55,13 +63,23 @@ pub(crate) fn validate(object: &Object) -> Vec<Issue> {
             if let Some(s) = &spec.strategy {
                 strategy(s, &mut out);
             }
-            out.unsupported("spec", "paused", &spec.paused, "roll out by applying a new template; a rollout cannot be paused");
+            out.unsupported(
+                "spec",
+                "paused",
+                &spec.paused,
+                "roll out by applying a new template; a rollout cannot be paused",
+            );
             template(&spec.template, TemplateOf::Service, &mut out);
         }
         Object::DaemonSet(d) => {
             selector(&d.spec.selector, &d.spec.template, &mut out);
             if let Some(rolling) = d.spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref()) {
-                rolling_update("spec.updateStrategy.rollingUpdate", rolling.max_surge.as_ref(), rolling.max_unavailable.as_ref(), &mut out);
+                rolling_update(
+                    "spec.updateStrategy.rollingUpdate",
+                    rolling.max_surge.as_ref(),
+                    rolling.max_unavailable.as_ref(),
+                    &mut out,
+                );
             }
             template(&d.spec.template, TemplateOf::Service, &mut out);
         }
@@ -74,7 +92,12 @@ pub(crate) fn validate(object: &Object) -> Vec<Issue> {
                 out.push("spec.parallelism", "must be at least 1");
             }
             out.unsupported("spec", "suspend", &spec.suspend, "delete the Job to stop it");
-            out.unsupported("spec", "completionMode", &spec.completion_mode, "completions are not indexed; every run is the same");
+            out.unsupported(
+                "spec",
+                "completionMode",
+                &spec.completion_mode,
+                "completions are not indexed; every run is the same",
+            );
             out.unsupported("spec", "podFailurePolicy", &spec.pod_failure_policy, "use `backoffLimit`");
             template(&spec.template, TemplateOf::Job, &mut out);
         }
@@ -149,9 +172,14 @@ pub fn selector_matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<S
 fn strategy(s: &DeploymentStrategy, out: &mut Issues) {
     if let Some(rolling) = &s.rolling_update {
         if s.type_ == Some(StrategyType::Recreate) {
-            out.push("spec.strategy.rollingUpdate", "may not be specified when strategy type is Recreate");
+            out.push_key("spec.strategy.rollingUpdate", "may not be specified when strategy type is Recreate");
         }
-        rolling_update("spec.strategy.rollingUpdate", rolling.max_surge.as_ref(), rolling.max_unavailable.as_ref(), out);
+        rolling_update(
+            "spec.strategy.rollingUpdate",
+            rolling.max_surge.as_ref(),
+            rolling.max_unavailable.as_ref(),
+            out,
+        );
     }
 }
 
@@ -210,10 +238,13 @@ fn template(t: &PodTemplateSpec, of: TemplateOf, out: &mut Issues) {
             format!("must be Always for a Deployment or DaemonSet (got {p:?}); use a Job for run-to-completion work"),
         ),
         (TemplateOf::Job, Some(RestartPolicy::OnFailure | RestartPolicy::Never)) => {}
-        (TemplateOf::Job, Some(p)) => {
-            out.push(join_key(sbase, "restartPolicy"), format!("a Job's restartPolicy must be OnFailure or Never (got {p:?})"))
+        (TemplateOf::Job, Some(p)) => out.push(
+            join_key(sbase, "restartPolicy"),
+            format!("a Job's restartPolicy must be OnFailure or Never (got {p:?})"),
+        ),
+        (TemplateOf::Job, None) => {
+            out.push(join_key(sbase, "restartPolicy"), "is required for a Job: OnFailure or Never")
         }
-        (TemplateOf::Job, None) => out.push(join_key(sbase, "restartPolicy"), "is required for a Job: OnFailure or Never"),
     }
 
     let volume_names = volumes(&spec.volumes, out);
@@ -233,18 +264,44 @@ fn template(t: &PodTemplateSpec, of: TemplateOf, out: &mut Issues) {
     if !empty_security_context {
         out.unsupported(sbase, "securityContext", &spec.security_context, SANDBOX);
     }
-    out.unsupported(sbase, "initContainers", &spec.init_containers, "wasmfleet runs one module per replica; run setup steps as a Job");
+    out.unsupported(
+        sbase,
+        "initContainers",
+        &spec.init_containers,
+        "wasmfleet runs one module per replica; run setup steps as a Job",
+    );
     out.unsupported(sbase, "ephemeralContainers", &spec.ephemeral_containers, "modules cannot be attached to");
-    out.unsupported(sbase, "affinity", &spec.affinity, "use `nodeSelector`; wasmfleet spreads replicas across nodes and zones by itself");
-    out.unsupported(sbase, "tolerations", &spec.tolerations, "nodes have no taints; use `nodeSelector` to choose nodes");
-    out.unsupported(sbase, "topologySpreadConstraints", &spec.topology_spread_constraints, "wasmfleet spreads replicas across nodes and zones by itself");
-    out.unsupported(sbase, "nodeName", &spec.node_name, "every node computes placement itself; use `nodeSelector` with a node label");
+    out.unsupported(
+        sbase,
+        "affinity",
+        &spec.affinity,
+        "use `nodeSelector`; wasmfleet spreads replicas across nodes and zones by itself",
+    );
+    out.unsupported(
+        sbase,
+        "tolerations",
+        &spec.tolerations,
+        "nodes have no taints; use `nodeSelector` to choose nodes",
+    );
+    out.unsupported(
+        sbase,
+        "topologySpreadConstraints",
+        &spec.topology_spread_constraints,
+        "wasmfleet spreads replicas across nodes and zones by itself",
+    );
+    out.unsupported(
+        sbase,
+        "nodeName",
+        &spec.node_name,
+        "every node computes placement itself; use `nodeSelector` with a node label",
+    );
     out.unsupported(sbase, "priorityClassName", &spec.priority_class_name, "there is no preemption");
     let no_accounts = "modules have no access to a cluster API, so there are no service accounts";
     out.unsupported(sbase, "serviceAccountName", &spec.service_account_name, no_accounts);
     out.unsupported(sbase, "serviceAccount", &spec.service_account, no_accounts);
     out.unsupported(sbase, "automountServiceAccountToken", &spec.automount_service_account_token, no_accounts);
-    let host_ns = "Wasm modules never share the host's namespaces; expose services through a Service on the node gateway";
+    let host_ns =
+        "Wasm modules never share the host's namespaces; expose services through a Service on the node gateway";
     out.unsupported(sbase, "hostNetwork", &spec.host_network, host_ns);
     out.unsupported(sbase, "hostPID", &spec.host_pid, host_ns);
     out.unsupported(sbase, "hostIPC", &spec.host_ipc, host_ns);
@@ -292,7 +349,10 @@ fn volumes(vols: &[Volume], out: &mut Issues) -> BTreeSet<String> {
         }
         if let Some(hp) = &v.host_path {
             if !hp.path.starts_with('/') {
-                out.push(join_key(&join_key(&base, "hostPath"), "path"), format!("must be an absolute path (got {:?})", hp.path));
+                out.push(
+                    join_key(&join_key(&base, "hostPath"), "path"),
+                    format!("must be an absolute path (got {:?})", hp.path),
+                );
             }
             if let Some(t) = &hp.type_
                 && !matches!(t.as_str(), "" | "DirectoryOrCreate" | "Directory" | "FileOrCreate" | "File")
@@ -327,7 +387,10 @@ fn container(c: &Container, base: &str, volume_names: &BTreeSet<String>, out: &m
         out.push(join_key(base, "name"), e);
     }
     if c.image.trim().is_empty() {
-        out.push(join_key(base, "image"), "is required: name the module (`name:tag`, `sha256:<digest>` or a local path)");
+        out.push(
+            join_key(base, "image"),
+            "is required: name the module (`name:tag`, `sha256:<digest>` or a local path)",
+        );
     }
 
     let mut env_names = BTreeSet::new();
@@ -341,7 +404,12 @@ fn container(c: &Container, base: &str, volume_names: &BTreeSet<String>, out: &m
         } else if !env_names.insert(e.name.as_str()) {
             out.push(join_key(&ebase, "name"), format!("duplicate environment variable {:?}", e.name));
         }
-        out.unsupported(&ebase, "valueFrom", &e.value_from, "ConfigMaps, Secrets and the downward API are not supported; set `value`");
+        out.unsupported(
+            &ebase,
+            "valueFrom",
+            &e.value_from,
+            "ConfigMaps, Secrets and the downward API are not supported; set `value`",
+        );
     }
 
     let mut port_names = BTreeSet::new();
@@ -386,7 +454,10 @@ fn container(c: &Container, base: &str, volume_names: &BTreeSet<String>, out: &m
             if let (Some(req), Some(lim)) = (parsed.get(&("requests", res)), parsed.get(&("limits", res)))
                 && req > lim
             {
-                out.push(join_key(&join_key(&rbase, "requests"), res), format!("must be less than or equal to the {res} limit"));
+                out.push(
+                    join_key(&join_key(&rbase, "requests"), res),
+                    format!("must be less than or equal to the {res} limit"),
+                );
             }
         }
     }
@@ -422,7 +493,12 @@ fn container(c: &Container, base: &str, volume_names: &BTreeSet<String>, out: &m
         "a replica whose module traps or exits is restarted by its restartPolicy; check HTTP health with `readinessProbe.httpGet`",
     );
     out.unsupported(base, "startupProbe", &c.startup_probe, "use `readinessProbe` with `initialDelaySeconds`");
-    out.unsupported(base, "lifecycle", &c.lifecycle, "a module has no hooks; it is stopped when its replica is removed");
+    out.unsupported(
+        base,
+        "lifecycle",
+        &c.lifecycle,
+        "a module has no hooks; it is stopped when its replica is removed",
+    );
     out.unsupported(base, "securityContext", &c.security_context, SANDBOX);
     out.unsupported(base, "volumeDevices", &c.volume_devices, "modules cannot open block devices");
     out.unsupported(base, "stdin", &c.stdin, "modules run without a terminal");
@@ -447,7 +523,10 @@ fn protocol(base: &str, p: Option<Protocol>, out: &mut Issues) {
         None | Some(Protocol::Tcp) => {}
         Some(p) => out.push(
             join_key(base, "protocol"),
-            format!("{} is not supported by wasmfleet: the gateway carries HTTP over TCP only", if p == Protocol::Udp { "UDP" } else { "SCTP" }),
+            format!(
+                "{} is not supported by wasmfleet: the gateway carries HTTP over TCP only",
+                if p == Protocol::Udp { "UDP" } else { "SCTP" }
+            ),
         ),
     }
 }
@@ -476,7 +555,10 @@ fn probe(p: &Probe, base: &str, port_names: &BTreeSet<&str>, out: &mut Issues) {
                 }
             }
             if h.scheme == Some(UriScheme::Https) {
-                out.push(join_key(&hbase, "scheme"), "HTTPS is not supported by wasmfleet: replicas serve plain HTTP inside the node; use HTTP");
+                out.push(
+                    join_key(&hbase, "scheme"),
+                    "HTTPS is not supported by wasmfleet: replicas serve plain HTTP inside the node; use HTTP",
+                );
             }
             out.unsupported(&hbase, "host", &h.host, "the probe always targets the replica itself");
             out.unsupported(&hbase, "httpHeaders", &h.http_headers, "probes send a plain GET");
@@ -517,7 +599,12 @@ fn service(spec: &ServiceSpec, out: &mut Issues) {
     let ips = "every node's gateway serves the Service's port; there are no virtual IPs";
     out.unsupported(base, "externalIPs", &spec.external_ips, ips);
     out.unsupported(base, "loadBalancerIP", &spec.load_balancer_ip, ips);
-    out.unsupported(base, "loadBalancerSourceRanges", &spec.load_balancer_source_ranges, "filter traffic in front of the nodes");
+    out.unsupported(
+        base,
+        "loadBalancerSourceRanges",
+        &spec.load_balancer_source_ranges,
+        "filter traffic in front of the nodes",
+    );
     out.unsupported(
         base,
         "externalTrafficPolicy",
@@ -539,7 +626,9 @@ fn service(spec: &ServiceSpec, out: &mut Issues) {
         }
         protocol(&pbase, p.protocol, out);
         match &p.name {
-            Some(n) if !names.insert(n.as_str()) => out.push(join_key(&pbase, "name"), format!("duplicate port name {n:?}")),
+            Some(n) if !names.insert(n.as_str()) => {
+                out.push(join_key(&pbase, "name"), format!("duplicate port name {n:?}"))
+            }
             None if spec.ports.len() > 1 => {
                 out.push(join_key(&pbase, "name"), "is required when a Service has more than one port")
             }
@@ -554,7 +643,7 @@ fn service(spec: &ServiceSpec, out: &mut Issues) {
         }
         if let Some(np) = p.node_port {
             if !node_ports_allowed {
-                out.push(join_key(&pbase, "nodePort"), "may only be set when type is NodePort or LoadBalancer");
+                out.push_key(join_key(&pbase, "nodePort"), "may only be set when type is NodePort or LoadBalancer");
             } else {
                 port_range(&join_key(&pbase, "nodePort"), np, out);
             }

@@ -112,8 +112,7 @@ impl PodTemplateSpec {
                 .find(|p| p.name.as_deref() == Some(name))
                 .and_then(|p| u16::try_from(p.container_port).ok()),
         });
-        let container_port =
-            c.ports.first().and_then(|p| u16::try_from(p.container_port).ok()).or(probe_port);
+        let container_port = c.ports.first().and_then(|p| u16::try_from(p.container_port).ok()).or(probe_port);
 
         let ann = &self.metadata.annotations;
         WorkloadTemplate {
@@ -207,7 +206,10 @@ mod tests {
 
     #[test]
     fn annotations() {
-        assert_eq!(parse_allowed_hosts("api.example.com, *.internal"), Ok(vec!["api.example.com".into(), "*.internal".into()]));
+        assert_eq!(
+            parse_allowed_hosts("api.example.com, *.internal"),
+            Ok(vec!["api.example.com".into(), "*.internal".into()])
+        );
         assert_eq!(parse_allowed_hosts("10.0.0.5:8080"), Ok(vec!["10.0.0.5:8080".into()]));
         assert_eq!(parse_allowed_hosts(""), Ok(vec![]));
         assert!(parse_allowed_hosts("a,,b").is_err());
