@@ -14,11 +14,7 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: share one guest build between
     // profiles by building under <target>/wasm-modules.
-    let target_root = out_dir
-        .ancestors()
-        .nth(4)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| out_dir.clone());
+    let target_root = out_dir.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_else(|| out_dir.clone());
     let guest_target = target_root.join("wasm-modules");
     let dest = guest_target.join("dist");
     std::fs::create_dir_all(&dest).unwrap();
@@ -41,10 +37,7 @@ fn main() {
 fn build(modules_dir: &Path, target_dir: &Path, target: &str, package: Option<&str>) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(modules_dir)
-        .args(["build", "--release", "--target", target])
-        .arg("--target-dir")
-        .arg(target_dir);
+    cmd.current_dir(modules_dir).args(["build", "--release", "--target", target]).arg("--target-dir").arg(target_dir);
     if let Some(p) = package {
         cmd.args(["-p", p]);
     }

@@ -149,7 +149,13 @@ impl Api {
         let digest = self.store.put_blob(&bytes)?;
         let name = name.map(|n| with_tag(&n));
         if let Some(n) = &name {
-            self.store.set_tag(&ModuleRecord { name: n.clone(), digest, kind: info.kind, size_bytes: info.size_bytes, pushed_ms: now_ms() })?;
+            self.store.set_tag(&ModuleRecord {
+                name: n.clone(),
+                digest,
+                kind: info.kind,
+                size_bytes: info.size_bytes,
+                pushed_ms: now_ms(),
+            })?;
         }
         Ok(PushResponse {
             name,
@@ -173,7 +179,9 @@ impl Api {
                 match self.resolve_image(&w.image) {
                     Ok(rec) => {
                         let bad_kind = match obj.kind() {
-                            Kind::Job if !rec.kind.is_command() => Some("a Job runs a command (wasi:cli/command or wasip1), but"),
+                            Kind::Job if !rec.kind.is_command() => {
+                                Some("a Job runs a command (wasi:cli/command or wasip1), but")
+                            }
                             _ => None,
                         };
                         if let Some(why) = bad_kind {
@@ -211,7 +219,13 @@ impl Api {
             }
             let bytes = self.store.read_blob(&d).map_err(|e| e.to_string())?.unwrap_or_default();
             let info = self.runtime.load(&bytes).map_err(|e| e.to_string())?;
-            return Ok(ModuleRecord { name: image.into(), digest: d, kind: info.kind(), size_bytes: bytes.len() as u64, pushed_ms: 0 });
+            return Ok(ModuleRecord {
+                name: image.into(),
+                digest: d,
+                kind: info.kind(),
+                size_bytes: bytes.len() as u64,
+                pushed_ms: 0,
+            });
         }
         let name = with_tag(image);
         self.store
@@ -225,7 +239,9 @@ impl Api {
     }
 
     pub fn get(&self, key: &ObjectKey) -> ApiResult<ObjectView> {
-        let rec = self.store.get(key)?.ok_or_else(|| ApiError::NotFound { what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name) })?;
+        let rec = self.store.get(key)?.ok_or_else(|| ApiError::NotFound {
+            what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name),
+        })?;
         Ok(self.view(rec))
     }
 
@@ -243,7 +259,8 @@ impl Api {
                 d.spec.replicas = Some(replicas);
             }
         })?;
-        let rec = updated.ok_or_else(|| ApiError::NotFound { what: format!("deployment {}/{}", key.namespace, key.name) })?;
+        let rec =
+            updated.ok_or_else(|| ApiError::NotFound { what: format!("deployment {}/{}", key.namespace, key.name) })?;
         Ok(self.view(rec))
     }
 
@@ -276,15 +293,33 @@ impl Api {
         }
         let _ = writeln!(out, "# TYPE wasmfleet_replica_restarts_total counter");
         for r in &replicas {
-            let _ = writeln!(out, "wasmfleet_replica_restarts_total{{replica=\"{}\",namespace=\"{}\"}} {}", r.name, r.namespace, r.restarts);
-            let _ = writeln!(out, "wasmfleet_replica_ready{{replica=\"{}\",namespace=\"{}\"}} {}", r.name, r.namespace, u8::from(r.ready));
+            let _ = writeln!(
+                out,
+                "wasmfleet_replica_restarts_total{{replica=\"{}\",namespace=\"{}\"}} {}",
+                r.name, r.namespace, r.restarts
+            );
+            let _ = writeln!(
+                out,
+                "wasmfleet_replica_ready{{replica=\"{}\",namespace=\"{}\"}} {}",
+                r.name,
+                r.namespace,
+                u8::from(r.ready)
+            );
         }
         let table = self.reconciler.routes().load();
         let _ = writeln!(out, "# TYPE wasmfleet_gateway_requests_total counter");
         for s in &table.services {
             let l = format!("service=\"{}\",namespace=\"{}\"", s.key.name, s.key.namespace);
-            let _ = writeln!(out, "wasmfleet_gateway_requests_total{{{l}}} {}", s.requests.load(std::sync::atomic::Ordering::Relaxed));
-            let _ = writeln!(out, "wasmfleet_gateway_unavailable_total{{{l}}} {}", s.unavailable.load(std::sync::atomic::Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "wasmfleet_gateway_requests_total{{{l}}} {}",
+                s.requests.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "wasmfleet_gateway_unavailable_total{{{l}}} {}",
+                s.unavailable.load(std::sync::atomic::Ordering::Relaxed)
+            );
         }
         let _ = writeln!(out, "wasmfleet_uptime_seconds {}", self.started.elapsed().as_secs());
         out
@@ -301,7 +336,13 @@ fn validate_module_name(n: &str) -> ApiResult<()> {
         && n.len() <= 200
         && !n.starts_with("sha256:")
         && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
-    if ok { Ok(()) } else { Err(ApiError::BadRequest(format!("invalid module name `{n}`: use NAME:TAG with letters, digits, '-', '_', '.', '/'"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid module name `{n}`: use NAME:TAG with letters, digits, '-', '_', '.', '/'"
+        )))
+    }
 }
 
 // --- HTTP plumbing ---
@@ -349,63 +390,101 @@ struct LogsQuery {
 }
 
 fn kind_of(s: &str) -> ApiResult<Kind> {
-    Kind::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown kind `{s}`: use deployments, services, jobs or daemonsets")))
+    Kind::parse(s).ok_or_else(|| {
+        ApiError::BadRequest(format!("unknown kind `{s}`: use deployments, services, jobs or daemonsets"))
+    })
 }
 
 /// The API router.
 pub fn router(api: Arc<Api>) -> Router {
     let v1 = Router::new()
-        .route("/v1/node", get(|State(a): State<AppState>| async move {
-            axum::Json(NodeView { name: a.node.clone(), version: env!("CARGO_PKG_VERSION").into(), uptime_s: a.started.elapsed().as_secs(), pool: a.runtime.sizing() })
-        }))
+        .route(
+            "/v1/node",
+            get(|State(a): State<AppState>| async move {
+                axum::Json(NodeView {
+                    name: a.node.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    uptime_s: a.started.elapsed().as_secs(),
+                    pool: a.runtime.sizing(),
+                })
+            }),
+        )
         .route(
             "/v1/modules",
             get(|State(a): State<AppState>| async move { a.modules().map(axum::Json) }).post(
-                |State(a): State<AppState>, Query(q): Query<PushQuery>, body: Bytes| async move { a.push(q.name, body).await.map(axum::Json) },
+                |State(a): State<AppState>, Query(q): Query<PushQuery>, body: Bytes| async move {
+                    a.push(q.name, body).await.map(axum::Json)
+                },
             ),
         )
         .route(
             "/v1/apply",
             post(|State(a): State<AppState>, Query(q): Query<ApplyQuery>, body: Bytes| async move {
-                let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
+                let text = std::str::from_utf8(&body)
+                    .map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
                 a.apply(q.source.as_deref().unwrap_or("-"), text).map(axum::Json)
             }),
         )
         .route(
             "/v1/delete",
-            post(|State(a): State<AppState>, axum::Json(b): axum::Json<DeleteBody>| async move { a.delete(&b.keys).map(axum::Json) }),
+            post(|State(a): State<AppState>, axum::Json(b): axum::Json<DeleteBody>| async move {
+                a.delete(&b.keys).map(axum::Json)
+            }),
         )
-        .route("/v1/objects/{kind}", get(|State(a): State<AppState>, Path(kind): Path<String>| async move { a.list(kind_of(&kind)?).map(axum::Json) }))
+        .route(
+            "/v1/objects/{kind}",
+            get(|State(a): State<AppState>, Path(kind): Path<String>| async move {
+                a.list(kind_of(&kind)?).map(axum::Json)
+            }),
+        )
         .route(
             "/v1/objects/{kind}/{ns}/{name}",
             get(|State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
                 a.get(&ObjectKey { kind: kind_of(&kind)?, namespace: ns, name }).map(axum::Json)
             })
-            .delete(|State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
-                let key = ObjectKey { kind: kind_of(&kind)?, namespace: ns, name };
-                let res = a.delete(std::slice::from_ref(&key))?;
-                if res.first().is_some_and(|r| r.1) { Ok(axum::Json(res)) } else { Err(ApiError::NotFound { what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name) }) }
-            }),
+            .delete(
+                |State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
+                    let key = ObjectKey { kind: kind_of(&kind)?, namespace: ns, name };
+                    let res = a.delete(std::slice::from_ref(&key))?;
+                    if res.first().is_some_and(|r| r.1) {
+                        Ok(axum::Json(res))
+                    } else {
+                        Err(ApiError::NotFound {
+                            what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name),
+                        })
+                    }
+                },
+            ),
         )
         .route(
             "/v1/scale/{ns}/{name}",
-            post(|State(a): State<AppState>, Path((ns, name)): Path<(String, String)>, axum::Json(b): axum::Json<ScaleBody>| async move {
-                a.scale(&ObjectKey { kind: Kind::Deployment, namespace: ns, name }, b.replicas).map(axum::Json)
-            }),
+            post(
+                |State(a): State<AppState>,
+                 Path((ns, name)): Path<(String, String)>,
+                 axum::Json(b): axum::Json<ScaleBody>| async move {
+                    a.scale(&ObjectKey { kind: Kind::Deployment, namespace: ns, name }, b.replicas).map(axum::Json)
+                },
+            ),
         )
         .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
         .route("/v1/logs/{ns}/{name}", get(logs))
-        .route("/metrics", get(|State(a): State<AppState>| async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], a.metrics()) }))
+        .route(
+            "/metrics",
+            get(|State(a): State<AppState>| async move {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], a.metrics())
+            }),
+        )
         .route_layer(middleware::from_fn_with_state(api.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .merge(v1)
-        .with_state(api)
+    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(v1).with_state(api)
 }
 
 /// Logs of an object (Deployment, Job, DaemonSet) or of one replica, as NDJSON lines.
-async fn logs(State(a): State<AppState>, Path((ns, name)): Path<(String, String)>, Query(q): Query<LogsQuery>) -> ApiResult<Response> {
+async fn logs(
+    State(a): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
     let mut buffers = BTreeMap::new();
     for kind in [Kind::Deployment, Kind::Job, Kind::DaemonSet] {
         let key = ObjectKey { kind, namespace: ns.clone(), name: name.clone() };
@@ -421,7 +500,11 @@ async fn logs(State(a): State<AppState>, Path((ns, name)): Path<(String, String)
         }
     }
     if buffers.is_empty() {
-        return Err(ApiError::NotFound { what: format!("logs for {ns}/{name} (no deployment, job, daemonset or replica by that name has run on this node)") });
+        return Err(ApiError::NotFound {
+            what: format!(
+                "logs for {ns}/{name} (no deployment, job, daemonset or replica by that name has run on this node)"
+            ),
+        });
     }
     #[derive(Serialize)]
     struct Line<'a> {

@@ -159,7 +159,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Demo(d) => crate::demo::run(d, cli.data_dir.clone()),
         Command::Push { name, file } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            let r: PushResponse = cli.client()?.post_bytes(&format!("/v1/modules?name={}", encode(name)), "application/wasm", &bytes)?;
+            let r: PushResponse =
+                cli.client()?.post_bytes(&format!("/v1/modules?name={}", encode(name)), "application/wasm", &bytes)?;
             println!(
                 "pushed {} ({}, {} KiB, {})",
                 r.name.unwrap_or_default(),
@@ -178,9 +179,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             if Kind::parse(kind) != Some(Kind::Deployment) {
                 bail!("only deployments can be scaled (got `{kind}`)");
             }
-            let _: ObjectView = cli
-                .client()?
-                .post_json(&format!("/v1/scale/{}/{}", cli.namespace, name), &serde_json::json!({ "replicas": replicas }))?;
+            let _: ObjectView = cli.client()?.post_json(
+                &format!("/v1/scale/{}/{}", cli.namespace, name),
+                &serde_json::json!({ "replicas": replicas }),
+            )?;
             println!("deployment.apps/{name} scaled to {replicas}");
             Ok(0)
         }
@@ -291,7 +293,9 @@ fn apply(cli: &Cli, files: &[String]) -> Result<i32> {
                     continue;
                 }
                 let path = [base.join(&c.image), PathBuf::from(&c.image)].into_iter().find(|p| p.is_file());
-                let Some(path) = path else { bail!("{source}: image {} looks like a file path but no such file exists", c.image) };
+                let Some(path) = path else {
+                    bail!("{source}: image {} looks like a file path but no such file exists", c.image)
+                };
                 let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 let r: PushResponse = client.post_bytes("/v1/modules", "application/wasm", &bytes)?;
                 eprintln!("uploaded {} as {} ({})", path.display(), r.digest, r.kind_description);
@@ -300,7 +304,11 @@ fn apply(cli: &Cli, files: &[String]) -> Result<i32> {
             }
         }
         let body = if rewritten { objects.iter().map(|o| o.to_yaml()).collect::<Vec<_>>().join("---\n") } else { text };
-        let results: Vec<ApplyResult> = match client.post_bytes(&format!("/v1/apply?source={}", encode(&source)), "application/yaml", body.as_bytes()) {
+        let results: Vec<ApplyResult> = match client.post_bytes(
+            &format!("/v1/apply?source={}", encode(&source)),
+            "application/yaml",
+            body.as_bytes(),
+        ) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {source}: {e:#}");
@@ -315,7 +323,8 @@ fn apply(cli: &Cli, files: &[String]) -> Result<i32> {
     Ok(if failed { 1 } else { 0 })
 }
 
-fn kubectl_name(key: &ObjectKey) -> String {
+/// `deployment.apps/hello`, as kubectl prints it.
+pub fn kubectl_name(key: &ObjectKey) -> String {
     let group = match key.kind {
         Kind::Deployment | Kind::DaemonSet => format!("{}.apps", key.kind.as_str().to_lowercase()),
         Kind::Job => "job.batch".into(),
@@ -376,7 +385,9 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
     match kind.to_ascii_lowercase().as_str() {
         "replicas" | "replica" | "pods" | "pod" | "po" => {
             let mut reps: Vec<ReplicaStatus> = client.get("/v1/replicas")?;
-            reps.retain(|r| r.namespace == cli.namespace && name.is_none_or(|n| r.name == n || r.owner.ends_with(&format!("/{n}"))));
+            reps.retain(|r| {
+                r.namespace == cli.namespace && name.is_none_or(|n| r.name == n || r.owner.ends_with(&format!("/{n}")))
+            });
             if matches!(output, Some(Output::Json | Output::Yaml)) {
                 return structured(&serde_json::to_value(&reps)?).map(|_| 0);
             }
@@ -391,7 +402,12 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
                         age(r.started_ms),
                     ];
                     if wide {
-                        row.extend([r.node.clone(), r.revision.clone(), r.kind.clone(), r.module[..19.min(r.module.len())].to_string()]);
+                        row.extend([
+                            r.node.clone(),
+                            r.revision.clone(),
+                            r.kind.clone(),
+                            r.module[..19.min(r.module.len())].to_string(),
+                        ]);
                     }
                     row
                 })
@@ -410,7 +426,15 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
             }
             let rows = mods
                 .iter()
-                .map(|m| vec![m.name.clone(), m.kind.describe().to_string(), format!("{} KiB", m.size_bytes.div_ceil(1024)), m.digest.to_string()[..19].to_string(), age(m.pushed_ms)])
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        m.kind.describe().to_string(),
+                        format!("{} KiB", m.size_bytes.div_ceil(1024)),
+                        m.digest.to_string()[..19].to_string(),
+                        age(m.pushed_ms),
+                    ]
+                })
                 .collect::<Vec<_>>();
             print_table(&["NAME", "TYPE", "SIZE", "DIGEST", "AGE"], &rows);
             Ok(0)
@@ -422,12 +446,23 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
             }
             print_table(
                 &["NAME", "STATUS", "VERSION", "UPTIME", "INSTANCES", "INSTANCE-MEMORY"],
-                &[vec![n.name, "Ready".into(), n.version, format!("{}s", n.uptime_s), n.pool.instances.to_string(), format!("{}Mi", n.pool.instance_memory_bytes >> 20)]],
+                &[vec![
+                    n.name,
+                    "Ready".into(),
+                    n.version,
+                    format!("{}s", n.uptime_s),
+                    n.pool.instances.to_string(),
+                    format!("{}Mi", n.pool.instance_memory_bytes >> 20),
+                ]],
             );
             Ok(0)
         }
         other => {
-            let k = Kind::parse(other).with_context(|| format!("unknown kind `{other}`: use deployments, services, jobs, daemonsets, replicas, modules or nodes"))?;
+            let k = Kind::parse(other).with_context(|| {
+                format!(
+                    "unknown kind `{other}`: use deployments, services, jobs, daemonsets, replicas, modules or nodes"
+                )
+            })?;
             let mut objs: Vec<ObjectView> = client.get(&format!("/v1/objects/{}", k.plural()))?;
             objs.retain(|o| o.key.namespace == cli.namespace && name.is_none_or(|n| o.key.name == n));
             if let Some(n) = name
@@ -437,7 +472,11 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
             }
             if matches!(output, Some(Output::Json | Output::Yaml)) {
                 let v: Vec<&serde_json::Value> = objs.iter().map(|o| &o.object).collect();
-                let v = if name.is_some() && v.len() == 1 { v[0].clone() } else { serde_json::json!({"apiVersion": "v1", "kind": "List", "items": v}) };
+                let v = if name.is_some() && v.len() == 1 {
+                    v[0].clone()
+                } else {
+                    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": v})
+                };
                 return structured(&v).map(|_| 0);
             }
             print_objects(k, &objs, wide);
@@ -447,13 +486,20 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
 }
 
 fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
-    let s = |v: &serde_json::Value, p: &str| v.pointer(p).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default();
+    let s = |v: &serde_json::Value, p: &str| {
+        v.pointer(p).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default()
+    };
     match kind {
         Kind::Deployment | Kind::DaemonSet => {
             let rows: Vec<Vec<String>> = objs
                 .iter()
                 .map(|o| {
-                    let mut r = vec![o.key.name.clone(), format!("{}/{}", o.status.ready, o.status.desired), o.status.ready.to_string(), age(o.created_ms)];
+                    let mut r = vec![
+                        o.key.name.clone(),
+                        format!("{}/{}", o.status.ready, o.status.desired),
+                        o.status.ready.to_string(),
+                        age(o.created_ms),
+                    ];
                     if wide {
                         r.push(s(&o.object, "/spec/template/spec/containers/0/image"));
                         r.push(o.status.messages.join("; "));
@@ -475,13 +521,27 @@ fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
                         .object
                         .pointer("/spec/ports")
                         .and_then(|p| p.as_array())
-                        .map(|a| a.iter().map(|p| format!("{}/TCP", p.get("port").map(|x| x.to_string()).unwrap_or_default())).collect())
+                        .map(|a| {
+                            a.iter()
+                                .map(|p| format!("{}/TCP", p.get("port").map(|x| x.to_string()).unwrap_or_default()))
+                                .collect()
+                        })
                         .unwrap_or_default();
-                    let bound: Vec<String> = o.status.ports.iter().map(|p| if p.bound { format!("{}", p.port) } else { format!("{}(unbound)", p.port) }).collect();
+                    let bound: Vec<String> = o
+                        .status
+                        .ports
+                        .iter()
+                        .map(|p| if p.bound { format!("{}", p.port) } else { format!("{}(unbound)", p.port) })
+                        .collect();
                     let eps: Vec<String> = o.status.endpoints.iter().filter(|e| e.1).map(|e| e.0.clone()).collect();
                     let mut r = vec![
                         o.key.name.clone(),
-                        s(&o.object, "/spec/type").replace("\"", "").chars().filter(|c| !c.is_whitespace()).collect::<String>().if_empty("ClusterIP"),
+                        s(&o.object, "/spec/type")
+                            .replace("\"", "")
+                            .chars()
+                            .filter(|c| !c.is_whitespace())
+                            .collect::<String>()
+                            .if_empty("ClusterIP"),
                         ports.join(","),
                         format!("{}/{}", o.status.ready, o.status.desired),
                         age(o.created_ms),
@@ -503,8 +563,20 @@ fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
             let rows: Vec<Vec<String>> = objs
                 .iter()
                 .map(|o| {
-                    let st = if o.status.complete { "Complete" } else if o.status.messages.iter().any(|m| m.contains("job failed")) { "Failed" } else { "Running" };
-                    vec![o.key.name.clone(), st.to_string(), format!("{}/{}", o.status.succeeded, o.status.desired), o.status.failed.to_string(), age(o.created_ms)]
+                    let st = if o.status.complete {
+                        "Complete"
+                    } else if o.status.messages.iter().any(|m| m.contains("job failed")) {
+                        "Failed"
+                    } else {
+                        "Running"
+                    };
+                    vec![
+                        o.key.name.clone(),
+                        st.to_string(),
+                        format!("{}/{}", o.status.succeeded, o.status.desired),
+                        o.status.failed.to_string(),
+                        age(o.created_ms),
+                    ]
                 })
                 .collect();
             print_table(&["NAME", "STATUS", "COMPLETIONS", "FAILED", "AGE"], &rows);
@@ -536,11 +608,21 @@ fn describe(cli: &Cli, kind: &str, name: &str) -> Result<i32> {
     }
     let st = &o.status;
     match k {
-        Kind::Job => println!("Completions:  {}/{} succeeded, {} failed{}", st.succeeded, st.desired, st.failed, if st.complete { ", complete" } else { "" }),
+        Kind::Job => println!(
+            "Completions:  {}/{} succeeded, {} failed{}",
+            st.succeeded,
+            st.desired,
+            st.failed,
+            if st.complete { ", complete" } else { "" }
+        ),
         _ => println!("Replicas:     {} desired, {} ready", st.desired, st.ready),
     }
     for p in &st.ports {
-        println!("Node port:    {} {}", p.port, if p.bound { "bound".to_string() } else { p.error.clone().unwrap_or_default() });
+        println!(
+            "Node port:    {} {}",
+            p.port,
+            if p.bound { "bound".to_string() } else { p.error.clone().unwrap_or_default() }
+        );
     }
     if !st.endpoints.is_empty() {
         println!("Endpoints:");
@@ -596,7 +678,9 @@ fn delete(cli: &Cli, kind: Option<&str>, name: Option<&str>, files: &[String]) -
             }
         }
     } else {
-        let (Some(kind), Some(name)) = (kind, name) else { bail!("name what to delete: `delete KIND NAME` or `delete -f FILE`") };
+        let (Some(kind), Some(name)) = (kind, name) else {
+            bail!("name what to delete: `delete KIND NAME` or `delete -f FILE`")
+        };
         let k = Kind::parse(kind).with_context(|| format!("unknown kind `{kind}`"))?;
         keys.push(ObjectKey { kind: k, namespace: cli.namespace.clone(), name: name.to_string() });
     }
@@ -640,10 +724,13 @@ fn logs(cli: &Cli, name: &str, follow: bool, tail: Option<usize>) -> Result<i32>
 
 fn run_local(r: &RunArgs) -> Result<i32> {
     let bytes = std::fs::read(&r.module).with_context(|| format!("reading {}", r.module.display()))?;
-    let config = RuntimeConfig { pooling: false, max_instance_memory_bytes: Some(r.memory * MIB), ..RuntimeConfig::default() };
+    let config =
+        RuntimeConfig { pooling: false, max_instance_memory_bytes: Some(r.memory * MIB), ..RuntimeConfig::default() };
     let runtime = Runtime::new(config)?;
     let module = runtime.load(&bytes).with_context(|| format!("loading {}", r.module.display()))?;
-    let mut spec = WorkloadSpec::new(r.module.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "main".into()));
+    let mut spec = WorkloadSpec::new(
+        r.module.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "main".into()),
+    );
     spec.args = r.args.clone();
     spec.limits.memory_bytes = r.memory * MIB;
     for e in &r.env {
@@ -687,7 +774,10 @@ fn serve_local(component: &Path, addr: SocketAddr) -> Result<i32> {
                         let service = service.clone();
                         async move { Ok::<_, std::convert::Infallible>(service.handle(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         };

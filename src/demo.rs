@@ -35,7 +35,10 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
     let data_dir = match data_dir {
         Some(d) => d,
         None => {
-            tmp = tempfile::Builder::new().prefix("wasmfleet-demo-").tempdir().context("creating a temporary data dir")?;
+            tmp = tempfile::Builder::new()
+                .prefix("wasmfleet-demo-")
+                .tempdir()
+                .context("creating a temporary data dir")?;
             tmp.path().to_path_buf()
         }
     };
@@ -63,15 +66,21 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         let started = Instant::now();
         let (push, applied): (PushResponse, Vec<ApplyResult>) = tokio::task::spawn_blocking(move || -> Result<_> {
             let p = api_client.post_bytes("/v1/modules?name=hello:1.0", "application/wasm", HELLO_WASM)?;
-            let a = api_client.post_bytes("/v1/apply?source=examples/hello.yaml", "application/yaml", yaml.as_bytes())?;
+            let a =
+                api_client.post_bytes("/v1/apply?source=examples/hello.yaml", "application/yaml", yaml.as_bytes())?;
             Ok((p, a))
         })
         .await??;
         println!("\n$ wasmfleet push hello:1.0 hello.wasm");
-        println!("pushed hello:1.0 ({}, {} KiB, {})", push.kind_description, push.size_bytes.div_ceil(1024), push.digest);
+        println!(
+            "pushed hello:1.0 ({}, {} KiB, {})",
+            push.kind_description,
+            push.size_bytes.div_ceil(1024),
+            push.digest
+        );
         println!("$ wasmfleet apply -f examples/hello.yaml");
         for r in &applied {
-            println!("{}/{} {:?}", r.key.kind.as_str().to_lowercase(), r.key.name, r.action);
+            println!("{} {}", crate::cli::kubectl_name(&r.key), format!("{:?}", r.action).to_lowercase());
         }
 
         // Requests through the gateway, by Host, as a client of the Service would.
@@ -81,7 +90,7 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         let first = loop {
             let h = http.clone();
             let u = url.clone();
-            let r = tokio::task::spawn_blocking(move || h.get(&u).set("Host", "hello").call()).await?;
+            let r = tokio::task::spawn_blocking(move || h.get(&u).set("Host", "hello").call().map_err(Box::new)).await?;
             match r {
                 Ok(resp) => break resp.into_string()?,
                 Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -94,7 +103,10 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         for i in 1..args.requests {
             let h = http.clone();
             let u = format!("http://{gw}/demo/{i}");
-            let body = tokio::task::spawn_blocking(move || -> Result<String> { Ok(h.get(&u).set("Host", "hello").call()?.into_string()?) }).await??;
+            let body = tokio::task::spawn_blocking(move || -> Result<String> {
+                Ok(h.get(&u).set("Host", "hello").call()?.into_string()?)
+            })
+            .await??;
             print!("{body}");
         }
         let _ = std::io::stdout().flush();

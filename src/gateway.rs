@@ -38,7 +38,13 @@ pub struct ServiceRoute {
 
 impl ServiceRoute {
     pub fn new(key: ObjectKey, endpoints: Vec<Endpoint>) -> Self {
-        ServiceRoute { key, endpoints, rr: AtomicUsize::new(0), requests: AtomicU64::new(0), unavailable: AtomicU64::new(0) }
+        ServiceRoute {
+            key,
+            endpoints,
+            rr: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+        }
     }
 
     pub fn ready_count(&self) -> usize {
@@ -218,4 +224,3 @@ pub fn spawn_listener(
         }
     })
 }
-

@@ -7,12 +7,12 @@
 //! routes HTTP to ready replicas; [`api`] is the control API; [`agent`] starts a node;
 //! [`cli`] and [`client`] are the command line; [`demo`] is the quick start.
 
-pub mod manifest;
 pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod gateway;
+pub mod manifest;
 pub mod reconciler;
 pub mod store;

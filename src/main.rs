@@ -3,10 +3,15 @@
 use clap::Parser as _;
 
 fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMFLEET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,wasmfleet=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let cli = wasmfleet::cli::Cli::parse();
+    // The agent logs what it does; client commands and the demo stay quiet unless asked.
+    let default = match cli.command {
+        wasmfleet::cli::Command::Agent(_) => "warn,wasmfleet=info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMFLEET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     match wasmfleet::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -75,6 +75,9 @@ pub struct ObjectStatus {
     pub complete: bool,
 }
 
+/// A Service port's listener task (if bound) and its status.
+type PortListener = (Option<JoinHandle<()>>, PortStatus);
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PortStatus {
     pub port: u16,
@@ -138,7 +141,7 @@ struct Inner {
     view: Mutex<Vec<ReplicaStatus>>,
     status: DashMap<ObjectKey, ObjectStatus>,
     logs: DashMap<ObjectKey, BTreeMap<String, Arc<LogBuffer>>>,
-    ports: Mutex<HashMap<u16, (Option<JoinHandle<()>>, PortStatus)>>,
+    ports: Mutex<HashMap<u16, PortListener>>,
     shutdown: watch::Receiver<bool>,
     data_dir: std::path::PathBuf,
 }
@@ -150,7 +153,7 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "plain wiring of the node's parts, called once")]
     pub fn new(
         node: String,
         store: Arc<Store>,
@@ -292,7 +295,11 @@ impl Reconciler {
                     let parallelism = j.spec.parallelism();
                     let backoff = j.spec.backoff_limit();
                     let record = self.inner.store.job_record(&key).ok().flatten().unwrap_or_default();
-                    let record = if record.generation != rec.generation { JobRecord { generation: rec.generation, ..Default::default() } } else { record };
+                    let record = if record.generation != rec.generation {
+                        JobRecord { generation: rec.generation, ..Default::default() }
+                    } else {
+                        record
+                    };
                     let st = new_status.entry(key.clone()).or_default();
                     st.desired = completions;
                     st.succeeded = record.done.len() as u32;
@@ -306,9 +313,13 @@ impl Reconciler {
                         continue;
                     }
                     // Pending indices, at most `parallelism` at a time.
-                    let pending: Vec<u32> = (0..completions).filter(|i| !record.done.contains(i)).take(parallelism as usize).collect();
+                    let pending: Vec<u32> =
+                        (0..completions).filter(|i| !record.done.contains(i)).take(parallelism as usize).collect();
                     for i in pending {
-                        desired.insert(ReplicaKey { owner: key.clone(), index: i }, (w.clone(), digest, revision.clone(), rec.generation));
+                        desired.insert(
+                            ReplicaKey { owner: key.clone(), index: i },
+                            (w.clone(), digest, revision.clone(), rec.generation),
+                        );
                     }
                     continue;
                 }
@@ -325,7 +336,10 @@ impl Reconciler {
                 arch: None,
             });
             for i in 0..replicas {
-                desired.insert(ReplicaKey { owner: key.clone(), index: i }, (w.clone(), digest, revision.clone(), rec.generation));
+                desired.insert(
+                    ReplicaKey { owner: key.clone(), index: i },
+                    (w.clone(), digest, revision.clone(), rec.generation),
+                );
             }
         }
 
@@ -460,7 +474,14 @@ impl Reconciler {
         st.complete = rec.complete;
     }
 
-    async fn start(&self, key: &ReplicaKey, w: &WorkloadTemplate, digest: Digest, revision: &str, _generation: u64) -> Result<Replica, String> {
+    async fn start(
+        &self,
+        key: &ReplicaKey,
+        w: &WorkloadTemplate,
+        digest: Digest,
+        revision: &str,
+        _generation: u64,
+    ) -> Result<Replica, String> {
         let module = self.module(digest).await.map_err(|e| format!("image {} ({digest:?}): {e}", w.image))?;
         let name = key.name();
         let logs = self.log_buffer(key);
@@ -470,7 +491,8 @@ impl Reconciler {
                 if key.owner.kind == Kind::Job {
                     return Err(format!("image {} is a {}; a Job needs a command", w.image, module.kind().describe()));
                 }
-                let service = HttpService::new(self.inner.runtime.clone(), &module, spec, logs.clone()).map_err(|e| e.to_string())?;
+                let service = HttpService::new(self.inner.runtime.clone(), &module, spec, logs.clone())
+                    .map_err(|e| e.to_string())?;
                 let ready = Arc::new(AtomicBool::new(w.readiness.is_none()));
                 let probe = w.readiness.clone().map(|p| spawn_probe(service.clone(), ready.clone(), p, logs.clone()));
                 Runner::Http { service, ready, probe }
@@ -482,11 +504,28 @@ impl Reconciler {
                     (_, RestartPolicy::Never) => RtRestart::Never,
                 };
                 let max_failures = None;
-                Runner::Command(self.inner.runtime.spawn_command(module.clone(), spec, policy, Backoff::default(), max_failures, logs.clone()))
+                Runner::Command(self.inner.runtime.spawn_command(
+                    module.clone(),
+                    spec,
+                    policy,
+                    Backoff::default(),
+                    max_failures,
+                    logs.clone(),
+                ))
             }
         };
-        logs.push(LogStream::System, format!("{name} started on {} (revision {revision}, module {digest})", self.inner.node));
-        Ok(Replica { key: key.clone(), revision: revision.to_string(), digest, runner, started_ms: now_ms(), labels: w.labels.clone() })
+        logs.push(
+            LogStream::System,
+            format!("{name} started on {} (revision {revision}, module {digest})", self.inner.node),
+        );
+        Ok(Replica {
+            key: key.clone(),
+            revision: revision.to_string(),
+            digest,
+            runner,
+            started_ms: now_ms(),
+            labels: w.labels.clone(),
+        })
     }
 
     fn workload_spec(&self, key: &ReplicaKey, w: &WorkloadTemplate) -> Result<WorkloadSpec, String> {
@@ -534,12 +573,22 @@ impl Reconciler {
 
     fn replica_status(&self, r: &Replica, ready: bool) -> ReplicaStatus {
         let (kind, phase, restarts, message, stats) = match &r.runner {
-            Runner::Http { service, .. } => {
-                ("http".to_string(), if ready { "Running" } else { "NotReady" }.to_string(), 0, None, Some(service.stats()))
-            }
+            Runner::Http { service, .. } => (
+                "http".to_string(),
+                if ready { "Running" } else { "NotReady" }.to_string(),
+                0,
+                None,
+                Some(service.stats()),
+            ),
             Runner::Command(h) => {
                 let s = h.status();
-                ("command".to_string(), format!("{:?}", s.phase), s.restarts, s.last_exit.map(|e| format!("last run: {e}")), None)
+                (
+                    "command".to_string(),
+                    format!("{:?}", s.phase),
+                    s.restarts,
+                    s.last_exit.map(|e| format!("last run: {e}")),
+                    None,
+                )
             }
         };
         ReplicaStatus {
@@ -559,7 +608,12 @@ impl Reconciler {
         }
     }
 
-    fn publish_routes(&self, objects: &[(StoredObject, Object)], replicas: &BTreeMap<ReplicaKey, Replica>, status: &mut HashMap<ObjectKey, ObjectStatus>) {
+    fn publish_routes(
+        &self,
+        objects: &[(StoredObject, Object)],
+        replicas: &BTreeMap<ReplicaKey, Replica>,
+        status: &mut HashMap<ObjectKey, ObjectStatus>,
+    ) {
         let mut table = RoutingTable::default();
         let mut wanted_ports: HashMap<u16, Arc<ServiceRoute>> = HashMap::new();
         for (_, obj) in objects {
@@ -592,7 +646,12 @@ impl Reconciler {
 
     /// Opens a listener for every Service port (as LoadBalancer/NodePort would), closes unused
     /// ones; a port that cannot be bound is reported in the Service's status.
-    fn sync_ports(&self, wanted: &HashMap<u16, Arc<ServiceRoute>>, objects: &[(StoredObject, Object)], status: &mut HashMap<ObjectKey, ObjectStatus>) {
+    fn sync_ports(
+        &self,
+        wanted: &HashMap<u16, Arc<ServiceRoute>>,
+        objects: &[(StoredObject, Object)],
+        status: &mut HashMap<ObjectKey, ObjectStatus>,
+    ) {
         let mut ports = self.inner.ports.lock().unwrap_or_else(|e| e.into_inner());
         ports.retain(|p, (h, _)| {
             let keep = wanted.contains_key(p);
@@ -612,7 +671,12 @@ impl Reconciler {
             }) {
                 Ok(l) => {
                     tracing::info!(%addr, "service port listening");
-                    let h = crate::gateway::spawn_listener(l, self.inner.routes.clone(), Binding::Port(port), self.inner.shutdown.clone());
+                    let h = crate::gateway::spawn_listener(
+                        l,
+                        self.inner.routes.clone(),
+                        Binding::Port(port),
+                        self.inner.shutdown.clone(),
+                    );
                     (Some(h), PortStatus { port, bound: true, error: None })
                 }
                 Err(e) => {
@@ -636,7 +700,12 @@ impl Reconciler {
 }
 
 /// Runs a readiness probe (HTTP GET on the replica itself) until aborted.
-fn spawn_probe(service: HttpService, ready: Arc<AtomicBool>, probe: crate::manifest::HttpProbe, logs: Arc<LogBuffer>) -> JoinHandle<()> {
+fn spawn_probe(
+    service: HttpService,
+    ready: Arc<AtomicBool>,
+    probe: crate::manifest::HttpProbe,
+    logs: Arc<LogBuffer>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(probe.initial_delay).await;
         let (mut ok_run, mut fail_run) = (0u32, 0u32);
@@ -663,7 +732,10 @@ fn spawn_probe(service: HttpService, ready: Arc<AtomicBool>, probe: crate::manif
                 fail_run += 1;
                 ok_run = 0;
                 if fail_run >= probe.failure_threshold && ready.swap(false, Ordering::Relaxed) {
-                    logs.push(LogStream::System, format!("readiness probe GET {} failed {fail_run} times: not ready", probe.path));
+                    logs.push(
+                        LogStream::System,
+                        format!("readiness probe GET {} failed {fail_run} times: not ready", probe.path),
+                    );
                 }
             }
             tokio::time::sleep(probe.period).await;

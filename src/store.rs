@@ -31,7 +31,11 @@ pub enum StoreError {
     #[error("database {path}: {reason}")]
     Db { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("stored record {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
 }
@@ -168,11 +172,8 @@ impl Store {
 
     /// Live objects, optionally of one kind, sorted by key.
     pub fn list(&self, kind: Option<Kind>) -> Result<Vec<StoredObject>, StoreError> {
-        let mut v: Vec<StoredObject> = self
-            .all_records()?
-            .into_iter()
-            .filter(|r| !r.deleted && kind.is_none_or(|k| r.key.kind == k))
-            .collect();
+        let mut v: Vec<StoredObject> =
+            self.all_records()?.into_iter().filter(|r| !r.deleted && kind.is_none_or(|k| r.key.kind == k)).collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(v)
     }
@@ -191,7 +192,10 @@ impl Store {
     }
 
     /// Writes all objects in one transaction: all are applied or none.
-    pub fn apply(&self, objects: Vec<(Object, BTreeMap<String, Digest>)>) -> Result<Vec<(ObjectKey, ApplyAction)>, StoreError> {
+    pub fn apply(
+        &self,
+        objects: Vec<(Object, BTreeMap<String, Digest>)>,
+    ) -> Result<Vec<(ObjectKey, ApplyAction)>, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         let mut results = Vec::new();
         {
@@ -319,7 +323,10 @@ impl Store {
         let path = self.blob_path(digest);
         match std::fs::read(&path) {
             Ok(bytes) if Digest::of(&bytes) == *digest => Ok(Some(bytes)),
-            Ok(_) => Err(StoreError::Corrupt { key: digest.to_string(), reason: "blob content does not match its digest".into() }),
+            Ok(_) => Err(StoreError::Corrupt {
+                key: digest.to_string(),
+                reason: "blob content does not match its digest".into(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io { path, source }),
         }

@@ -63,7 +63,9 @@ fn api_requires_the_token() {
     assert!(matches!(r, Err(ureq::Error::Status(401, _))), "{r:?}");
     let r = ureq::get(&format!("{}/v1/replicas", agent.api)).set("Authorization", "Bearer nope").call();
     assert!(matches!(r, Err(ureq::Error::Status(401, _))), "{r:?}");
-    let r = ureq::get(&format!("{}/v1/replicas", agent.api)).set("Authorization", &format!("Bearer {}", agent.token())).call();
+    let r = ureq::get(&format!("{}/v1/replicas", agent.api))
+        .set("Authorization", &format!("Bearer {}", agent.token()))
+        .call();
     assert_eq!(r.unwrap().status(), 200);
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(dir.path().join("token")).unwrap().permissions().mode();
@@ -102,7 +104,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     // An image that was never pushed: nothing of the file is applied.
     let two = dir.path().join("two.yaml");
-    let text = std::fs::read_to_string(example("hello.yaml")).unwrap().replace("name: hello", "name: other").replace("hello:1.0", "missing:9");
+    let text = std::fs::read_to_string(example("hello.yaml"))
+        .unwrap()
+        .replace("name: hello", "name: other")
+        .replace("hello:1.0", "missing:9");
     std::fs::write(&two, text).unwrap();
     let out = agent.cli(&["apply", "-f", two.to_str().unwrap()]);
     assert!(!out.status.success());
@@ -146,7 +151,8 @@ fn run_passes_the_exit_code_through_and_grants_dirs() {
     assert_eq!(out.status.code(), Some(7));
     std::fs::write(dir.path().join("f.txt"), "from the host").unwrap();
     let grant = format!("{}::/d", dir.path().display());
-    let out = cli(dir.path(), &["run", "--dir", &grant, module_path("crash").to_str().unwrap(), "--", "cat", "/d/f.txt"]);
+    let out =
+        cli(dir.path(), &["run", "--dir", &grant, module_path("crash").to_str().unwrap(), "--", "cat", "/d/f.txt"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "from the host");
     let out = cli(dir.path(), &["run", "--env", "CRASH_CODE=0", p1.to_str().unwrap()]);
@@ -182,4 +188,19 @@ fn job_completes_once_and_daemonset_runs_with_a_volume() {
         let out = stdout(&agent.cli(&["get", "replicas"]));
         out.lines().any(|l| l.starts_with("sensor-0") && l.contains("Running")).then_some(())
     });
+}
+
+#[test]
+fn agent_starts_and_serves_in_one_gib_of_address_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start_limited(dir.path(), &[], Some(1024 * 1024));
+    deploy_hello(&agent);
+    wait_hello(&agent);
+    for _ in 0..20 {
+        assert_eq!(agent.get("hello", "/").unwrap().0, 200);
+    }
+    let node = ok(agent.cli(&["get", "node", "-o", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&node).unwrap();
+    let reserved = v["pool"]["instances"].as_u64().unwrap() * v["pool"]["instance_memory_bytes"].as_u64().unwrap();
+    assert!(reserved <= 512 << 20, "pool reserves {reserved} bytes under a 1 GiB limit");
 }

@@ -17,7 +17,12 @@ fn module_bytes(name: &str) -> Vec<u8> {
 }
 
 fn runtime() -> Arc<Runtime> {
-    let cfg = RuntimeConfig { memory_budget_bytes: Some(512 << 20), max_instance_memory_bytes: Some(64 << 20), max_instances: Some(32), ..Default::default() };
+    let cfg = RuntimeConfig {
+        memory_budget_bytes: Some(512 << 20),
+        max_instance_memory_bytes: Some(64 << 20),
+        max_instances: Some(32),
+        ..Default::default()
+    };
     Arc::new(Runtime::new(cfg).expect("runtime"))
 }
 
@@ -100,9 +105,11 @@ async fn request_body_limit_gives_413() {
     let (status, body) = call(&svc, "POST", "/", b"0123456789abcdef").await;
     assert_eq!(status, 413, "{body}");
     // Without Content-Length the stream is cut at the limit: the guest never sees more.
-    let req = http::Request::post("/").header("host", "t").body(Full::new(Bytes::from_static(b"0123456789abcdef"))).unwrap();
+    let req =
+        http::Request::post("/").header("host", "t").body(Full::new(Bytes::from_static(b"0123456789abcdef"))).unwrap();
     let resp = svc.handle(req).await;
-    let text = String::from_utf8_lossy(&resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default()).into_owned();
+    let text = String::from_utf8_lossy(&resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default())
+        .into_owned();
     assert!(!text.contains("0123456789abcdef"), "{text}");
 }
 
@@ -244,7 +251,11 @@ async fn restart_policy_backs_off_exponentially_and_reports_crash_loop() {
     let rt = runtime();
     let logs = LogBuffer::new(64 * 1024);
     let crash = load(&rt, "crash-p1");
-    let backoff = Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(400), reset_after: Duration::from_secs(10) };
+    let backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+        reset_after: Duration::from_secs(10),
+    };
     let h = rt.spawn_command(crash.clone(), cmd_spec(&[]), RestartPolicy::Always, backoff, None, logs.clone());
     let mut rx = h.watch();
     let started = Instant::now();
@@ -268,7 +279,14 @@ async fn restart_policy_backs_off_exponentially_and_reports_crash_loop() {
     h.stop().await;
 
     // OnFailure: a successful run is not restarted.
-    let h = rt.spawn_command(crash.clone(), cmd_spec(&["exit", "0"]), RestartPolicy::OnFailure, backoff, None, logs.clone());
+    let h = rt.spawn_command(
+        crash.clone(),
+        cmd_spec(&["exit", "0"]),
+        RestartPolicy::OnFailure,
+        backoff,
+        None,
+        logs.clone(),
+    );
     let mut rx = h.watch();
     tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.phase == Phase::Succeeded)).await.unwrap().unwrap();
     assert_eq!(h.status().restarts, 0);
@@ -279,7 +297,11 @@ async fn restart_policy_backs_off_exponentially_and_reports_crash_loop() {
     tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.phase == Phase::Failed)).await.unwrap().unwrap();
     let h = rt.spawn_command(crash, cmd_spec(&[]), RestartPolicy::OnFailure, backoff, Some(2), logs);
     let mut rx = h.watch();
-    let s = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.phase == Phase::Failed)).await.unwrap().unwrap().clone();
+    let s = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.phase == Phase::Failed))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
     assert_eq!((s.failures, s.restarts), (2, 1));
 }
 
@@ -316,9 +338,9 @@ async fn spinning_command_does_not_block_the_host() {
     // A p1 module with `_start` that loops forever, encoded by hand:
     // (module (func (export "_start") (loop (br 0))))
     let bytes: Vec<u8> = vec![
-        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x03, 0x02, 0x01, 0x00, 0x07,
-        0x0a, 0x01, 0x06, b'_', b's', b't', b'a', b'r', b't', 0x00, 0x00, 0x0a, 0x09, 0x01, 0x07, 0x00, 0x03, 0x40, 0x0c,
-        0x00, 0x0b, 0x0b,
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x03, 0x02, 0x01, 0x00,
+        0x07, 0x0a, 0x01, 0x06, b'_', b's', b't', b'a', b'r', b't', 0x00, 0x00, 0x0a, 0x09, 0x01, 0x07, 0x00, 0x03,
+        0x40, 0x0c, 0x00, 0x0b, 0x0b,
     ];
     let rt = runtime();
     let m = rt.load(&bytes).expect("spin module");

@@ -6,8 +6,8 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use wasmtime::component::Component;
 use wasmtime::Engine;
+use wasmtime::component::Component;
 
 use crate::error::RuntimeError;
 use crate::module::Digest;
@@ -29,9 +29,7 @@ impl CodeCache {
     }
 
     fn path(&self, digest: Digest, kind: &str) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|d| d.join(format!("{}-{}-{}.cwasm", digest.hex(), kind, self.engine_hash)))
+        self.dir.as_ref().map(|d| d.join(format!("{}-{}-{}.cwasm", digest.hex(), kind, self.engine_hash)))
     }
 
     pub(crate) fn component(&self, engine: &Engine, digest: Digest, bytes: &[u8]) -> Result<Component, RuntimeError> {
@@ -52,7 +50,12 @@ impl CodeCache {
         deserialize_component(engine, &path).map_err(RuntimeError::invalid)
     }
 
-    pub(crate) fn core_module(&self, engine: &Engine, digest: Digest, bytes: &[u8]) -> Result<wasmtime::Module, RuntimeError> {
+    pub(crate) fn core_module(
+        &self,
+        engine: &Engine,
+        digest: Digest,
+        bytes: &[u8],
+    ) -> Result<wasmtime::Module, RuntimeError> {
         let Some(path) = self.path(digest, "m") else {
             return wasmtime::Module::new(engine, bytes).map_err(RuntimeError::invalid);
         };

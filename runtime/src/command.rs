@@ -8,11 +8,11 @@ use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpCtx;
 
+use crate::WorkloadSpec;
 use crate::engine::Runtime;
 use crate::host::{HostState, MemLimiter, OutboundPolicy, P1State};
 use crate::logs::{LogBuffer, LogSink, LogStream};
 use crate::module::{Module, ModuleKind, Pre};
-use crate::WorkloadSpec;
 
 /// Where a command's stdio goes.
 #[derive(Clone, Debug)]
@@ -101,6 +101,13 @@ impl Runtime {
                 self.sizing.instance_memory_bytes >> 20
             )));
         }
+        // A pool slot for the whole run; waits (cancellably) when the node is full.
+        let _slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ExitStatus::Failed("the runtime is shutting down".into()))?;
         let mut wasi = WasiCtxBuilder::new();
         let program = spec.name.rsplit('/').next().unwrap_or("main").to_string();
         wasi.arg(&program).args(&spec.args).envs(&spec.env);
@@ -116,7 +123,8 @@ impl Runtime {
                 wasi.inherit_stdio();
             }
             Stdio::Logs(buf) => {
-                let (out, err) = (LogSink::new(buf.clone(), LogStream::Stdout), LogSink::new(buf.clone(), LogStream::Stderr));
+                let (out, err) =
+                    (LogSink::new(buf.clone(), LogStream::Stdout), LogSink::new(buf.clone(), LogStream::Stderr));
                 wasi.stdout(out.clone()).stderr(err.clone());
                 sinks.extend([out, err]);
             }

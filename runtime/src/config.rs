@@ -2,8 +2,10 @@
 //!
 //! wasmtime's pooling defaults reserve tens of GiB of address space up front, which fails on a
 //! 1 GiB gateway ("failed to create stack pool mapping"). Here every pool dimension derives from
-//! one budget: by default a quarter of physical memory, and at most 40 % of the address-space
-//! limit (`ulimit -v`) when one is set.
+//! one budget: by default a quarter of physical memory, and at most half of the address-space
+//! limit (`ulimit -v`) when one is set. Under such a limit the pool never reserves more than the
+//! budget; without one, instance slots may reserve up to 4x the budget of address space (only
+//! what guests touch becomes resident), so a big box gets more concurrent instances.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,23 +58,19 @@ impl PoolSizing {
     }
 
     /// Pure form of [`PoolSizing::derive`], for tests.
-    pub fn derive_with(
-        config: &RuntimeConfig,
-        physical_bytes: u64,
-        address_space_limit: Option<u64>,
-    ) -> PoolSizing {
+    pub fn derive_with(config: &RuntimeConfig, physical_bytes: u64, address_space_limit: Option<u64>) -> PoolSizing {
         let mut budget = config.memory_budget_bytes.unwrap_or(physical_bytes / 4);
         if let Some(limit) = address_space_limit {
-            budget = budget.min(limit / 5 * 2);
+            budget = budget.min(limit / 2);
         }
         let budget = budget.max(64 * MIB);
-        let instance_memory = config
-            .max_instance_memory_bytes
-            .unwrap_or_else(|| (budget / 32).clamp(16 * MIB, 256 * MIB));
+        let instance_memory =
+            config.max_instance_memory_bytes.unwrap_or_else(|| (budget / 16).clamp(32 * MIB, 256 * MIB));
         // Whole wasm pages.
         let instance_memory = (instance_memory / 65536).max(1) * 65536;
         let instances = config.max_instances.unwrap_or_else(|| {
-            let n = budget / instance_memory.max(1);
+            let overcommit = if address_space_limit.is_some() { 1 } else { 4 };
+            let n = overcommit * budget / instance_memory.max(1);
             n.clamp(8, 1000) as u32
         });
         PoolSizing { budget_bytes: budget, instance_memory_bytes: instance_memory, instances }
@@ -112,7 +110,11 @@ mod tests {
         let s = PoolSizing::derive_with(&RuntimeConfig::default(), 1 << 30, Some(1 << 30));
         // Reserved guest memory stays well inside the address-space limit.
         assert!(s.instances as u64 * s.instance_memory_bytes <= (1u64 << 30) / 2, "{s:?}");
-        assert!(s.instances >= 8);
+        assert!(s.instances >= 8, "{s:?}");
+        assert!(s.instance_memory_bytes >= 32 * MIB, "{s:?}");
+        // A big box limited to 1 GiB of address space by ulimit -v.
+        let s = PoolSizing::derive_with(&RuntimeConfig::default(), 24 << 30, Some(1 << 30));
+        assert_eq!((s.instance_memory_bytes, s.instances), (32 * MIB, 16), "{s:?}");
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Runtime {
     pub(crate) sizing: PoolSizing,
     cache: CodeCache,
     epoch_stop: Arc<AtomicBool>,
+    /// Node-wide admission: one permit per pool slot, so a burst waits instead of failing to
+    /// allocate an instance.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -71,19 +74,24 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
         let mut p1_linker = wasmtime::Linker::<P1State>::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |s: &mut P1State| &mut s.wasi)
-            .map_err(engine_err)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |s: &mut P1State| &mut s.wasi).map_err(engine_err)?;
 
         let cache = CodeCache::new(config.cache_dir.clone(), &engine)?;
         let epoch_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_clock(engine.clone(), config.epoch_tick, epoch_stop.clone());
 
-        Ok(Runtime { engine, linker, p1_linker, sizing, cache, epoch_stop })
+        let slots = Arc::new(tokio::sync::Semaphore::new(sizing.instances as usize));
+        Ok(Runtime { engine, linker, p1_linker, sizing, cache, epoch_stop, slots })
     }
 
     /// The resolved pool sizes.
     pub fn sizing(&self) -> PoolSizing {
         self.sizing
+    }
+
+    /// Instance slots free right now.
+    pub fn available_instances(&self) -> usize {
+        self.slots.available_permits()
     }
 
     /// The wasmtime engine (for embedders that need it).
@@ -105,15 +113,12 @@ impl Drop for Runtime {
 }
 
 fn spawn_epoch_clock(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
-    let spawned = std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .stack_size(64 << 10)
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(tick);
-                engine.increment_epoch();
-            }
-        });
+    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).stack_size(64 << 10).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(tick);
+            engine.increment_epoch();
+        }
+    });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the epoch clock thread; deadlines will not fire");
     }

@@ -15,14 +15,24 @@ pub enum RuntimeError {
     Link { reason: String },
     #[error("module `{name}` is a {actual}, not a {expected}")]
     WrongKind { name: String, expected: &'static str, actual: &'static str },
-    #[error("memory limit {requested_mib} MiB is above this node's per-instance maximum of {max_mib} MiB (raise --instance-memory-max)")]
+    #[error(
+        "memory limit {requested_mib} MiB is above this node's per-instance maximum of {max_mib} MiB (raise --instance-memory-max)"
+    )]
     MemoryAboveMaximum { requested_mib: u64, max_mib: u64 },
     #[error("cannot grant directory {path}: {source}")]
-    Preopen { path: PathBuf, #[source] source: std::io::Error },
+    Preopen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("creating the wasm engine: {reason}")]
     Engine { reason: String },
     #[error("compiled-code cache at {path}: {source}")]
-    Cache { path: PathBuf, #[source] source: std::io::Error },
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl RuntimeError {

@@ -176,15 +176,20 @@ impl HttpService {
             );
         }
 
-        let permit = match tokio::time::timeout(inner.limits.queue_timeout, inner.sem.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
+        let admit = async {
+            let own = inner.sem.clone().acquire_owned().await.ok()?;
+            let node = inner.runtime.slots.clone().acquire_owned().await.ok()?;
+            Some((own, node))
+        };
+        let permit = match tokio::time::timeout(inner.limits.queue_timeout, admit).await {
+            Ok(Some(p)) => p,
             _ => {
                 inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 return error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &format!(
-                        "{} is at its concurrency limit ({} instances) and no slot freed within {:?}",
-                        inner.name, inner.limits.max_concurrency, inner.limits.queue_timeout
+                        "{} is at its concurrency limit ({} instances, or the node's {}) and no slot freed within {:?}",
+                        inner.name, inner.limits.max_concurrency, inner.runtime.sizing.instances, inner.limits.queue_timeout
                     ),
                 );
             }
@@ -243,7 +248,10 @@ impl HttpService {
                 });
             }
             Ok(Ok(Err(code))) => {
-                return error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("the component answered with an error: {code:?}"));
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("the component answered with an error: {code:?}"),
+                );
             }
             // The guest returned or failed without setting a response.
             Ok(Err(_)) => task.await.ok().flatten().unwrap_or(Failure::NoResponse),
@@ -263,8 +271,14 @@ impl HttpService {
                 format!("{}: request exceeded its deadline of {:?}", inner.name, inner.limits.request_timeout),
                 &inner.counters.timeouts,
             ),
-            Failure::OutOfMemory(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {e}", inner.name), &inner.counters.out_of_memory),
-            Failure::Trap(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{}: the component trapped: {e}", inner.name), &inner.counters.traps),
+            Failure::OutOfMemory(e) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {e}", inner.name), &inner.counters.out_of_memory)
+            }
+            Failure::Trap(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: the component trapped: {e}", inner.name),
+                &inner.counters.traps,
+            ),
             Failure::NoResponse => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("{}: the component returned without setting a response", inner.name),

@@ -94,7 +94,6 @@ impl LogBuffer {
     pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
         self.tx.subscribe()
     }
-
 }
 
 /// A guest stdout/stderr that writes into a [`LogBuffer`], split into lines. Every stream the

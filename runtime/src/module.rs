@@ -173,10 +173,7 @@ pub(crate) fn load(rt: &Runtime, cache: &CodeCache, bytes: &[u8]) -> Result<Modu
                     .into(),
             });
         }
-        let pre = rt
-            .p1_linker
-            .instantiate_pre(&module)
-            .map_err(|e| RuntimeError::Link { reason: format!("{e:#}") })?;
+        let pre = rt.p1_linker.instantiate_pre(&module).map_err(|e| RuntimeError::Link { reason: format!("{e:#}") })?;
         let info = ModuleInfo { digest, kind: ModuleKind::CoreCommand, size_bytes, imports };
         return Ok(Module { info: Arc::new(info), pre: Pre::Core(pre) });
     }
@@ -184,10 +181,7 @@ pub(crate) fn load(rt: &Runtime, cache: &CodeCache, bytes: &[u8]) -> Result<Modu
     let component = cache.component(&rt.engine, digest, bytes)?;
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(&rt.engine).map(|(n, _)| n.to_string()).collect();
-    let imports: Vec<String> = ty
-        .imports(&rt.engine)
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let imports: Vec<String> = ty.imports(&rt.engine).map(|(n, _)| n.to_string()).collect();
     let kind = if exports.iter().any(|e| e.starts_with(HTTP_HANDLER)) {
         ModuleKind::HttpProxy
     } else if exports.iter().any(|e| e.starts_with(CLI_RUN)) {
@@ -201,17 +195,13 @@ pub(crate) fn load(rt: &Runtime, cache: &CodeCache, bytes: &[u8]) -> Result<Modu
             ),
         });
     };
-    let instance_pre = rt
-        .linker
-        .instantiate_pre(&component)
-        .map_err(|e| RuntimeError::Link { reason: format!("{e:#}") })?;
+    let instance_pre =
+        rt.linker.instantiate_pre(&component).map_err(|e| RuntimeError::Link { reason: format!("{e:#}") })?;
     let pre = match kind {
-        ModuleKind::HttpProxy => Pre::Proxy(
-            ProxyPre::new(instance_pre).map_err(|e| RuntimeError::Link { reason: format!("{e:#}") })?,
-        ),
-        _ => Pre::Command(
-            CommandPre::new(instance_pre).map_err(|e| RuntimeError::Link { reason: format!("{e:#}") })?,
-        ),
+        ModuleKind::HttpProxy => {
+            Pre::Proxy(ProxyPre::new(instance_pre).map_err(|e| RuntimeError::Link { reason: format!("{e:#}") })?)
+        }
+        _ => Pre::Command(CommandPre::new(instance_pre).map_err(|e| RuntimeError::Link { reason: format!("{e:#}") })?),
     };
     let info = ModuleInfo { digest, kind, size_bytes, imports };
     Ok(Module { info: Arc::new(info), pre })

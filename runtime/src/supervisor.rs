@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::WorkloadSpec;
 use crate::command::{ExitStatus, Stdio};
 use crate::engine::Runtime;
 use crate::logs::{LogBuffer, LogStream};
 use crate::module::Module;
-use crate::WorkloadSpec;
 
 /// When a finished command is started again (Kubernetes' `restartPolicy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,7 +31,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(30), reset_after: Duration::from_secs(10) }
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
+        }
     }
 }
 
@@ -146,7 +150,10 @@ impl Runtime {
                         return;
                     }
                 };
-                logs.push(LogStream::System, format!("{} ended after {:?}: {}", spec.name, outcome.duration, outcome.status));
+                logs.push(
+                    LogStream::System,
+                    format!("{} ended after {:?}: {}", spec.name, outcome.duration, outcome.status),
+                );
                 let ok = outcome.status.success();
                 if outcome.duration >= backoff.reset_after {
                     delay = backoff.initial;

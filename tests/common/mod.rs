@@ -1,7 +1,7 @@
 //! Helpers for tests that run the real `wasmfleet` binary: agents on 127.0.0.1 port 0, killed
 //! on drop; the CLI; bounded waits.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -33,8 +33,29 @@ impl Agent {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Agent {
-        let mut child = Command::new(BIN)
-            .args(["agent", "--listen-api", "127.0.0.1:0", "--listen-gateway", "127.0.0.1:0", "--node-name", "test-node"])
+        Self::start_limited(data_dir, extra, None)
+    }
+
+    /// Starts the agent under `ulimit -v <address_space_kib>` when given.
+    pub fn start_limited(data_dir: &Path, extra: &[&str], address_space_kib: Option<u64>) -> Agent {
+        let mut cmd = match address_space_kib {
+            Some(kib) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\"")).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
+            .args([
+                "agent",
+                "--listen-api",
+                "127.0.0.1:0",
+                "--listen-gateway",
+                "127.0.0.1:0",
+                "--node-name",
+                "test-node",
+            ])
             .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
@@ -56,7 +77,8 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(60);
         while api.is_none() || gateway.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("agent did not print its listeners within 60 s"));
+            let line =
+                rx.recv_timeout(left).unwrap_or_else(|_| panic!("agent did not print its listeners within 60 s"));
             if let Some(a) = line.strip_prefix("api listening on ") {
                 api = Some(a.to_string());
             }
