@@ -90,7 +90,8 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         let first = loop {
             let h = http.clone();
             let u = url.clone();
-            let r = tokio::task::spawn_blocking(move || h.get(&u).set("Host", "hello").call().map_err(Box::new)).await?;
+            let r =
+                tokio::task::spawn_blocking(move || h.get(&u).set("Host", "hello").call().map_err(Box::new)).await?;
             match r {
                 Ok(resp) => break resp.into_string()?,
                 Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,

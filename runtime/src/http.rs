@@ -189,7 +189,10 @@ impl HttpService {
                     StatusCode::SERVICE_UNAVAILABLE,
                     &format!(
                         "{} is at its concurrency limit ({} instances, or the node's {}) and no slot freed within {:?}",
-                        inner.name, inner.limits.max_concurrency, inner.runtime.sizing.instances, inner.limits.queue_timeout
+                        inner.name,
+                        inner.limits.max_concurrency,
+                        inner.runtime.sizing.instances,
+                        inner.limits.queue_timeout
                     ),
                 );
             }
