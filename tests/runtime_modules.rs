@@ -372,3 +372,47 @@ fn compiled_code_cache_survives_a_restart() {
     let cached = t.elapsed();
     assert!(cached < compile, "cached load {cached:?} should beat compile {compile:?}");
 }
+
+#[tokio::test]
+async fn outbound_http_only_to_allowed_hosts() {
+    // A tiny upstream on 127.0.0.1:0.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                        b"upstream ok",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let rt = runtime();
+    let m = load(&rt, "hostile");
+    let path = format!("/fetch?authority={upstream}");
+
+    // Default: no outbound network at all.
+    let svc = HttpService::new(rt.clone(), &m, WorkloadSpec::new("t/deny"), LogBuffer::new(4096)).unwrap();
+    let (status, body) = call(&svc, "GET", &path, b"").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+
+    // Allowed by host:port.
+    let mut spec = WorkloadSpec::new("t/allow");
+    spec.allowed_outbound_hosts = vec![upstream.clone()];
+    let svc = HttpService::new(rt.clone(), &m, spec, LogBuffer::new(4096)).unwrap();
+    let (status, body) = call(&svc, "GET", &path, b"").await;
+    assert_eq!((status, body.as_str()), (200, "upstream status 200\n"));
+
+    // Another host is still denied.
+    let mut spec = WorkloadSpec::new("t/other");
+    spec.allowed_outbound_hosts = vec!["example.com".into()];
+    let svc = HttpService::new(rt, &m, spec, LogBuffer::new(4096)).unwrap();
+    assert_eq!(call(&svc, "GET", &path, b"").await.0, 502);
+}

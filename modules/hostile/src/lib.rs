@@ -4,6 +4,8 @@
 //! - `/oom`   grows memory until allocation fails (stopped by the memory limit),
 //! - `/trap`  panics (an `unreachable` trap),
 //! - `/sleep?ms=N` sleeps N ms then answers (for admission/concurrency tests),
+//! - `/fetch?authority=HOST:PORT` makes an outgoing `wasi:http` GET to `http://HOST:PORT/` and
+//!   answers with the upstream status, or `502` with the error (for the egress allow-list),
 //! - anything else answers `ok`.
 
 use std::io::Write as _;
@@ -56,7 +58,31 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 respond(response_out, 200, "slept\n");
             }
+            "/fetch" => {
+                let authority = query.strip_prefix("authority=").unwrap_or("");
+                match fetch(authority) {
+                    Ok(status) => respond(response_out, 200, &format!("upstream status {status}\n")),
+                    Err(e) => respond(response_out, 502, &format!("fetch failed: {e}\n")),
+                }
+            }
             _ => respond(response_out, 200, "ok\n"),
         }
+    }
+}
+
+fn fetch(authority: &str) -> Result<u16, String> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{OutgoingRequest, Scheme};
+    let req = OutgoingRequest::new(Fields::new());
+    req.set_scheme(Some(&Scheme::Http)).map_err(|_| "scheme")?;
+    req.set_authority(Some(authority)).map_err(|_| "authority")?;
+    req.set_path_with_query(Some("/")).map_err(|_| "path")?;
+    let fut = outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))?;
+    fut.subscribe().block();
+    match fut.get() {
+        Some(Ok(Ok(resp))) => Ok(resp.status()),
+        Some(Ok(Err(code))) => Err(format!("{code:?}")),
+        Some(Err(())) => Err("response already taken".into()),
+        None => Err("no response".into()),
     }
 }
