@@ -520,6 +520,9 @@ async fn logs(
         }
     }
     all.sort_by_key(|(r, l)| (l.time_ms, r.clone(), l.seq));
+    if let Some(t) = q.tail {
+        all.drain(..all.len().saturating_sub(t));
+    }
     for (r, l) in &all {
         if let Ok(mut s) = serde_json::to_vec(&Line { replica: r, line: l }) {
             s.push(b'\n');

@@ -144,6 +144,8 @@ struct Inner {
     ports: Mutex<HashMap<u16, PortListener>>,
     shutdown: watch::Receiver<bool>,
     data_dir: std::path::PathBuf,
+    /// Poked when a command ends, so Job progress is recorded at once.
+    kick: Arc<tokio::sync::Notify>,
 }
 
 /// Handle to the node's reconciler.
@@ -180,6 +182,7 @@ impl Reconciler {
                 ports: Mutex::new(HashMap::new()),
                 shutdown,
                 data_dir,
+                kick: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -196,6 +199,7 @@ impl Reconciler {
                 tokio::select! {
                     _ = changed.changed() => {}
                     _ = tick.tick() => {}
+                    _ = this.inner.kick.notified() => {}
                     _ = shutdown.wait_for(|s| *s) => break,
                 }
             }
@@ -273,7 +277,8 @@ impl Reconciler {
                 objects.push((r, o));
             }
         }
-        let mut desired: BTreeMap<ReplicaKey, (WorkloadTemplate, Digest, String, u64)> = BTreeMap::new();
+        // Slot -> (template, module, revision, failures allowed before giving up: Jobs only).
+        let mut desired: BTreeMap<ReplicaKey, (WorkloadTemplate, Digest, String, Option<u32>)> = BTreeMap::new();
         let mut reqs = Vec::new();
         let mut new_status: HashMap<ObjectKey, ObjectStatus> = HashMap::new();
         let mut jobs: Vec<(ObjectKey, u32, u32, u32, u64)> = Vec::new();
@@ -315,10 +320,11 @@ impl Reconciler {
                     // Pending indices, at most `parallelism` at a time.
                     let pending: Vec<u32> =
                         (0..completions).filter(|i| !record.done.contains(i)).take(parallelism as usize).collect();
+                    let allowed = (backoff + 1).saturating_sub(record.failed).max(1);
                     for i in pending {
                         desired.insert(
                             ReplicaKey { owner: key.clone(), index: i },
-                            (w.clone(), digest, revision.clone(), rec.generation),
+                            (w.clone(), digest, revision.clone(), Some(allowed)),
                         );
                     }
                     continue;
@@ -336,10 +342,8 @@ impl Reconciler {
                 arch: None,
             });
             for i in 0..replicas {
-                desired.insert(
-                    ReplicaKey { owner: key.clone(), index: i },
-                    (w.clone(), digest, revision.clone(), rec.generation),
-                );
+                desired
+                    .insert(ReplicaKey { owner: key.clone(), index: i }, (w.clone(), digest, revision.clone(), None));
             }
         }
 
@@ -373,13 +377,13 @@ impl Reconciler {
 
         // Converge.
         let mut replicas = self.inner.replicas.lock().await;
-        for (key, (w, digest, revision, generation)) in &desired {
+        for (key, (w, digest, revision, max_failures)) in &desired {
             if let Some(r) = replicas.get(key)
                 && r.revision == *revision
             {
                 continue;
             }
-            match self.start(key, w, *digest, revision, *generation).await {
+            match self.start(key, w, *digest, revision, *max_failures).await {
                 Ok(new) => {
                     if let Some(old) = replicas.insert(key.clone(), new) {
                         old.stop().await;
@@ -436,7 +440,10 @@ impl Reconciler {
     ) {
         let finished: Vec<ReplicaKey> = replicas
             .iter()
-            .filter(|(k, r)| &k.owner == key && matches!(&r.runner, Runner::Command(h) if h.is_finished()))
+            .filter(|(k, r)| {
+                &k.owner == key
+                    && matches!(&r.runner, Runner::Command(h) if matches!(h.status().phase, Phase::Succeeded | Phase::Failed))
+            })
             .map(|(k, _)| k.clone())
             .collect();
         if finished.is_empty() {
@@ -480,7 +487,7 @@ impl Reconciler {
         w: &WorkloadTemplate,
         digest: Digest,
         revision: &str,
-        _generation: u64,
+        max_failures: Option<u32>,
     ) -> Result<Replica, String> {
         let module = self.module(digest).await.map_err(|e| format!("image {} ({digest:?}): {e}", w.image))?;
         let name = key.name();
@@ -503,15 +510,23 @@ impl Reconciler {
                     (_, RestartPolicy::OnFailure) => RtRestart::OnFailure,
                     (_, RestartPolicy::Never) => RtRestart::Never,
                 };
-                let max_failures = None;
-                Runner::Command(self.inner.runtime.spawn_command(
+                let handle = self.inner.runtime.spawn_command(
                     module.clone(),
                     spec,
                     policy,
                     Backoff::default(),
                     max_failures,
                     logs.clone(),
-                ))
+                );
+                if key.owner.kind == Kind::Job {
+                    let mut rx = handle.watch();
+                    let kick = self.inner.kick.clone();
+                    tokio::spawn(async move {
+                        let _ = rx.wait_for(|s| matches!(s.phase, Phase::Succeeded | Phase::Failed)).await;
+                        kick.notify_one();
+                    });
+                }
+                Runner::Command(handle)
             }
         };
         logs.push(

@@ -183,7 +183,7 @@ fn job_completes_once_and_daemonset_runs_with_a_volume() {
     let out = ok(agent.cli(&["get", "jobs"]));
     assert!(out.contains("Complete") && out.contains("3/3"), "{out}");
     let reps = ok(agent.cli(&["get", "replicas"]));
-    assert!(!reps.lines().any(|l| l.starts_with("counter-")), "{reps}");
+    assert!(!reps.lines().any(|l| l.starts_with("crash-")), "{reps}");
     wait_for("sensor running again", Duration::from_secs(20), || {
         let out = stdout(&agent.cli(&["get", "replicas"]));
         out.lines().any(|l| l.starts_with("sensor-0") && l.contains("Running")).then_some(())
@@ -203,4 +203,67 @@ fn agent_starts_and_serves_in_one_gib_of_address_space() {
     let v: serde_json::Value = serde_json::from_str(&node).unwrap();
     let reserved = v["pool"]["instances"].as_u64().unwrap() * v["pool"]["instance_memory_bytes"].as_u64().unwrap();
     assert!(reserved <= 512 << 20, "pool reserves {reserved} bytes under a 1 GiB limit");
+}
+
+#[test]
+fn failing_job_stops_at_its_backoff_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    ok(agent.cli(&["push", "crash:1.0", module_path("crash").to_str().unwrap()]));
+    let job = dir.path().join("fail.yaml");
+    std::fs::write(
+        &job,
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: doomed\nspec:\n  backoffLimit: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: doomed\n        image: crash:1.0\n        args: [\"exit\", \"1\"]\n",
+    )
+    .unwrap();
+    ok(agent.cli(&["apply", "-f", job.to_str().unwrap()]));
+    wait_for("job failed", Duration::from_secs(30), || {
+        let out = stdout(&agent.cli(&["get", "jobs"]));
+        out.lines().any(|l| l.starts_with("doomed") && l.contains("Failed")).then_some(())
+    });
+    let out = ok(agent.cli(&["get", "jobs"]));
+    let line = out.lines().find(|l| l.starts_with("doomed")).unwrap();
+    let failed: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(failed, 2, "{out}");
+    // And it stays failed: no further attempts.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = ok(agent.cli(&["get", "jobs"]));
+    assert!(out.lines().any(|l| l.starts_with("doomed") && l.contains("Failed") && l.contains(" 2 ")), "{out}");
+}
+
+#[test]
+fn service_port_is_opened_on_the_node_or_reported_when_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    ok(agent.cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    // One free port for the Service, one port held by someone else.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free_port = free.local_addr().unwrap().port();
+    drop(free);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let yaml = std::fs::read_to_string(example("hello.yaml")).unwrap();
+    let open = yaml.replace("port: 80", &format!("port: {free_port}"));
+    let busy = yaml
+        .replace("port: 80", &format!("port: {taken_port}"))
+        .replace("name: hello\nspec:\n  selector", "name: busy\nspec:\n  selector");
+    let (f1, f2) = (dir.path().join("open.yaml"), dir.path().join("busy.yaml"));
+    std::fs::write(&f1, open).unwrap();
+    std::fs::write(&f2, busy).unwrap();
+    ok(agent.cli(&["apply", "-f", f1.to_str().unwrap()]));
+    ok(agent.cli(&["apply", "-f", f2.to_str().unwrap()]));
+    // The Service's own port serves without a Host header.
+    wait_for("service port", Duration::from_secs(20), || {
+        match http_get(&format!("http://127.0.0.1:{free_port}/p"), "anything") {
+            Ok((200, body, _)) if body.contains("path=/p") => Some(()),
+            _ => None,
+        }
+    });
+    // The taken port is reported, and the Service still works through the gateway by Host.
+    wait_for("unbound port in describe", Duration::from_secs(20), || {
+        let out = stdout(&agent.cli(&["describe", "service", "busy"]));
+        out.contains("cannot bind").then_some(())
+    });
+    assert_eq!(agent.get("busy", "/").unwrap().0, 200);
+    drop(taken);
 }
