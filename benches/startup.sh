@@ -25,7 +25,8 @@ first_200() { # gw -> ms until 200
 }
 rss() { awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/"$1"/status; }
 
-echo "release binary: $(du -h "$BIN" | cut -f1) ($(stat -c %s "$BIN") bytes)"
+strip -o "$tmp/wasmfleet.stripped" "$BIN"
+echo "release binary: $(stat -c %s "$BIN") bytes, stripped $(stat -c %s "$tmp/wasmfleet.stripped") bytes"
 start_agent "$tmp/a" "$tmp/a.out"
 PID=$(pgrep -f "$tmp/a " | head -1 || pgrep -f "$tmp/a$" | head -1)
 sleep 1

@@ -33,21 +33,13 @@ impl CodeCache {
     }
 
     pub(crate) fn component(&self, engine: &Engine, digest: Digest, bytes: &[u8]) -> Result<Component, RuntimeError> {
-        let Some(path) = self.path(digest, "c") else {
-            return Component::new(engine, bytes).map_err(RuntimeError::invalid);
-        };
-        if path.exists() {
-            match deserialize_component(engine, &path) {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled code");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        let compiled = engine.precompile_component(bytes).map_err(RuntimeError::invalid)?;
-        write_atomic(&path, &compiled)?;
-        deserialize_component(engine, &path).map_err(RuntimeError::invalid)
+        self.load(
+            digest,
+            "c",
+            || Component::new(engine, bytes),
+            || engine.precompile_component(bytes),
+            |path| deserialize_component(engine, path),
+        )
     }
 
     pub(crate) fn core_module(
@@ -56,21 +48,39 @@ impl CodeCache {
         digest: Digest,
         bytes: &[u8],
     ) -> Result<wasmtime::Module, RuntimeError> {
-        let Some(path) = self.path(digest, "m") else {
-            return wasmtime::Module::new(engine, bytes).map_err(RuntimeError::invalid);
+        self.load(
+            digest,
+            "m",
+            || wasmtime::Module::new(engine, bytes),
+            || engine.precompile_module(bytes),
+            |path| deserialize_module(engine, path),
+        )
+    }
+
+    /// Cached code if usable, else compile, write atomically and load what was written.
+    fn load<T>(
+        &self,
+        digest: Digest,
+        kind: &str,
+        compile_in_memory: impl FnOnce() -> wasmtime::Result<T>,
+        precompile: impl FnOnce() -> wasmtime::Result<Vec<u8>>,
+        deserialize: impl Fn(&Path) -> wasmtime::Result<T>,
+    ) -> Result<T, RuntimeError> {
+        let Some(path) = self.path(digest, kind) else {
+            return compile_in_memory().map_err(RuntimeError::invalid);
         };
         if path.exists() {
-            match deserialize_module(engine, &path) {
-                Ok(m) => return Ok(m),
+            match deserialize(&path) {
+                Ok(v) => return Ok(v),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled code");
                     let _ = std::fs::remove_file(&path);
                 }
             }
         }
-        let compiled = engine.precompile_module(bytes).map_err(RuntimeError::invalid)?;
+        let compiled = precompile().map_err(RuntimeError::invalid)?;
         write_atomic(&path, &compiled)?;
-        deserialize_module(engine, &path).map_err(RuntimeError::invalid)
+        deserialize(&path).map_err(RuntimeError::invalid)
     }
 }
 
