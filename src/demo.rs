@@ -62,13 +62,15 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         println!("  api listening on {}", agent.api_url());
         println!("  gateway listening on http://{gw}");
         let client = Client::new(agent.api_url(), agent.token.clone());
-        let (api_client, yaml) = (client.clone(), HELLO_YAML);
+        let api_client = client.clone();
+        let push: PushResponse = tokio::task::spawn_blocking(move || {
+            api_client.post_bytes("/v1/modules?name=hello:1.0", "application/wasm", HELLO_WASM)
+        })
+        .await??;
+        let api_client = client.clone();
         let started = Instant::now();
-        let (push, applied): (PushResponse, Vec<ApplyResult>) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let p = api_client.post_bytes("/v1/modules?name=hello:1.0", "application/wasm", HELLO_WASM)?;
-            let a =
-                api_client.post_bytes("/v1/apply?source=examples/hello.yaml", "application/yaml", yaml.as_bytes())?;
-            Ok((p, a))
+        let applied: Vec<ApplyResult> = tokio::task::spawn_blocking(move || {
+            api_client.post_bytes("/v1/apply?source=examples/hello.yaml", "application/yaml", HELLO_YAML.as_bytes())
         })
         .await??;
         println!("\n$ wasmfleet push hello:1.0 hello.wasm");
@@ -98,7 +100,7 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
                 Err(e) => bail!("hello did not become ready within 20 s: {e}"),
             }
         };
-        println!("\nfirst 200 OK {:?} after apply was sent", started.elapsed());
+        println!("\nfirst 200 OK through the gateway {:?} after the apply was sent", started.elapsed());
         println!("\n$ curl -H 'Host: hello' http://{gw}/...");
         print!("{first}");
         for i in 1..args.requests {

@@ -267,3 +267,52 @@ fn service_port_is_opened_on_the_node_or_reported_when_taken() {
     assert_eq!(agent.get("busy", "/").unwrap().0, 200);
     drop(taken);
 }
+
+#[test]
+fn readiness_probe_gates_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    ok(agent.cli(&["push", "hostile:1.0", module_path("hostile").to_str().unwrap()]));
+    let manifest = |probe_path: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: gated\nspec:\n  selector:\n    matchLabels: {{app: gated}}\n  template:\n    metadata:\n      labels: {{app: gated}}\n    spec:\n      containers:\n      - name: gated\n        image: hostile:1.0\n        readinessProbe:\n          httpGet: {{path: {probe_path}, port: 8080}}\n          periodSeconds: 1\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: gated\nspec:\n  selector: {{app: gated}}\n  ports: [{{port: 8080}}]\n"
+        )
+    };
+    let file = dir.path().join("gated.yaml");
+    // A probe on a path that traps: never ready, so the Service answers 503.
+    std::fs::write(&file, manifest("/trap")).unwrap();
+    ok(agent.cli(&["apply", "-f", file.to_str().unwrap()]));
+    wait_for("replica running but not ready", Duration::from_secs(20), || {
+        let out = stdout(&agent.cli(&["get", "replicas"]));
+        out.lines().any(|l| l.starts_with("gated-0") && l.contains("0/1")).then_some(())
+    });
+    let (status, body, _) = agent.get("gated", "/").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("0/1 ready"), "{body}");
+    // A probe that passes: ready, and traffic flows.
+    std::fs::write(&file, manifest("/")).unwrap();
+    ok(agent.cli(&["apply", "-f", file.to_str().unwrap()]));
+    wait_for("ready after a passing probe", Duration::from_secs(20), || match agent.get("gated", "/") {
+        Ok((200, body, _)) if body == "ok\n" => Some(()),
+        _ => None,
+    });
+}
+
+#[test]
+fn serve_runs_a_component_like_wasmtime_serve() {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", module_path("hello").to_str().unwrap(), "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("serving ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+    let result = http_get(&format!("{url}/served"), "localhost");
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, body, _) = result.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("path=/served"), "{body}");
+}
