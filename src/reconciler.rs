@@ -27,6 +27,8 @@ use crate::manifest::{Kind, Object, ObjectKey, RestartPolicy, WorkloadTemplate, 
 use crate::store::{JobRecord, Store, StoredObject, now_ms};
 
 const LOG_BYTES: usize = 256 * 1024;
+/// How long a new revision may take to become ready before it replaces the old one anyway.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(30);
 
 /// Identity of a replica slot: the owning object and an index.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -138,6 +140,8 @@ struct Inner {
     gateway_ip: std::net::IpAddr,
     modules: DashMap<Digest, Module>,
     replicas: tokio::sync::Mutex<BTreeMap<ReplicaKey, Replica>>,
+    /// New revisions started beside the serving replica, waiting to be ready.
+    incoming: tokio::sync::Mutex<BTreeMap<ReplicaKey, (Replica, std::time::Instant)>>,
     view: Mutex<Vec<ReplicaStatus>>,
     status: DashMap<ObjectKey, ObjectStatus>,
     logs: DashMap<ObjectKey, BTreeMap<String, Arc<LogBuffer>>>,
@@ -176,6 +180,7 @@ impl Reconciler {
                 gateway_ip,
                 modules: DashMap::new(),
                 replicas: tokio::sync::Mutex::new(BTreeMap::new()),
+                incoming: tokio::sync::Mutex::new(BTreeMap::new()),
                 view: Mutex::new(Vec::new()),
                 status: DashMap::new(),
                 logs: DashMap::new(),
@@ -210,6 +215,9 @@ impl Reconciler {
     async fn stop_all(&self) {
         let mut replicas = self.inner.replicas.lock().await;
         for (_, r) in std::mem::take(&mut *replicas) {
+            r.stop().await;
+        }
+        for (_, (r, _)) in std::mem::take(&mut *self.inner.incoming.lock().await) {
             r.stop().await;
         }
         for (_, (h, _)) in self.inner.ports.lock().unwrap_or_else(|e| e.into_inner()).drain() {
@@ -375,15 +383,36 @@ impl Reconciler {
         }
         desired.retain(|k, _| k.owner.kind == Kind::Job || placed.contains(k));
 
-        // Converge.
+        // Converge. A replica whose revision changed is replaced make-before-break: the new one
+        // starts beside the old, and takes over once ready (or after a grace period).
         let mut replicas = self.inner.replicas.lock().await;
+        let mut incoming = self.inner.incoming.lock().await;
         for (key, (w, digest, revision, max_failures)) in &desired {
-            if let Some(r) = replicas.get(key)
-                && r.revision == *revision
-            {
+            if replicas.get(key).is_some_and(|r| r.revision == *revision) {
+                if let Some((stray, _)) = incoming.remove(key) {
+                    stray.stop().await;
+                }
                 continue;
             }
+            if let Some((new, since)) = incoming.get(key)
+                && new.revision == *revision
+            {
+                if new.ready() || since.elapsed() >= TAKEOVER_GRACE {
+                    if let Some((new, _)) = incoming.remove(key)
+                        && let Some(old) = replicas.insert(key.clone(), new)
+                    {
+                        old.stop().await;
+                    }
+                }
+                continue;
+            }
+            if let Some((outdated, _)) = incoming.remove(key) {
+                outdated.stop().await;
+            }
             match self.start(key, w, *digest, revision, *max_failures).await {
+                Ok(new) if replicas.contains_key(key) && !new.ready() => {
+                    incoming.insert(key.clone(), (new, std::time::Instant::now()));
+                }
                 Ok(new) => {
                     if let Some(old) = replicas.insert(key.clone(), new) {
                         old.stop().await;
@@ -397,6 +426,12 @@ impl Reconciler {
                 }
             }
         }
+        let gone: Vec<ReplicaKey> = incoming.keys().filter(|k| !desired.contains_key(k)).cloned().collect();
+        for k in gone {
+            if let Some((r, _)) = incoming.remove(&k) {
+                r.stop().await;
+            }
+        }
         let stale: Vec<ReplicaKey> = replicas.keys().filter(|k| !desired.contains_key(k)).cloned().collect();
         for k in stale {
             if let Some(r) = replicas.remove(&k) {
@@ -406,6 +441,7 @@ impl Reconciler {
         // Forget logs of deleted objects.
         let live: HashSet<ObjectKey> = objects.iter().map(|(_, o)| o.key()).collect();
         self.inner.logs.retain(|k, _| live.contains(k));
+        self.remove_orphan_volumes(&live);
 
         // Jobs: record finished indices.
         for (key, _completions, _par, backoff, generation) in &jobs {
@@ -421,7 +457,16 @@ impl Reconciler {
             }
             view.push(self.replica_status(r, ready));
         }
+        for (r, _) in incoming.values() {
+            let mut st = self.replica_status(r, r.ready());
+            st.message = Some(format!(
+                "new revision, waiting to take over from the serving replica{}",
+                st.message.map(|m| format!("; {m}")).unwrap_or_default()
+            ));
+            view.push(st);
+        }
         self.publish_routes(&objects, &replicas, &mut new_status);
+        drop(incoming);
         drop(replicas);
         *self.inner.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
         self.inner.status.clear();
@@ -584,6 +629,26 @@ impl Reconciler {
             spec.dirs.push(Preopen { host_path, guest_path: v.guest_path.clone(), read_only: v.read_only });
         }
         Ok(spec)
+    }
+
+    /// Deletes the emptyDir volumes of replicas whose object is gone (as Kubernetes does when
+    /// a pod is deleted). Directories are `<data>/volumes/<namespace>/<replica>/<volume>`.
+    fn remove_orphan_volumes(&self, live: &HashSet<ObjectKey>) {
+        let root = self.inner.data_dir.join("volumes");
+        let Ok(namespaces) = std::fs::read_dir(&root) else { return };
+        for ns in namespaces.flatten() {
+            let ns_name = ns.file_name().to_string_lossy().into_owned();
+            let Ok(reps) = std::fs::read_dir(ns.path()) else { continue };
+            for rep in reps.flatten() {
+                let rep_name = rep.file_name().to_string_lossy().into_owned();
+                let owner = rep_name.rsplit_once('-').map(|(o, _)| o).unwrap_or(&rep_name);
+                if !live.iter().any(|k| k.namespace == ns_name && k.name == owner) {
+                    if let Err(e) = std::fs::remove_dir_all(rep.path()) {
+                        tracing::warn!(path = %rep.path().display(), error = %e, "cannot remove volume");
+                    }
+                }
+            }
+        }
     }
 
     fn replica_status(&self, r: &Replica, ready: bool) -> ReplicaStatus {

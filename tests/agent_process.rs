@@ -316,3 +316,33 @@ fn serve_runs_a_component_like_wasmtime_serve() {
     assert_eq!(status, 200);
     assert!(body.contains("path=/served"), "{body}");
 }
+
+#[test]
+fn changed_template_is_replaced_make_before_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    ok(agent.cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    let manifest = |greeting: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: roll\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: roll}}\n  template:\n    metadata:\n      labels: {{app: roll}}\n    spec:\n      containers:\n      - name: roll\n        image: hello:1.0\n        env: [{{name: GREETING, value: {greeting}}}]\n        readinessProbe:\n          httpGet: {{path: /, port: 8080}}\n          initialDelaySeconds: 1\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: roll\nspec:\n  selector: {{app: roll}}\n  ports: [{{port: 8080}}]\n"
+        )
+    };
+    let file = dir.path().join("roll.yaml");
+    std::fs::write(&file, manifest("one")).unwrap();
+    ok(agent.cli(&["apply", "-f", file.to_str().unwrap()]));
+    wait_for("first revision serving", Duration::from_secs(20), || match agent.get("roll", "/") {
+        Ok((200, body, _)) if body.starts_with("one!") => Some(()),
+        _ => None,
+    });
+    std::fs::write(&file, manifest("two")).unwrap();
+    ok(agent.cli(&["apply", "-f", file.to_str().unwrap()]));
+    // The new replica needs >= 1 s to pass its probe; the old one serves meanwhile: no 503.
+    let mut served_new = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !served_new {
+        assert!(std::time::Instant::now() < deadline, "new revision never took over");
+        let (status, body, _) = agent.get("roll", "/").unwrap();
+        assert_eq!(status, 200, "gap in service during the replacement: {body}");
+        served_new = body.starts_with("two!");
+    }
+}
