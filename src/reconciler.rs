@@ -397,12 +397,11 @@ impl Reconciler {
             if let Some((new, since)) = incoming.get(key)
                 && new.revision == *revision
             {
-                if new.ready() || since.elapsed() >= TAKEOVER_GRACE {
-                    if let Some((new, _)) = incoming.remove(key)
-                        && let Some(old) = replicas.insert(key.clone(), new)
-                    {
-                        old.stop().await;
-                    }
+                if (new.ready() || since.elapsed() >= TAKEOVER_GRACE)
+                    && let Some((new, _)) = incoming.remove(key)
+                    && let Some(old) = replicas.insert(key.clone(), new)
+                {
+                    old.stop().await;
                 }
                 continue;
             }
@@ -642,10 +641,10 @@ impl Reconciler {
             for rep in reps.flatten() {
                 let rep_name = rep.file_name().to_string_lossy().into_owned();
                 let owner = rep_name.rsplit_once('-').map(|(o, _)| o).unwrap_or(&rep_name);
-                if !live.iter().any(|k| k.namespace == ns_name && k.name == owner) {
-                    if let Err(e) = std::fs::remove_dir_all(rep.path()) {
-                        tracing::warn!(path = %rep.path().display(), error = %e, "cannot remove volume");
-                    }
+                if !live.iter().any(|k| k.namespace == ns_name && k.name == owner)
+                    && let Err(e) = std::fs::remove_dir_all(rep.path())
+                {
+                    tracing::warn!(path = %rep.path().display(), error = %e, "cannot remove volume");
                 }
             }
         }
