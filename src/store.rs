@@ -287,6 +287,103 @@ impl Store {
         Ok(out)
     }
 
+    // --- replication: digests, pulls, last-writer-wins merges ---
+
+    /// Every record's key and version (tombstones included), sorted by key: what a peer
+    /// compares against its own to find what it lacks.
+    pub fn summary(&self) -> Result<Vec<(String, Version)>, StoreError> {
+        let mut v: Vec<(String, Version)> =
+            self.all_records()?.into_iter().map(|r| (r.key.to_string(), r.version)).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// A short digest of the whole desired state (hex sha256 of the summary), small enough to
+    /// publish in gossip; equal digests mean equal stores.
+    pub fn digest(&self) -> Result<String, StoreError> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for (k, v) in self.summary()? {
+            h.update(k.as_bytes());
+            h.update(v.wall_ms.to_be_bytes());
+            h.update(v.counter.to_be_bytes());
+            h.update(v.node.to_be_bytes());
+        }
+        Ok(hex::encode(&h.finalize()[..12]))
+    }
+
+    /// Records (tombstones included) by key, for a peer's pull.
+    pub fn records(&self, keys: &[String]) -> Result<Vec<StoredObject>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(v) = table.get(k.as_str()).map_err(|e| self.db_err(e))?
+                && let Ok(rec) = serde_json::from_slice::<StoredObject>(v.value())
+            {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges records from a peer: a record wins when its version is greater than the local
+    /// one (last writer wins; equal versions keep the local record). Returns how many won.
+    /// Versions seen are fed to the clock, so later local writes order after them.
+    pub fn merge_remote(&self, incoming: Vec<StoredObject>) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let mut won = 0;
+        {
+            let mut table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
+            let mut jobs = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
+            for rec in incoming {
+                let k = rec.key.to_string();
+                self.hlc.lock().unwrap_or_else(|e| e.into_inner()).observe(rec.version, now_ms());
+                let local: Option<StoredObject> = match table.get(k.as_str()).map_err(|e| self.db_err(e))? {
+                    Some(v) => serde_json::from_slice(v.value()).ok(),
+                    None => None,
+                };
+                if local.as_ref().is_some_and(|l| l.version >= rec.version) {
+                    continue;
+                }
+                if rec.deleted {
+                    jobs.remove(k.as_str()).map_err(|e| self.db_err(e))?;
+                }
+                let bytes = serde_json::to_vec(&rec).map_err(|e| self.db_err(e))?;
+                table.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                won += 1;
+            }
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        if won > 0 {
+            self.notify();
+        }
+        Ok(won)
+    }
+
+    /// Drops tombstones older than `older_than_ms` (after every peer has had time to see them).
+    pub fn gc_tombstones(&self, older_than_ms: u64) -> Result<usize, StoreError> {
+        let cutoff = now_ms().saturating_sub(older_than_ms);
+        let dead: Vec<String> = self
+            .all_records()?
+            .into_iter()
+            .filter(|r| r.deleted && r.updated_ms < cutoff)
+            .map(|r| r.key.to_string())
+            .collect();
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
+            for k in &dead {
+                table.remove(k.as_str()).map_err(|e| self.db_err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        Ok(dead.len())
+    }
+
     // --- module blobs and tags ---
 
     /// Path of a blob (which may not exist).
@@ -379,5 +476,97 @@ impl Store {
             t.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: NAME\nspec:\n  replicas: REPLICAS\n  selector:\n    matchLabels: {app: x}\n  template:\n    metadata:\n      labels: {app: x}\n    spec:\n      containers:\n      - name: x\n        image: hello:1.0\n";
+
+    fn obj(name: &str, replicas: u32) -> (Object, BTreeMap<String, Digest>) {
+        let text = HELLO.replace("NAME", name).replace("REPLICAS", &replicas.to_string());
+        let mut objs = crate::manifest::parse_str("t.yaml", &text).expect("valid");
+        (objs.remove(0), BTreeMap::new())
+    }
+
+    fn store(node: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), node).unwrap();
+        (dir, s)
+    }
+
+    fn replicas(s: &Store, name: &str) -> Option<u32> {
+        let key = ObjectKey { kind: Kind::Deployment, namespace: "default".into(), name: name.into() };
+        match s.get(&key).unwrap()?.typed()? {
+            Object::Deployment(d) => Some(d.spec.replicas()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn apply_is_durable_and_reports_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path(), 1).unwrap();
+            let r = s.apply(vec![obj("a", 1), obj("b", 2)]).unwrap();
+            assert!(r.iter().all(|(_, a)| *a == ApplyAction::Created));
+            let r = s.apply(vec![obj("a", 1), obj("b", 3)]).unwrap();
+            assert_eq!(
+                r.iter().map(|(_, a)| *a).collect::<Vec<_>>(),
+                [ApplyAction::Unchanged, ApplyAction::Configured]
+            );
+        }
+        let s = Store::open(dir.path(), 1).unwrap();
+        assert_eq!(replicas(&s, "b"), Some(3));
+        assert_eq!(s.list(None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn stores_converge_by_exchanging_records_in_any_order() {
+        let (_d1, a) = store(1);
+        let (_d2, b) = store(2);
+        a.apply(vec![obj("x", 1), obj("y", 1)]).unwrap();
+        b.apply(vec![obj("x", 5)]).unwrap(); // later write of x on b
+        a.delete(&[ObjectKey { kind: Kind::Deployment, namespace: "default".into(), name: "y".into() }]).unwrap();
+        let from_a = a.records(&a.summary().unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>()).unwrap();
+        let from_b = b.records(&b.summary().unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>()).unwrap();
+        a.merge_remote(from_b.clone()).unwrap();
+        b.merge_remote(from_a.clone()).unwrap();
+        // Merging again, or in the other order, changes nothing.
+        assert_eq!(a.merge_remote(from_b).unwrap(), 0);
+        assert_eq!(b.merge_remote(from_a).unwrap(), 0);
+        assert_eq!(a.digest().unwrap(), b.digest().unwrap());
+        assert_eq!(replicas(&a, "x"), Some(5));
+        assert_eq!(replicas(&b, "y"), None, "the tombstone won");
+        // A write after the merge orders after everything seen.
+        a.apply(vec![obj("x", 7)]).unwrap();
+        let newest = a.records(&["Deployment/default/x".into()]).unwrap();
+        assert_eq!(b.merge_remote(newest).unwrap(), 1);
+        assert_eq!(replicas(&b, "x"), Some(7));
+    }
+
+    #[test]
+    fn old_tombstones_are_collected() {
+        let (_d, s) = store(1);
+        s.apply(vec![obj("gone", 1)]).unwrap();
+        s.delete(&[ObjectKey { kind: Kind::Deployment, namespace: "default".into(), name: "gone".into() }]).unwrap();
+        assert_eq!(s.gc_tombstones(60_000).unwrap(), 0, "too young");
+        assert_eq!(s.summary().unwrap().len(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(s.gc_tombstones(1).unwrap(), 1);
+        assert!(s.summary().unwrap().is_empty());
+    }
+
+    #[test]
+    fn blobs_are_content_addressed_and_verified() {
+        let (_d, s) = store(1);
+        let d = s.put_blob(b"\0asm module bytes").unwrap();
+        assert_eq!(s.put_blob(b"\0asm module bytes").unwrap(), d);
+        assert_eq!(s.read_blob(&d).unwrap().as_deref(), Some(&b"\0asm module bytes"[..]));
+        std::fs::write(s.blob_path(&d), b"tampered").unwrap();
+        assert!(s.read_blob(&d).is_err());
+        assert_eq!(s.read_blob(&Digest::of(b"absent")).unwrap(), None);
     }
 }
