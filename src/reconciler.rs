@@ -387,6 +387,9 @@ impl Reconciler {
         // starts beside the old, and takes over once ready (or after a grace period).
         let mut replicas = self.inner.replicas.lock().await;
         let mut incoming = self.inner.incoming.lock().await;
+        // Replaced or removed replicas stop only after the new routing table is published, so
+        // no request ever finds a route to a stopped replica.
+        let mut retired: Vec<Replica> = Vec::new();
         for (key, (w, digest, revision, max_failures)) in &desired {
             if replicas.get(key).is_some_and(|r| r.revision == *revision) {
                 if let Some((stray, _)) = incoming.remove(key) {
@@ -401,7 +404,7 @@ impl Reconciler {
                     && let Some((new, _)) = incoming.remove(key)
                     && let Some(old) = replicas.insert(key.clone(), new)
                 {
-                    old.stop().await;
+                    retired.push(old);
                 }
                 continue;
             }
@@ -414,7 +417,7 @@ impl Reconciler {
                 }
                 Ok(new) => {
                     if let Some(old) = replicas.insert(key.clone(), new) {
-                        old.stop().await;
+                        retired.push(old);
                     }
                 }
                 Err(e) => {
@@ -434,13 +437,9 @@ impl Reconciler {
         let stale: Vec<ReplicaKey> = replicas.keys().filter(|k| !desired.contains_key(k)).cloned().collect();
         for k in stale {
             if let Some(r) = replicas.remove(&k) {
-                r.stop().await;
+                retired.push(r);
             }
         }
-        // Forget logs of deleted objects.
-        let live: HashSet<ObjectKey> = objects.iter().map(|(_, o)| o.key()).collect();
-        self.inner.logs.retain(|k, _| live.contains(k));
-        self.remove_orphan_volumes(&live);
 
         // Jobs: record finished indices.
         for (key, _completions, _par, backoff, generation) in &jobs {
@@ -467,6 +466,13 @@ impl Reconciler {
         self.publish_routes(&objects, &replicas, &mut new_status);
         drop(incoming);
         drop(replicas);
+        for r in retired {
+            r.stop().await;
+        }
+        // Forget logs and volumes of deleted objects.
+        let live: HashSet<ObjectKey> = objects.iter().map(|(_, o)| o.key()).collect();
+        self.inner.logs.retain(|k, _| live.contains(k));
+        self.remove_orphan_volumes(&live);
         *self.inner.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
         self.inner.status.clear();
         for (k, v) in new_status {

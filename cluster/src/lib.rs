@@ -8,8 +8,14 @@
 //! clock: wall time is passed in as `wall_ms`, so protocol logic can be driven and tested
 //! deterministically in one process.
 
+pub mod gossip;
 pub mod hlc;
 pub mod lww;
+pub mod membership;
+pub mod mesh;
+pub mod pki;
+pub mod seal;
+pub mod token;
 
 pub use hlc::{Hlc, Version};
 pub use lww::{Record, merge};
