@@ -13,6 +13,7 @@ use wasmfleet_runtime::{Runtime, RuntimeConfig};
 
 use crate::api::{Api, router};
 use crate::gateway::{Binding, Routes, spawn_listener};
+use crate::peering::{ClusterOptions, NodeInfo, Peering};
 use crate::reconciler::{NodeCapacity, Reconciler};
 use crate::store::Store;
 
@@ -27,6 +28,8 @@ pub struct AgentConfig {
     /// Memory offered to workloads (MiB) for placement; default: the runtime budget.
     pub capacity_memory_mib: Option<u64>,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Cluster membership, mesh and replication.
+    pub cluster: ClusterOptions,
 }
 
 impl AgentConfig {
@@ -40,14 +43,17 @@ impl AgentConfig {
             runtime: RuntimeConfig::default(),
             capacity_memory_mib: None,
             labels: Default::default(),
+            cluster: ClusterOptions::default(),
         }
     }
 
     /// Cross-field checks, before anything binds.
     pub fn validate(&self) -> Result<()> {
+        wasmfleet_cluster::pki::validate_node_id(&self.node_name)
+            .map_err(|e| anyhow::anyhow!("--node-name {:?}: {e}", self.node_name))?;
         anyhow::ensure!(
-            !self.node_name.is_empty() && self.node_name.len() <= 63,
-            "--node-name must be 1 to 63 characters"
+            self.cluster.token.is_none() || !self.cluster.join.is_empty(),
+            "--token needs --join HOST:PORT (a member's cluster address)"
         );
         Ok(())
     }
@@ -55,11 +61,12 @@ impl AgentConfig {
 
 /// The machine's host name, or `node`.
 pub fn default_node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "node".into())
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    // Node names are DNS labels (they are certificate names and hostnames): lowercase, a-z0-9-.
+    let first = host.split('.').next().unwrap_or_default().to_ascii_lowercase();
+    let name: String = first.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() { "node".into() } else { name }
 }
 
 /// The default data dir: `$XDG_DATA_HOME/wasmfleet` (e.g. `~/.local/share/wasmfleet`).
@@ -74,7 +81,9 @@ pub struct AgentHandle {
     pub data_dir: PathBuf,
     pub token: String,
     pub reconciler: Reconciler,
+    pub peering: Arc<Peering>,
     shutdown_tx: watch::Sender<bool>,
+    leave_rx: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -84,12 +93,25 @@ impl AgentHandle {
         format!("http://{}", self.api_addr)
     }
 
+    /// Resolves when a client asked this node to leave (`wasmfleet leave`).
+    pub async fn leave_requested(&self) {
+        let mut rx = self.leave_rx.clone();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+
     /// Stops listeners and workloads and waits for them.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
+        self.peering.leave_quietly();
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+
+    /// Leaves the cluster gracefully (peers see `leaving` first), then shuts down.
+    pub async fn leave(self) {
+        self.peering.leave().await;
+        self.shutdown().await;
     }
 }
 
@@ -161,7 +183,23 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
     let api_addr = api_listener.local_addr()?;
     let gateway_addr = gw_listener.local_addr()?;
 
+    let info = NodeInfo {
+        api: format!("http://{api_addr}"),
+        gateway: format!("http://{gateway_addr}"),
+        labels: config.labels.clone(),
+        memory_mib: config.capacity_memory_mib.unwrap_or(sizing.budget_bytes >> 20),
+        cpu_millis: std::thread::available_parallelism().map(|n| n.get() as u64 * 1000).unwrap_or(1000),
+        arch: std::env::consts::ARCH.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_ms: crate::store::now_ms(),
+        ..NodeInfo::default()
+    };
+    let peering = Peering::start(&data_dir, &config.node_name, &config.cluster, store.clone(), info)
+        .await
+        .context("starting the cluster layer")?;
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (leave_tx, leave_rx) = watch::channel(false);
     let routes = Routes::default();
     let capacity = NodeCapacity {
         memory_mib: config.capacity_memory_mib.unwrap_or(sizing.budget_bytes >> 20),
@@ -179,6 +217,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         data_dir.clone(),
         shutdown_rx.clone(),
     );
+    reconciler.set_peering(peering.clone());
     // First pass before serving, so restarted workloads are back as soon as we answer.
     reconciler.pass().await;
     let mut tasks = vec![reconciler.spawn()];
@@ -190,6 +229,8 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         token: token.clone(),
         node: config.node_name.clone(),
         started: Instant::now(),
+        peering: peering.clone(),
+        leave_tx,
     });
     let app = router(api);
     let mut sd = shutdown_rx.clone();
@@ -204,5 +245,5 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
 
     let api_url = format!("http://{api_addr}");
     write_private(&data_dir.join("api.addr"), api_url.as_bytes())?;
-    Ok(AgentHandle { api_addr, gateway_addr, data_dir, token, reconciler, shutdown_tx, tasks })
+    Ok(AgentHandle { api_addr, gateway_addr, data_dir, token, reconciler, peering, shutdown_tx, leave_rx, tasks })
 }

@@ -83,10 +83,15 @@ pub struct Api {
     pub token: String,
     pub node: String,
     pub started: Instant,
+    pub peering: Arc<crate::peering::Peering>,
+    pub leave_tx: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct PushResponse {
+    /// Nodes holding the module (and its tag) durably, this one included.
+    #[serde(default)]
+    pub copies: usize,
     pub name: Option<String>,
     pub digest: Digest,
     pub kind: ModuleKind,
@@ -147,17 +152,22 @@ impl Api {
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let digest = self.store.put_blob(&bytes)?;
+        // Copies on peers before the answer: the push survives this node's death.
+        let mut copies = self.peering.replicate_blob(&bytes).await;
         let name = name.map(|n| with_tag(&n));
         if let Some(n) = &name {
-            self.store.set_tag(&ModuleRecord {
+            let rec = ModuleRecord {
                 name: n.clone(),
                 digest,
                 kind: info.kind,
                 size_bytes: info.size_bytes,
                 pushed_ms: now_ms(),
-            })?;
+            };
+            self.store.set_tag(&rec)?;
+            copies = copies.min(self.peering.replicate(&[format!("{}{n}", crate::store::TAG_PREFIX)]).await);
         }
         Ok(PushResponse {
+            copies,
             name,
             digest,
             kind: info.kind,
@@ -379,6 +389,18 @@ struct DeleteBody {
 }
 
 #[derive(Deserialize)]
+struct TokenBody {
+    ttl_secs: u64,
+}
+
+/// Pushes the written keys to peers, then answers with the number of durable copies in the
+/// `x-wasmfleet-copies` header (this node included).
+async fn replicated<T: Serialize>(a: &Api, keys: &[String], body: T) -> Response {
+    let copies = a.peering.replicate(keys).await;
+    ([("x-wasmfleet-copies", copies.to_string())], axum::Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
 struct ScaleBody {
     replicas: u32,
 }
@@ -422,13 +444,17 @@ pub fn router(api: Arc<Api>) -> Router {
             post(|State(a): State<AppState>, Query(q): Query<ApplyQuery>, body: Bytes| async move {
                 let text = std::str::from_utf8(&body)
                     .map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
-                a.apply(q.source.as_deref().unwrap_or("-"), text).map(axum::Json)
+                let results = a.apply(q.source.as_deref().unwrap_or("-"), text)?;
+                let keys: Vec<String> = results.iter().map(|r| r.key.to_string()).collect();
+                Ok::<_, ApiError>(replicated(&a, &keys, results).await)
             }),
         )
         .route(
             "/v1/delete",
             post(|State(a): State<AppState>, axum::Json(b): axum::Json<DeleteBody>| async move {
-                a.delete(&b.keys).map(axum::Json)
+                let res = a.delete(&b.keys)?;
+                let keys: Vec<String> = b.keys.iter().map(|k| k.to_string()).collect();
+                Ok::<_, ApiError>(replicated(&a, &keys, res).await)
             }),
         )
         .route(
@@ -447,7 +473,7 @@ pub fn router(api: Arc<Api>) -> Router {
                     let key = ObjectKey { kind: kind_of(&kind)?, namespace: ns, name };
                     let res = a.delete(std::slice::from_ref(&key))?;
                     if res.first().is_some_and(|r| r.1) {
-                        Ok(axum::Json(res))
+                        Ok(replicated(&a, &[key.to_string()], res).await)
                     } else {
                         Err(ApiError::NotFound {
                             what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name),
@@ -462,11 +488,29 @@ pub fn router(api: Arc<Api>) -> Router {
                 |State(a): State<AppState>,
                  Path((ns, name)): Path<(String, String)>,
                  axum::Json(b): axum::Json<ScaleBody>| async move {
-                    a.scale(&ObjectKey { kind: Kind::Deployment, namespace: ns, name }, b.replicas).map(axum::Json)
+                    let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
+                    let view = a.scale(&key, b.replicas)?;
+                    Ok::<_, ApiError>(replicated(&a, &[key.to_string()], view).await)
                 },
             ),
         )
         .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
+        .route("/v1/nodes", get(|State(a): State<AppState>| async move { axum::Json(a.peering.nodes()) }))
+        .route(
+            "/v1/tokens",
+            post(|State(a): State<AppState>, axum::Json(b): axum::Json<TokenBody>| async move {
+                let ttl = std::time::Duration::from_secs(b.ttl_secs.clamp(60, 30 * 86_400));
+                let token = a.peering.create_token(ttl).map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+                Ok::<_, ApiError>(axum::Json(serde_json::json!({ "token": token, "ttl_secs": ttl.as_secs() })))
+            }),
+        )
+        .route(
+            "/v1/leave",
+            post(|State(a): State<AppState>| async move {
+                let _ = a.leave_tx.send(true);
+                axum::Json(serde_json::json!({ "node": a.node, "leaving": true }))
+            }),
+        )
         .route("/v1/logs/{ns}/{name}", get(logs))
         .route(
             "/metrics",

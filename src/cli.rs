@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wasmfleet_runtime::{Preopen, Runtime, RuntimeConfig, Stdio, WorkloadSpec};
 
 use crate::agent::{AgentConfig, default_data_dir, spawn_agent};
-use crate::api::{ApplyResult, NodeView, ObjectView, PushResponse};
+use crate::api::{ApplyResult, ObjectView, PushResponse};
 use crate::client::{Client, encode};
 use crate::manifest::{self, Kind, ObjectKey};
 use crate::reconciler::ReplicaStatus;
@@ -89,8 +89,25 @@ pub enum Command {
         #[arg(long, default_value = "0.0.0.0:8080")]
         addr: SocketAddr,
     },
+    /// Join tokens: `token create [--ttl 24h]`.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Ask the agent to leave the cluster gracefully and stop.
+    Leave,
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Print a join token for a new node (seed: this node; trust: the cluster CA).
+    Create {
+        /// Validity: `30m`, `24h`, `7d`.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -123,6 +140,33 @@ pub struct AgentArgs {
     /// Node labels for nodeSelector, `k=v,k2=v2`.
     #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
+    /// QUIC listener for peers and joining nodes (port 0: any free port).
+    #[arg(long, default_value = "0.0.0.0:7946")]
+    pub listen_cluster: SocketAddr,
+    /// Gossip (UDP) listener (default: the cluster port + 1, or any port with port 0).
+    #[arg(long)]
+    pub listen_gossip: Option<SocketAddr>,
+    /// The cluster address peers should use to reach this node.
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
+    /// Join the cluster of this member (its cluster address); repeatable.
+    #[arg(long)]
+    pub join: Vec<SocketAddr>,
+    /// Join token from `wasmfleet token create` on a member.
+    #[arg(long, env = "WASMFLEET_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Zone of this node (placement spreads replicas across zones).
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Memory offered to workloads, MiB (default: the Wasm memory budget).
+    #[arg(long)]
+    pub capacity_memory: Option<u64>,
+    /// Peers that must hold a write before it is acknowledged (default: min(2, live peers)).
+    #[arg(long)]
+    pub write_quorum: Option<usize>,
+    /// Gossip interval (ms); failure detection takes about five intervals.
+    #[arg(long, default_value_t = 200)]
+    pub gossip_interval_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -188,11 +232,36 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Run(r) => run_local(r),
         Command::Serve { component, addr } => serve_local(component, *addr),
+        Command::Token { action: TokenAction::Create { ttl } } => {
+            let secs = parse_ttl(ttl)?;
+            let v: serde_json::Value =
+                cli.client()?.post_json("/v1/tokens", &serde_json::json!({ "ttl_secs": secs }))?;
+            println!("{}", v["token"].as_str().unwrap_or_default());
+            Ok(0)
+        }
+        Command::Leave => {
+            let _: serde_json::Value = cli.client()?.post_json("/v1/leave", &serde_json::json!({}))?;
+            println!("node is leaving the cluster");
+            Ok(0)
+        }
         Command::Version => {
             println!("wasmfleet {} (wasmtime 48)", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
     }
+}
+
+fn parse_ttl(s: &str) -> Result<u64> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
+    let n: u64 = num.parse().with_context(|| format!("--ttl `{s}`: expected e.g. 30m, 24h, 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" | "" => 3600,
+        "d" => 86_400,
+        _ => bail!("--ttl `{s}`: unit must be s, m, h or d"),
+    };
+    Ok(n * mult)
 }
 
 fn tokio_rt() -> Result<tokio::runtime::Runtime> {
@@ -213,15 +282,29 @@ fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
         let (k, v) = l.split_once('=').with_context(|| format!("--labels: `{l}` is not k=v"))?;
         config.labels.insert(k.trim().to_string(), v.trim().to_string());
     }
+    config.capacity_memory_mib = a.capacity_memory;
+    config.cluster.listen_cluster = a.listen_cluster;
+    config.cluster.listen_gossip = a.listen_gossip;
+    config.cluster.advertise = a.advertise;
+    config.cluster.join = a.join.clone();
+    config.cluster.token = a.join_token.clone();
+    config.cluster.zone = a.zone.clone();
+    config.cluster.write_quorum = a.write_quorum;
+    config.cluster.gossip_interval = std::time::Duration::from_millis(a.gossip_interval_ms.max(20));
     tokio_rt()?.block_on(async move {
         let agent = spawn_agent(config).await?;
         println!("api listening on {}", agent.api_url());
         println!("gateway listening on http://{}", agent.gateway_addr);
+        println!("cluster listening on {}", agent.peering.cluster_addr());
+        println!("gossip listening on {}", agent.peering.gossip_addr());
         println!("data dir {}", agent.data_dir.display());
         let _ = std::io::stdout().flush();
-        wait_for_signal().await;
-        eprintln!("shutting down");
-        agent.shutdown().await;
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = agent.leave_requested() => {}
+        }
+        eprintln!("leaving the cluster and shutting down");
+        agent.leave().await;
         Ok(0)
     })
 }
@@ -440,21 +523,12 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
             Ok(0)
         }
         "node" | "nodes" | "no" => {
-            let n: NodeView = client.get("/v1/node")?;
+            let mut nodes: Vec<crate::peering::NodeView> = client.get("/v1/nodes")?;
+            nodes.retain(|n| name.is_none_or(|x| n.name == x));
             if matches!(output, Some(Output::Json | Output::Yaml)) {
-                return structured(&serde_json::to_value(&n)?).map(|_| 0);
+                return structured(&serde_json::to_value(&nodes)?).map(|_| 0);
             }
-            print_table(
-                &["NAME", "STATUS", "VERSION", "UPTIME", "INSTANCES", "INSTANCE-MEMORY"],
-                &[vec![
-                    n.name,
-                    "Ready".into(),
-                    n.version,
-                    format!("{}s", n.uptime_s),
-                    n.pool.instances.to_string(),
-                    format!("{}Mi", n.pool.instance_memory_bytes >> 20),
-                ]],
-            );
+            print_nodes(&nodes, wide);
             Ok(0)
         }
         other => {
@@ -483,6 +557,38 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
             Ok(0)
         }
     }
+}
+
+fn print_nodes(nodes: &[crate::peering::NodeView], wide: bool) {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let i = n.info.clone().unwrap_or_default();
+            let labels: Vec<String> = i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut r = vec![
+                format!("{}{}", n.name, if n.this_node { "*" } else { "" }),
+                n.state.clone(),
+                i.cluster.clone(),
+                i.zone.clone().unwrap_or_else(|| "-".into()),
+                format!("{}Mi/{}m", i.memory_mib, i.cpu_millis),
+                if i.started_ms > 0 { age(i.started_ms) } else { "-".into() },
+                i.version.clone(),
+                if n.in_sync { "yes" } else { "no" }.into(),
+            ];
+            if wide {
+                r.push(if labels.is_empty() { "-".into() } else { labels.join(",") });
+                r.push(i.api.clone());
+                r.push(i.gateway.clone());
+                r.push(i.arch.clone());
+            }
+            r
+        })
+        .collect();
+    let mut h = vec!["NAME", "STATE", "ADDRESS", "ZONE", "CAPACITY", "AGE", "VERSION", "IN-SYNC"];
+    if wide {
+        h.extend(["LABELS", "API", "GATEWAY", "ARCH"]);
+    }
+    print_table(&h, &rows);
 }
 
 fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
@@ -595,6 +701,29 @@ impl IfEmpty for String {
 
 fn describe(cli: &Cli, kind: &str, name: &str) -> Result<i32> {
     let client = cli.client()?;
+    if matches!(kind.to_ascii_lowercase().as_str(), "node" | "nodes" | "no") {
+        let nodes: Vec<crate::peering::NodeView> = client.get("/v1/nodes")?;
+        let n = nodes.into_iter().find(|n| n.name == name).with_context(|| format!("node \"{name}\" not found"))?;
+        println!("Name:         {}{}", n.name, if n.this_node { " (this node)" } else { "" });
+        println!("State:        {}", n.state);
+        println!("Generation:   {}", n.generation);
+        println!("In sync:      {}", n.in_sync);
+        if let Some(i) = n.info {
+            println!("Cluster:      {}", i.cluster);
+            println!("API:          {}", i.api);
+            println!("Gateway:      {}", i.gateway);
+            println!("Zone:         {}", i.zone.unwrap_or_else(|| "-".into()));
+            println!(
+                "Labels:       {}",
+                i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+            );
+            println!("Capacity:     memory {} MiB, cpu {}m", i.memory_mib, i.cpu_millis);
+            println!("Arch:         {}", i.arch);
+            println!("Version:      {}", i.version);
+            println!("Started:      {} ago", age(i.started_ms));
+        }
+        return Ok(0);
+    }
     let k = Kind::parse(kind).with_context(|| format!("unknown kind `{kind}`"))?;
     let o: ObjectView = client.get(&format!("/v1/objects/{}/{}/{}", k.plural(), cli.namespace, name))?;
     println!("Name:         {}", o.key.name);

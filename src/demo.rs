@@ -48,6 +48,7 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         config.listen_api = "127.0.0.1:0".parse()?;
         config.listen_gateway = args.gateway;
         config.node_name = "demo-node".into();
+        config.cluster.listen_cluster = "127.0.0.1:0".parse()?;
         let agent = match spawn_agent(config.clone()).await {
             Ok(a) => a,
             Err(_) if args.gateway.port() != 0 => {

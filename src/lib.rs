@@ -14,5 +14,6 @@ pub mod client;
 pub mod demo;
 pub mod gateway;
 pub mod manifest;
+pub mod peering;
 pub mod reconciler;
 pub mod store;

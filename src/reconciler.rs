@@ -150,6 +150,8 @@ struct Inner {
     data_dir: std::path::PathBuf,
     /// Poked when a command ends, so Job progress is recorded at once.
     kick: Arc<tokio::sync::Notify>,
+    /// Where to fetch module blobs this node lacks.
+    peering: std::sync::OnceLock<Arc<crate::peering::Peering>>,
 }
 
 /// Handle to the node's reconciler.
@@ -188,6 +190,7 @@ impl Reconciler {
                 shutdown,
                 data_dir,
                 kick: Arc::new(tokio::sync::Notify::new()),
+                peering: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -227,6 +230,11 @@ impl Reconciler {
         }
     }
 
+    /// Lets the reconciler fetch missing module blobs from peers.
+    pub fn set_peering(&self, peering: Arc<crate::peering::Peering>) {
+        let _ = self.inner.peering.set(peering);
+    }
+
     /// Replicas on this node, as last published.
     pub fn replicas(&self) -> Vec<ReplicaStatus> {
         self.inner.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -254,6 +262,11 @@ impl Reconciler {
     pub async fn module(&self, digest: Digest) -> Result<Module, String> {
         if let Some(m) = self.inner.modules.get(&digest) {
             return Ok(m.clone());
+        }
+        if !self.inner.store.has_blob(&digest)
+            && let Some(p) = self.inner.peering.get()
+        {
+            p.fetch_blob(digest).await.map_err(|e| format!("{e:#}"))?;
         }
         let inner = self.inner.clone();
         let loaded = tokio::task::spawn_blocking(move || -> Result<Module, String> {

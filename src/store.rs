@@ -74,6 +74,15 @@ pub enum ApplyAction {
     Unchanged,
 }
 
+/// Summary-key prefix of module tags.
+pub const TAG_PREFIX: &str = "tag/";
+
+/// The LWW version of a tag: push time, then digest bytes as a tie-break.
+fn tag_version(t: &ModuleRecord) -> Version {
+    let tie = u64::from_be_bytes(t.digest.0[..8].try_into().unwrap_or_default());
+    Version { wall_ms: t.pushed_ms, counter: 0, node: tie }
+}
+
 /// A module name:tag and what it points to.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModuleRecord {
@@ -294,8 +303,38 @@ impl Store {
     pub fn summary(&self) -> Result<Vec<(String, Version)>, StoreError> {
         let mut v: Vec<(String, Version)> =
             self.all_records()?.into_iter().map(|r| (r.key.to_string(), r.version)).collect();
+        // Module tags replicate too, under `tag/<name>`, ordered by push time.
+        for t in self.list_tags()? {
+            v.push((format!("{TAG_PREFIX}{}", t.name), tag_version(&t)));
+        }
         v.sort();
         Ok(v)
+    }
+
+    /// Tags by summary key (`tag/<name>`), for a peer's pull.
+    pub fn tags(&self, keys: &[String]) -> Result<Vec<ModuleRecord>, StoreError> {
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(name) = k.strip_prefix(TAG_PREFIX)
+                && let Some(t) = self.get_tag(name)?
+            {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges tags from a peer: the later push wins. Returns how many won.
+    pub fn merge_tags(&self, incoming: Vec<ModuleRecord>) -> Result<usize, StoreError> {
+        let mut won = 0;
+        for t in incoming {
+            if self.get_tag(&t.name)?.is_some_and(|l| tag_version(&l) >= tag_version(&t)) {
+                continue;
+            }
+            self.set_tag(&t)?;
+            won += 1;
+        }
+        Ok(won)
     }
 
     /// A short digest of the whole desired state (hex sha256 of the summary), small enough to

@@ -199,8 +199,12 @@ fn agent_starts_and_serves_in_one_gib_of_address_space() {
     for _ in 0..20 {
         assert_eq!(agent.get("hello", "/").unwrap().0, 200);
     }
-    let node = ok(agent.cli(&["get", "node", "-o", "json"]));
-    let v: serde_json::Value = serde_json::from_str(&node).unwrap();
+    let v: serde_json::Value = ureq::get(&format!("{}/v1/node", agent.api))
+        .set("Authorization", &format!("Bearer {}", agent.token()))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
     let reserved = v["pool"]["instances"].as_u64().unwrap() * v["pool"]["instance_memory_bytes"].as_u64().unwrap();
     assert!(reserved <= 512 << 20, "pool reserves {reserved} bytes under a 1 GiB limit");
 }

@@ -53,6 +53,8 @@ impl Agent {
                 "127.0.0.1:0",
                 "--listen-gateway",
                 "127.0.0.1:0",
+                "--listen-cluster",
+                "127.0.0.1:0",
                 "--node-name",
                 "test-node",
             ])

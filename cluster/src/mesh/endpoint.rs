@@ -170,6 +170,11 @@ impl Mesh {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
+    /// Closes every connection and stops accepting, without waiting (see [`Mesh::close`]).
+    pub fn shutdown(&self) {
+        self.shut();
+    }
+
     fn shut(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.accept_task.abort();

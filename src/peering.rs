@@ -1,0 +1,646 @@
+//! The node's cluster layer: its identity (a new cluster, or joined with a token), the QUIC mesh
+//! and its RPCs, gossip membership, and replication of desired state and modules.
+//!
+//! - **Identity** lives in `<data>/cluster/`: `cluster.json` (cluster id, node id, gossip key,
+//!   seeds), the CA certificate and key, the node certificate and key (keys 0600), and the join
+//!   tokens this node issued (`tokens.json`, 0600). A restarted node reuses it: no token needed.
+//! - **Joining**: the joiner connects to a seed over QUIC trusting only the CA fingerprint in the
+//!   token, proves the token's secret (an HMAC over its node id and a fresh nonce, never the
+//!   secret itself), and receives its certificate, the CA and the gossip key. Every member holds
+//!   the CA key so that any member can admit new nodes: there is no special node to lose.
+//! - **Writes** are pushed to every live peer and acknowledged once `min(2, live peers)` (or
+//!   `--write-quorum`) of them have them durably; **anti-entropy** compares the store digest each
+//!   node gossips and pulls what is newer. Module blobs are copied to peers at push time and
+//!   fetched from a peer, digest-verified, when a node needs one it lacks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use wasmfleet_cluster::Version;
+use wasmfleet_cluster::membership::{Member, MemberState, Membership, MembershipConfig, spawn_membership};
+use wasmfleet_cluster::mesh::{Mesh, MeshConfig, PeerInfo, join_call};
+use wasmfleet_cluster::pki::{ClusterCa, NodeIdentity};
+use wasmfleet_cluster::seal::GossipKey;
+use wasmfleet_cluster::token::{JoinToken, random_secret, secret_proof, verify_secret_proof};
+use wasmfleet_runtime::Digest;
+
+use crate::store::{ModuleRecord, Store, StoredObject, TAG_PREFIX, now_ms};
+
+const RPC_TIMEOUT: Duration = Duration::from_secs(3);
+const BLOB_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Cluster settings of an agent.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// QUIC listener for peers and joining nodes (port 0: any).
+    pub listen_cluster: SocketAddr,
+    /// Gossip (UDP) listener; default: the cluster port + 1 (or any port when that is 0).
+    pub listen_gossip: Option<SocketAddr>,
+    /// The QUIC address peers reach this node on; default: the bound cluster address.
+    pub advertise: Option<SocketAddr>,
+    /// Seeds to join through (with `token`).
+    pub join: Vec<SocketAddr>,
+    pub token: Option<String>,
+    pub zone: Option<String>,
+    /// Copies (besides this node) a write needs before it is acknowledged; default min(2, peers).
+    pub write_quorum: Option<usize>,
+    pub gossip_interval: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            listen_cluster: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7946),
+            listen_gossip: None,
+            advertise: None,
+            join: Vec::new(),
+            token: None,
+            zone: None,
+            write_quorum: None,
+            gossip_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ClusterFile {
+    cluster_id: String,
+    node_id: String,
+    gossip_key: String,
+    gossip_seeds: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct IssuedToken {
+    secret: String,
+    expires_at_ms: u64,
+}
+
+/// What this node publishes about itself in gossip (key `info`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub cluster: String,
+    pub api: String,
+    pub gateway: String,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub memory_mib: u64,
+    pub cpu_millis: u64,
+    pub arch: String,
+    pub version: String,
+    pub started_ms: u64,
+}
+
+/// A node as the API reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub state: String,
+    pub info: Option<NodeInfo>,
+    pub generation: u64,
+    pub in_sync: bool,
+    pub this_node: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Rpc {
+    Join {
+        node_id: String,
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    Ping,
+    Summary,
+    Pull {
+        keys: Vec<String>,
+    },
+    Push {
+        records: Vec<StoredObject>,
+        tags: Vec<ModuleRecord>,
+    },
+    PutBlob {
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    GetBlob {
+        digest: Digest,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct JoinGrant {
+    cluster_id: String,
+    ca_cert: String,
+    ca_key: String,
+    node_cert: String,
+    node_key: String,
+    gossip_key: String,
+    gossip_seeds: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    Joined(Box<JoinGrant>),
+    Pong { digest: String },
+    Summary(Vec<(String, Version)>),
+    Records { records: Vec<StoredObject>, tags: Vec<ModuleRecord> },
+    Ack { won: usize },
+    Blob(Option<serde_bytes::ByteBuf>),
+}
+
+/// State the mesh handler needs.
+struct Shared {
+    node_id: String,
+    cluster_id: String,
+    dir: PathBuf,
+    store: Arc<Store>,
+    ca: ClusterCa,
+    gossip_key: GossipKey,
+    gossip_advertise: Mutex<Option<SocketAddr>>,
+    tokens: Mutex<Vec<IssuedToken>>,
+}
+
+/// The running cluster layer of a node.
+pub struct Peering {
+    shared: Arc<Shared>,
+    mesh: Arc<Mesh>,
+    membership: tokio::sync::Mutex<Option<Membership>>,
+    members: tokio::sync::watch::Receiver<Vec<Member>>,
+    advertise: SocketAddr,
+    gossip_addr: SocketAddr,
+    write_quorum: Option<usize>,
+}
+
+impl std::fmt::Debug for Peering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peering").field("node", &self.shared.node_id).finish_non_exhaustive()
+    }
+}
+
+fn cluster_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster")
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Loads this node's cluster identity, or creates a new cluster, or joins one with a token.
+async fn prepare(
+    data_dir: &Path,
+    node_id: &str,
+    opts: &ClusterOptions,
+) -> Result<(ClusterFile, ClusterCa, NodeIdentity)> {
+    let dir = cluster_dir(data_dir);
+    let file_path = dir.join("cluster.json");
+    if file_path.exists() {
+        let file: ClusterFile = serde_json::from_slice(&std::fs::read(&file_path)?)
+            .with_context(|| format!("reading {}", file_path.display()))?;
+        if file.node_id != node_id {
+            bail!(
+                "this data dir belongs to node `{}` of cluster {}; start with --node-name {} or use another --data-dir",
+                file.node_id,
+                file.cluster_id,
+                file.node_id
+            );
+        }
+        let ca = ClusterCa::from_pem(
+            &std::fs::read_to_string(dir.join("ca.crt"))?,
+            &std::fs::read_to_string(dir.join("ca.key"))?,
+        )?;
+        let identity = NodeIdentity::load(&dir)?;
+        return Ok((file, ca, identity));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (file, ca, identity) = match (&opts.token, opts.join.is_empty()) {
+        (None, true) => {
+            let cluster_id = format!("wf-{}", hex::encode(rand::random::<[u8; 6]>()));
+            let ca = ClusterCa::generate(&cluster_id)?;
+            let identity = ca.issue(node_id)?;
+            let file = ClusterFile {
+                cluster_id,
+                node_id: node_id.to_string(),
+                gossip_key: GossipKey::generate().to_hex(),
+                gossip_seeds: Vec::new(),
+            };
+            (file, ca, identity)
+        }
+        (None, false) => bail!("--join needs --token (create one on a member with `wasmfleet token create`)"),
+        (Some(token), _) => join(node_id, token, &opts.join).await?,
+    };
+    write_private(&dir.join("ca.key"), ca.key_pem().as_bytes())?;
+    write_private(&dir.join("ca.crt"), ca.cert_pem().as_bytes())?;
+    identity.save(&dir)?;
+    write_private(&file_path, &serde_json::to_vec_pretty(&file)?)?;
+    Ok((file, ca, identity))
+}
+
+async fn join(node_id: &str, token_text: &str, seeds: &[SocketAddr]) -> Result<(ClusterFile, ClusterCa, NodeIdentity)> {
+    let token = JoinToken::parse(token_text.trim()).map_err(|e| anyhow!("invalid join token: {e}"))?;
+    if token.is_expired(now_ms()) {
+        bail!("the join token expired; create a new one with `wasmfleet token create`");
+    }
+    let mut targets: Vec<SocketAddr> = seeds.to_vec();
+    targets.extend(token.seeds.iter().copied().filter(|s| !seeds.contains(s)));
+    let nonce: [u8; 16] = rand::random();
+    let proof = secret_proof(&token.secret, node_id, &nonce);
+    let req = rmp_serde::to_vec_named(&Rpc::Join {
+        node_id: node_id.to_string(),
+        nonce: nonce.to_vec(),
+        proof: proof.to_vec(),
+    })?;
+    let mut last_err = anyhow!("no seed to join through");
+    for seed in targets {
+        let local: SocketAddr = if seed.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+        match join_call(local, seed, &token.ca_fingerprint, Bytes::from(req.clone()), Duration::from_secs(5)).await {
+            Ok(bytes) => {
+                let Reply::Joined(grant) = rmp_serde::from_slice(&bytes)? else {
+                    bail!("unexpected answer from {seed}")
+                };
+                let ca = ClusterCa::from_pem(&grant.ca_cert, &grant.ca_key)?;
+                if ca.fingerprint() != token.ca_fingerprint {
+                    bail!("{seed} sent a CA that does not match the token's fingerprint");
+                }
+                let identity = NodeIdentity {
+                    node_id: node_id.to_string(),
+                    cert_pem: grant.node_cert,
+                    key_pem: grant.node_key,
+                    ca_pem: grant.ca_cert.clone(),
+                };
+                identity.check()?;
+                let file = ClusterFile {
+                    cluster_id: grant.cluster_id,
+                    node_id: node_id.to_string(),
+                    gossip_key: grant.gossip_key,
+                    gossip_seeds: grant.gossip_seeds,
+                };
+                return Ok((file, ca, identity));
+            }
+            Err(e) => last_err = anyhow!("joining through {seed}: {e}"),
+        }
+    }
+    Err(last_err)
+}
+
+impl Peering {
+    /// Prepares the identity, binds the mesh, and starts gossip and anti-entropy.
+    pub async fn start(
+        data_dir: &Path,
+        node_id: &str,
+        opts: &ClusterOptions,
+        store: Arc<Store>,
+        info: NodeInfo,
+    ) -> Result<Arc<Peering>> {
+        let (file, ca, identity) = prepare(data_dir, node_id, opts).await?;
+        let tokens_path = cluster_dir(data_dir).join("tokens.json");
+        let tokens: Vec<IssuedToken> =
+            std::fs::read(&tokens_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let gossip_key = GossipKey::from_hex(&file.gossip_key).map_err(|e| anyhow!("cluster.json: gossip key: {e}"))?;
+        let shared = Arc::new(Shared {
+            node_id: node_id.to_string(),
+            cluster_id: file.cluster_id.clone(),
+            dir: cluster_dir(data_dir),
+            store: store.clone(),
+            ca,
+            gossip_key: gossip_key.clone(),
+            gossip_advertise: Mutex::new(None),
+            tokens: Mutex::new(tokens),
+        });
+        let handler_state = shared.clone();
+        let handler = move |peer: PeerInfo, req: Bytes| {
+            let state = handler_state.clone();
+            async move { state.handle(peer, req).await.map_err(|e| format!("{e:#}")) }
+        };
+        let mut mesh_config = MeshConfig::new(opts.listen_cluster, identity);
+        mesh_config.max_frame_bytes = crate::api::MAX_MODULE_BYTES + (1 << 20);
+        let mesh =
+            Arc::new(Mesh::bind(mesh_config, Arc::new(handler)).await.context("binding the cluster (QUIC) listener")?);
+        let bound = mesh.local_addr()?;
+        let advertise = opts.advertise.unwrap_or_else(|| {
+            let ip = if bound.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { bound.ip() };
+            SocketAddr::new(ip, bound.port())
+        });
+        let gossip_listen = opts.listen_gossip.unwrap_or_else(|| {
+            let port = if opts.listen_cluster.port() == 0 { 0 } else { bound.port().wrapping_add(1) };
+            SocketAddr::new(bound.ip(), port)
+        });
+        let gossip_advertise = SocketAddr::new(advertise.ip(), gossip_listen.port());
+        let mut info = info;
+        info.cluster = advertise.to_string();
+        info.zone = opts.zone.clone();
+        let digest = store.digest()?;
+        let config = MembershipConfig {
+            node_name: node_id.to_string(),
+            cluster_id: file.cluster_id.clone(),
+            gossip_listen,
+            gossip_advertise,
+            seeds: file.gossip_seeds.clone(),
+            gossip_interval: opts.gossip_interval,
+            phi_threshold: 8.0,
+            dead_node_grace: Duration::from_secs(15 * 60),
+            key: Some(gossip_key),
+        };
+        let initial = vec![("info".to_string(), serde_json::to_string(&info)?), ("digest".to_string(), digest)];
+        let membership = spawn_membership(config, initial, None).await.context("starting gossip")?;
+        let gossip_addr = membership.gossip_addr();
+        *shared.gossip_advertise.lock().unwrap_or_else(|e| e.into_inner()) = Some(gossip_addr);
+        let members = membership.watch();
+        let peering = Arc::new(Peering {
+            shared,
+            mesh,
+            membership: tokio::sync::Mutex::new(Some(membership)),
+            members,
+            advertise,
+            gossip_addr,
+            write_quorum: opts.write_quorum,
+        });
+        peering.clone().spawn_anti_entropy();
+        Ok(peering)
+    }
+
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.advertise
+    }
+
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// Live peers (not this node) with their cluster address.
+    fn peers(&self) -> Vec<(String, SocketAddr)> {
+        self.members
+            .borrow()
+            .iter()
+            .filter(|m| m.name != self.shared.node_id && m.state == MemberState::Alive)
+            .filter_map(|m| {
+                let info: NodeInfo = serde_json::from_str(m.kv.get("info")?).ok()?;
+                Some((m.name.clone(), info.cluster.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Members as the API shows them.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let mine = self.shared.store.digest().unwrap_or_default();
+        let mut v: Vec<NodeView> = self
+            .members
+            .borrow()
+            .iter()
+            .map(|m| NodeView {
+                name: m.name.clone(),
+                state: format!("{:?}", m.state),
+                info: m.kv.get("info").and_then(|i| serde_json::from_str(i).ok()),
+                generation: m.generation,
+                in_sync: m.kv.get("digest").is_some_and(|d| *d == mine),
+                this_node: m.name == self.shared.node_id,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Issues a join token valid for `ttl`, with this node as the seed.
+    pub fn create_token(&self, ttl: Duration) -> Result<String> {
+        let secret = random_secret();
+        let expires_at_ms = now_ms() + ttl.as_millis() as u64;
+        let token = JoinToken {
+            cluster_id: self.shared.cluster_id.clone(),
+            seeds: vec![self.advertise],
+            ca_fingerprint: self.shared.ca.fingerprint(),
+            secret,
+            expires_at_ms,
+        };
+        let mut tokens = self.shared.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.retain(|t| t.expires_at_ms > now_ms());
+        tokens.push(IssuedToken { secret: hex::encode(secret), expires_at_ms });
+        write_private(&self.shared.dir.join("tokens.json"), &serde_json::to_vec(&*tokens)?)?;
+        Ok(token.encode())
+    }
+
+    /// Pushes records and tags to every live peer; returns the number of copies (this node
+    /// included) once the write quorum answered or the deadline passed. Stragglers still get
+    /// the push in the background.
+    pub async fn replicate(&self, keys: &[String]) -> usize {
+        let store = &self.shared.store;
+        let object_keys: Vec<String> = keys.iter().filter(|k| !k.starts_with(TAG_PREFIX)).cloned().collect();
+        let records = store.records(&object_keys).unwrap_or_default();
+        let tags = store.tags(keys).unwrap_or_default();
+        if records.is_empty() && tags.is_empty() {
+            return 1;
+        }
+        let body = match rmp_serde::to_vec_named(&Rpc::Push { records, tags }) {
+            Ok(b) => Bytes::from(b),
+            Err(_) => return 1,
+        };
+        self.fan_out(body, RPC_TIMEOUT).await
+    }
+
+    /// Copies a module blob to peers; returns the copies (this node included).
+    pub async fn replicate_blob(&self, bytes: &[u8]) -> usize {
+        let body = match rmp_serde::to_vec_named(&Rpc::PutBlob { bytes: bytes.to_vec() }) {
+            Ok(b) => Bytes::from(b),
+            Err(_) => return 1,
+        };
+        self.fan_out(body, BLOB_TIMEOUT).await
+    }
+
+    async fn fan_out(&self, body: Bytes, timeout: Duration) -> usize {
+        let peers = self.peers();
+        let quorum = self.write_quorum.unwrap_or(2).min(peers.len());
+        let mut set = JoinSet::new();
+        for (name, addr) in peers {
+            let mesh = self.mesh.clone();
+            let body = body.clone();
+            set.spawn(async move { mesh.call(&name, addr, body, timeout).await.is_ok() });
+        }
+        let mut acks = 0;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while acks < quorum {
+            match tokio::time::timeout_at(deadline, set.join_next()).await {
+                Ok(Some(Ok(true))) => acks += 1,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Let the remaining pushes finish on their own.
+        tokio::spawn(async move { while set.join_next().await.is_some() {} });
+        1 + acks
+    }
+
+    /// Fetches a module blob this node lacks from a live peer; verifies and stores it.
+    pub async fn fetch_blob(&self, digest: Digest) -> Result<Vec<u8>> {
+        let req = Bytes::from(rmp_serde::to_vec_named(&Rpc::GetBlob { digest })?);
+        for (name, addr) in self.peers() {
+            let Ok(bytes) = self.mesh.call(&name, addr, req.clone(), BLOB_TIMEOUT).await else { continue };
+            if let Ok(Reply::Blob(Some(blob))) = rmp_serde::from_slice::<Reply>(&bytes)
+                && Digest::of(&blob) == digest
+            {
+                self.shared.store.put_blob(&blob)?;
+                return Ok(blob.into_vec());
+            }
+        }
+        Err(anyhow!("module {digest} is on no reachable peer"))
+    }
+
+    /// Every second: publish the store digest; pull from peers whose digest differs.
+    fn spawn_anti_entropy(self: Arc<Self>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut published = String::new();
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                let Ok(mine) = this.shared.store.digest() else { continue };
+                if mine != published {
+                    if let Some(m) = this.membership.lock().await.as_ref() {
+                        let _ = m.set("digest", &mine).await;
+                    }
+                    published = mine.clone();
+                }
+                let differing: Vec<(String, SocketAddr)> = {
+                    let members = this.members.borrow();
+                    let peers = this.peers();
+                    peers
+                        .into_iter()
+                        .filter(|(name, _)| {
+                            members.iter().any(|m| &m.name == name && m.kv.get("digest").is_some_and(|d| *d != mine))
+                        })
+                        .collect()
+                };
+                for (name, addr) in differing {
+                    if let Err(e) = this.pull_from(&name, addr).await {
+                        tracing::debug!(peer = %name, error = %e, "anti-entropy pull failed");
+                    }
+                }
+            }
+        });
+    }
+
+    async fn pull_from(&self, name: &str, addr: SocketAddr) -> Result<()> {
+        let Reply::Summary(theirs) = self.mesh.call_msg::<_, Reply>(name, addr, &Rpc::Summary, RPC_TIMEOUT).await?
+        else {
+            bail!("unexpected answer to Summary");
+        };
+        let mine: HashMap<String, Version> = self.shared.store.summary()?.into_iter().collect();
+        let wanted: Vec<String> =
+            theirs.into_iter().filter(|(k, v)| mine.get(k).is_none_or(|m| m < v)).map(|(k, _)| k).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let Reply::Records { records, tags } =
+            self.mesh.call_msg::<_, Reply>(name, addr, &Rpc::Pull { keys: wanted }, RPC_TIMEOUT).await?
+        else {
+            bail!("unexpected answer to Pull");
+        };
+        let won = self.shared.store.merge_remote(records)? + self.shared.store.merge_tags(tags)?;
+        if won > 0 {
+            tracing::info!(peer = %name, records = won, "caught up from peer");
+        }
+        Ok(())
+    }
+
+    /// Stops gossip and the mesh without announcing anything (a crash looks the same).
+    pub fn leave_quietly(&self) {
+        self.mesh.shutdown();
+    }
+
+    /// Announces a graceful departure (two gossip rounds), then stops gossip and the mesh.
+    pub async fn leave(&self) {
+        if let Some(m) = self.membership.lock().await.take() {
+            let _ = m.leave().await;
+        }
+        self.mesh.shutdown();
+    }
+}
+
+impl Shared {
+    async fn handle(&self, peer: PeerInfo, req: Bytes) -> Result<Bytes> {
+        let rpc: Rpc = rmp_serde::from_slice(&req).context("undecodable request")?;
+        let reply = match (rpc, peer.node_id) {
+            (Rpc::Join { node_id, nonce, proof }, _) => Reply::Joined(Box::new(self.admit(&node_id, &nonce, &proof)?)),
+            (_, None) => bail!("not authenticated: only a join request is accepted without a node certificate"),
+            (Rpc::Ping, Some(_)) => Reply::Pong { digest: self.store.digest()? },
+            (Rpc::Summary, Some(_)) => Reply::Summary(self.store.summary()?),
+            (Rpc::Pull { keys }, Some(_)) => {
+                let object_keys: Vec<String> = keys.iter().filter(|k| !k.starts_with(TAG_PREFIX)).cloned().collect();
+                Reply::Records { records: self.store.records(&object_keys)?, tags: self.store.tags(&keys)? }
+            }
+            (Rpc::Push { records, tags }, Some(_)) => {
+                Reply::Ack { won: self.store.merge_remote(records)? + self.store.merge_tags(tags)? }
+            }
+            (Rpc::PutBlob { bytes }, Some(_)) => {
+                if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+                    bail!("refusing a blob that is not WebAssembly");
+                }
+                self.store.put_blob(&bytes)?;
+                Reply::Ack { won: 1 }
+            }
+            (Rpc::GetBlob { digest }, Some(_)) => {
+                Reply::Blob(self.store.read_blob(&digest)?.map(serde_bytes::ByteBuf::from))
+            }
+        };
+        Ok(Bytes::from(rmp_serde::to_vec_named(&reply)?))
+    }
+
+    /// Checks a joiner's proof against the tokens this node issued and grants it an identity.
+    fn admit(&self, node_id: &str, nonce: &[u8], proof: &[u8]) -> Result<JoinGrant> {
+        let proof: [u8; 32] = proof.try_into().map_err(|_| anyhow!("join refused: malformed proof"))?;
+        if nonce.len() < 16 {
+            bail!("join refused: nonce too short");
+        }
+        let now = now_ms();
+        let valid = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|t| {
+            let mut secret = [0u8; 32];
+            t.expires_at_ms > now
+                && hex::decode_to_slice(&t.secret, &mut secret).is_ok()
+                && verify_secret_proof(&secret, node_id, nonce, &proof)
+        });
+        if !valid {
+            tracing::warn!(node = %node_id, "join refused: no valid token");
+            bail!(
+                "join refused: the token is not valid here (wrong, expired, or issued by another node of another cluster)"
+            );
+        }
+        let identity = self.ca.issue(node_id)?;
+        let gossip = self.gossip_advertise.lock().unwrap_or_else(|e| e.into_inner()).map(|a| a.to_string());
+        tracing::info!(node = %node_id, "admitted a new node");
+        Ok(JoinGrant {
+            cluster_id: self.cluster_id.clone(),
+            ca_cert: self.ca.cert_pem().to_string(),
+            ca_key: self.ca.key_pem().to_string(),
+            node_cert: identity.cert_pem,
+            node_key: identity.key_pem,
+            gossip_key: self.gossip_key.to_hex(),
+            gossip_seeds: gossip.into_iter().collect(),
+        })
+    }
+}
