@@ -39,7 +39,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a node: the agent with its API, gateway and workloads.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Start a local agent in a temporary data dir, deploy `hello`, and show it answering.
     Demo(crate::demo::DemoArgs),
     /// Push a module (a .wasm file) into the node's store under NAME:TAG.

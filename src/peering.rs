@@ -364,6 +364,18 @@ impl Peering {
             key: Some(gossip_key),
         };
         let initial = vec![("info".to_string(), serde_json::to_string(&info)?), ("digest".to_string(), digest)];
+        // Seeds: those of the join, plus every peer seen alive last time (a restarted founder
+        // has no join seeds, and its own gossip port may have changed).
+        let known: Vec<String> = std::fs::read(cluster_dir(data_dir).join("peers.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut config = config;
+        for k in known {
+            if !config.seeds.contains(&k) {
+                config.seeds.push(k);
+            }
+        }
         let membership = spawn_membership(config, initial, None).await.context("starting gossip")?;
         let gossip_addr = membership.gossip_addr();
         *shared.gossip_advertise.lock().unwrap_or_else(|e| e.into_inner()) = Some(gossip_addr);
@@ -516,9 +528,11 @@ impl Peering {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             let mut published = String::new();
+            let mut remembered: Vec<String> = Vec::new();
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
+                this.remember_peers(&mut remembered);
                 let Ok(mine) = this.shared.store.digest() else { continue };
                 if mine != published {
                     if let Some(m) = this.membership.lock().await.as_ref() {
@@ -543,6 +557,26 @@ impl Peering {
                 }
             }
         });
+    }
+
+    /// Keeps `peers.json` (gossip addresses of live peers) current, for seeds after a restart.
+    fn remember_peers(&self, remembered: &mut Vec<String>) {
+        let mut now: Vec<String> = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|m| m.name != self.shared.node_id && m.state == MemberState::Alive)
+            .map(|m| m.gossip_addr.to_string())
+            .collect();
+        now.sort();
+        if now.is_empty() || now == *remembered {
+            return;
+        }
+        if let Ok(bytes) = serde_json::to_vec(&now)
+            && write_private(&self.shared.dir.join("peers.json"), &bytes).is_ok()
+        {
+            *remembered = now;
+        }
     }
 
     async fn pull_from(&self, name: &str, addr: SocketAddr) -> Result<()> {

@@ -24,6 +24,7 @@ pub struct Agent {
     pub child: Child,
     pub api: String,
     pub gateway: String,
+    pub cluster: String,
     pub data_dir: PathBuf,
 }
 
@@ -38,6 +39,19 @@ impl Agent {
 
     /// Starts the agent under `ulimit -v <address_space_kib>` when given.
     pub fn start_limited(data_dir: &Path, extra: &[&str], address_space_kib: Option<u64>) -> Agent {
+        let mut args = vec!["--node-name", "test-node"];
+        args.extend_from_slice(extra);
+        Self::spawn(data_dir, &args, address_space_kib)
+    }
+
+    /// Starts a named node with extra arguments (e.g. `--join ADDR --join-token T`).
+    pub fn start_node(data_dir: &Path, name: &str, extra: &[&str]) -> Agent {
+        let mut args = vec!["--node-name", name];
+        args.extend_from_slice(extra);
+        Self::spawn(data_dir, &args, None)
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], address_space_kib: Option<u64>) -> Agent {
         let mut cmd = match address_space_kib {
             Some(kib) => {
                 let mut c = Command::new("sh");
@@ -55,8 +69,6 @@ impl Agent {
                 "127.0.0.1:0",
                 "--listen-cluster",
                 "127.0.0.1:0",
-                "--node-name",
-                "test-node",
             ])
             .args(extra)
             .arg("--data-dir")
@@ -75,9 +87,9 @@ impl Agent {
                 }
             }
         });
-        let (mut api, mut gateway) = (None, None);
+        let (mut api, mut gateway, mut cluster) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while api.is_none() || gateway.is_none() {
+        while api.is_none() || gateway.is_none() || cluster.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line =
                 rx.recv_timeout(left).unwrap_or_else(|_| panic!("agent did not print its listeners within 60 s"));
@@ -87,8 +99,17 @@ impl Agent {
             if let Some(g) = line.strip_prefix("gateway listening on ") {
                 gateway = Some(g.to_string());
             }
+            if let Some(c) = line.strip_prefix("cluster listening on ") {
+                cluster = Some(c.to_string());
+            }
         }
-        Agent { child, api: api.unwrap(), gateway: gateway.unwrap(), data_dir: data_dir.to_path_buf() }
+        Agent {
+            child,
+            api: api.unwrap(),
+            gateway: gateway.unwrap(),
+            cluster: cluster.unwrap(),
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     /// SIGKILL, no chance to clean up.
