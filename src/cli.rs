@@ -206,11 +206,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             let r: PushResponse =
                 cli.client()?.post_bytes(&format!("/v1/modules?name={}", encode(name)), "application/wasm", &bytes)?;
             println!(
-                "pushed {} ({}, {} KiB, {})",
+                "pushed {} ({}, {} KiB, {}){}",
                 r.name.unwrap_or_default(),
                 r.kind_description,
                 r.size_bytes.div_ceil(1024),
-                r.digest
+                r.digest,
+                if r.copies > 1 { format!(", on {} nodes", r.copies) } else { String::new() }
             );
             Ok(0)
         }
@@ -387,7 +388,7 @@ fn apply(cli: &Cli, files: &[String]) -> Result<i32> {
             }
         }
         let body = if rewritten { objects.iter().map(|o| o.to_yaml()).collect::<Vec<_>>().join("---\n") } else { text };
-        let results: Vec<ApplyResult> = match client.post_bytes(
+        let (results, copies): (Vec<ApplyResult>, Option<usize>) = match client.post_bytes_counted(
             &format!("/v1/apply?source={}", encode(&source)),
             "application/yaml",
             body.as_bytes(),
@@ -401,6 +402,9 @@ fn apply(cli: &Cli, files: &[String]) -> Result<i32> {
         };
         for r in results {
             println!("{} {}", kubectl_name(&r.key), serde_json::to_value(r.action)?.as_str().unwrap_or(""));
+        }
+        if let Some(n) = copies.filter(|n| *n > 1) {
+            eprintln!("(durable on {n} nodes)");
         }
     }
     Ok(if failed { 1 } else { 0 })

@@ -83,6 +83,19 @@ impl Client {
         resp.into_json().context("decoding the server's answer")
     }
 
+    /// Like [`Client::post_bytes`], also returning the `x-wasmfleet-copies` header (the number
+    /// of nodes that hold the write durably).
+    pub fn post_bytes_counted<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(T, Option<usize>)> {
+        let resp = self.check(self.request("POST", path).set("Content-Type", content_type).send_bytes(body))?;
+        let copies = resp.header("x-wasmfleet-copies").and_then(|c| c.parse().ok());
+        Ok((resp.into_json().context("decoding the server's answer")?, copies))
+    }
+
     pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: &[u8]) -> Result<T> {
         let resp = self.check(self.request("POST", path).set("Content-Type", content_type).send_bytes(body))?;
         resp.into_json().context("decoding the server's answer")

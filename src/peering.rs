@@ -35,6 +35,8 @@ use crate::store::{ModuleRecord, Store, StoredObject, TAG_PREFIX, now_ms};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 const BLOB_TIMEOUT: Duration = Duration::from_secs(30);
+/// Dead nodes are forgotten after 15 minutes; deletes are remembered twice as long.
+const TOMBSTONE_GRACE: Duration = Duration::from_secs(30 * 60);
 
 /// Cluster settings of an agent.
 #[derive(Clone, Debug)]
@@ -529,10 +531,19 @@ impl Peering {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             let mut published = String::new();
             let mut remembered: Vec<String> = Vec::new();
+            let mut rounds: u64 = 0;
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
                 this.remember_peers(&mut remembered);
+                rounds += 1;
+                // Tombstones go after twice the dead-node grace: every peer that could still
+                // come back has had time to learn of the delete.
+                if rounds.is_multiple_of(120)
+                    && let Err(e) = this.shared.store.gc_tombstones(TOMBSTONE_GRACE.as_millis() as u64)
+                {
+                    tracing::warn!(error = %e, "tombstone collection failed");
+                }
                 let Ok(mine) = this.shared.store.digest() else { continue };
                 if mine != published {
                     if let Some(m) = this.membership.lock().await.as_ref() {
