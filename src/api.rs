@@ -400,6 +400,12 @@ async fn replicated<T: Serialize>(a: &Api, keys: &[String], body: T) -> Response
     ([("x-wasmfleet-copies", copies.to_string())], axum::Json(body)).into_response()
 }
 
+/// A read from this node's store, with `x-wasmfleet-in-sync` saying whether every live peer
+/// has the same desired state.
+fn local_read<T: Serialize>(a: &Api, body: T) -> Response {
+    ([("x-wasmfleet-in-sync", a.peering.in_sync().to_string())], axum::Json(body)).into_response()
+}
+
 #[derive(Deserialize)]
 struct ScaleBody {
     replicas: u32,
@@ -460,13 +466,15 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/v1/objects/{kind}",
             get(|State(a): State<AppState>, Path(kind): Path<String>| async move {
-                a.list(kind_of(&kind)?).map(axum::Json)
+                let list = a.list(kind_of(&kind)?)?;
+                Ok::<_, ApiError>(local_read(&a, list))
             }),
         )
         .route(
             "/v1/objects/{kind}/{ns}/{name}",
             get(|State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
-                a.get(&ObjectKey { kind: kind_of(&kind)?, namespace: ns, name }).map(axum::Json)
+                let view = a.get(&ObjectKey { kind: kind_of(&kind)?, namespace: ns, name })?;
+                Ok::<_, ApiError>(local_read(&a, view))
             })
             .delete(
                 |State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {

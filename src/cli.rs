@@ -541,7 +541,9 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
                     "unknown kind `{other}`: use deployments, services, jobs, daemonsets, replicas, modules or nodes"
                 )
             })?;
-            let mut objs: Vec<ObjectView> = client.get(&format!("/v1/objects/{}", k.plural()))?;
+            let (mut objs, in_sync): (Vec<ObjectView>, bool) =
+                client.get_local(&format!("/v1/objects/{}", k.plural()))?;
+            warn_if_stale(in_sync);
             objs.retain(|o| o.key.namespace == cli.namespace && name.is_none_or(|n| o.key.name == n));
             if let Some(n) = name
                 && objs.is_empty()
@@ -560,6 +562,12 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
             print_objects(k, &objs, wide);
             Ok(0)
         }
+    }
+}
+
+fn warn_if_stale(in_sync: bool) {
+    if !in_sync {
+        eprintln!("warning: this node is not in sync with all its peers yet; the answer may be stale");
     }
 }
 
@@ -729,7 +737,9 @@ fn describe(cli: &Cli, kind: &str, name: &str) -> Result<i32> {
         return Ok(0);
     }
     let k = Kind::parse(kind).with_context(|| format!("unknown kind `{kind}`"))?;
-    let o: ObjectView = client.get(&format!("/v1/objects/{}/{}/{}", k.plural(), cli.namespace, name))?;
+    let (o, in_sync): (ObjectView, bool) =
+        client.get_local(&format!("/v1/objects/{}/{}/{}", k.plural(), cli.namespace, name))?;
+    warn_if_stale(in_sync);
     println!("Name:         {}", o.key.name);
     println!("Namespace:    {}", o.key.namespace);
     println!("Kind:         {}", o.key.kind.as_str());

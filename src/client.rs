@@ -73,6 +73,13 @@ impl Client {
         resp.into_json().context("decoding the server's answer")
     }
 
+    /// A GET that also reports `x-wasmfleet-in-sync` (false: the node lags its peers).
+    pub fn get_local<T: DeserializeOwned>(&self, path: &str) -> Result<(T, bool)> {
+        let resp = self.check(self.request("GET", path).call())?;
+        let in_sync = resp.header("x-wasmfleet-in-sync").is_none_or(|v| v == "true");
+        Ok((resp.into_json().context("decoding the server's answer")?, in_sync))
+    }
+
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self.check(self.request("DELETE", path).call())?;
         resp.into_json().context("decoding the server's answer")

@@ -420,6 +420,16 @@ impl Peering {
             .collect()
     }
 
+    /// Whether every live peer publishes the same store digest as this node.
+    pub fn in_sync(&self) -> bool {
+        let mine = self.shared.store.digest().unwrap_or_default();
+        self.members
+            .borrow()
+            .iter()
+            .filter(|m| m.name != self.shared.node_id && m.state == MemberState::Alive)
+            .all(|m| m.kv.get("digest").is_some_and(|d| *d == mine))
+    }
+
     /// Members as the API shows them.
     pub fn nodes(&self) -> Vec<NodeView> {
         let mine = self.shared.store.digest().unwrap_or_default();
