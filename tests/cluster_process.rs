@@ -51,7 +51,7 @@ fn three_nodes_replicate_writes_and_modules_and_survive_a_kill() {
     std::fs::write(&f, deployment_yaml("one", "hello:1.0")).unwrap();
     ok(a.cli(&["apply", "-f", f.to_str().unwrap()]));
     let t0 = Instant::now();
-    wait_for("apply on A visible on C", Duration::from_secs(5), || has_deployment(&c, "one").then_some(()));
+    wait_for("apply on A visible on C within a second", Duration::from_secs(1), || has_deployment(&c, "one").then_some(()));
     eprintln!("apply on A visible on C after {:?}", t0.elapsed());
 
     // SIGKILL A right after an apply returns: the write is already on B and C.
