@@ -152,7 +152,7 @@ pub struct AgentArgs {
     /// Join the cluster of this member (its cluster address); repeatable.
     #[arg(long)]
     pub join: Vec<SocketAddr>,
-    /// Join token from `wasmfleet token create` on a member.
+    /// Join token from `wasmfleet token create` on a member (`--token` works too).
     #[arg(long, env = "WASMFLEET_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
     /// Zone of this node (placement spreads replicas across zones).
@@ -288,7 +288,9 @@ fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
     config.cluster.listen_gossip = a.listen_gossip;
     config.cluster.advertise = a.advertise;
     config.cluster.join = a.join.clone();
-    config.cluster.token = a.join_token.clone();
+    // `agent --join ADDR --token T`: for the agent, the global --token is the join token (the
+    // agent makes its own API token). `--join-token` says the same unambiguously.
+    config.cluster.token = a.join_token.clone().or_else(|| (!a.join.is_empty()).then(|| cli.token.clone()).flatten());
     config.cluster.zone = a.zone.clone();
     config.cluster.write_quorum = a.write_quorum;
     config.cluster.gossip_interval = std::time::Duration::from_millis(a.gossip_interval_ms.max(20));

@@ -13,7 +13,8 @@ fn token(agent: &Agent) -> String {
 }
 
 fn join(dir: &std::path::Path, name: &str, seed: &Agent, token: &str) -> Agent {
-    Agent::start_node(dir, name, &["--join", &seed.cluster, "--join-token", token])
+    // As the docs write it: `agent --join ADDR --token TOKEN`.
+    Agent::start_node(dir, name, &["--join", &seed.cluster, "--token", token])
 }
 
 fn alive_nodes(agent: &Agent) -> usize {
@@ -51,7 +52,9 @@ fn three_nodes_replicate_writes_and_modules_and_survive_a_kill() {
     std::fs::write(&f, deployment_yaml("one", "hello:1.0")).unwrap();
     ok(a.cli(&["apply", "-f", f.to_str().unwrap()]));
     let t0 = Instant::now();
-    wait_for("apply on A visible on C within a second", Duration::from_secs(1), || has_deployment(&c, "one").then_some(()));
+    wait_for("apply on A visible on C within a second", Duration::from_secs(1), || {
+        has_deployment(&c, "one").then_some(())
+    });
     eprintln!("apply on A visible on C after {:?}", t0.elapsed());
 
     // SIGKILL A right after an apply returns: the write is already on B and C.
