@@ -151,3 +151,21 @@ fn joins_with_a_wrong_token_or_another_cluster_are_refused_and_store_nothing() {
     // Nothing joined.
     assert_eq!(alive_nodes(&a), 1);
 }
+
+#[test]
+fn leave_is_announced_before_the_node_stops() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Agent::start_node(da.path(), "node-a", &[]);
+    let mut b = join(db.path(), "node-b", &a, &token(&a));
+    wait_for("2 alive nodes", Duration::from_secs(15), || (alive_nodes(&a) == 2).then_some(()));
+    ok(b.cli(&["leave"]));
+    let mut saw_leaving = false;
+    wait_for("B gone from A's view", Duration::from_secs(20), || {
+        let out = stdout(&a.cli(&["get", "nodes"]));
+        let line = out.lines().find(|l| l.starts_with("node-b")).unwrap_or_default().to_string();
+        saw_leaving |= line.contains("Leaving");
+        (line.contains("Dead") || line.is_empty()).then_some(())
+    });
+    assert!(saw_leaving, "A never saw B as Leaving");
+    wait_for("B's process exits", Duration::from_secs(10), || b.child.try_wait().unwrap().map(|_| ()));
+}
