@@ -37,7 +37,7 @@ wait_200() { # url host
 rps() { awk '/Requests\/sec/ {print $2}'; }
 
 # --- wasmfleet: one agent, hello as a Deployment + Service ---
-WASMFLEET_LOG=warn "$BIN" agent --data-dir "$tmp/data" --listen-api 127.0.0.1:0 --listen-gateway 127.0.0.1:0 \
+WASMFLEET_LOG=warn "$BIN" agent --data-dir "$tmp/data" --listen-api 127.0.0.1:0 --listen-gateway 127.0.0.1:0 --listen-cluster 127.0.0.1:0 \
   >"$tmp/agent.out" 2>&1 &
 wait_line "$tmp/agent.out" "gateway listening on"
 GW=$(awk '/gateway listening on/ {print $4}' "$tmp/agent.out")

@@ -15,7 +15,7 @@ ms() { date +%s%3N; }
 wait_line() { for _ in $(seq 1 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; cat "$1" >&2; return 1; }
 start_agent() { # data-dir out [ulimit]
   ( [ -n "${3:-}" ] && ulimit -v "$3"; exec env WASMFLEET_LOG=warn "$BIN" agent --data-dir "$1" \
-      --listen-api 127.0.0.1:0 --listen-gateway 127.0.0.1:0 ) >"$2" 2>&1 &
+      --listen-api 127.0.0.1:0 --listen-gateway 127.0.0.1:0 --listen-cluster 127.0.0.1:0 ) >"$2" 2>&1 &
   wait_line "$2" "gateway listening on"
 }
 first_200() { # gw -> ms until 200
