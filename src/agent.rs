@@ -129,7 +129,8 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String> {
     Ok(token)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file readable by its owner only (0600), atomically (temporary name, fsync, rename).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");

@@ -31,6 +31,7 @@ use wasmfleet_cluster::seal::GossipKey;
 use wasmfleet_cluster::token::{JoinToken, random_secret, secret_proof, verify_secret_proof};
 use wasmfleet_runtime::Digest;
 
+use crate::agent::write_private;
 use crate::store::{ModuleRecord, Store, StoredObject, TAG_PREFIX, now_ms};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -192,22 +193,6 @@ impl std::fmt::Debug for Peering {
 
 fn cluster_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("cluster")
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Loads this node's cluster identity, or creates a new cluster, or joins one with a token.
