@@ -164,9 +164,13 @@ pub struct AgentArgs {
     /// Peers that must hold a write before it is acknowledged (default: min(2, live peers)).
     #[arg(long)]
     pub write_quorum: Option<usize>,
-    /// Gossip interval (ms); failure detection takes about five intervals.
+    /// Gossip interval (ms). The LAN default detects a killed node in about a second.
     #[arg(long, default_value_t = 200)]
     pub gossip_interval_ms: u64,
+    /// Phi-accrual threshold: a peer is declared dead after about phi × gossip interval of
+    /// silence. Raise it on lossy or overloaded networks.
+    #[arg(long, default_value_t = wasmfleet_cluster::membership::LAN_PHI_THRESHOLD)]
+    pub phi_threshold: f64,
 }
 
 #[derive(Args, Debug)]
@@ -294,6 +298,7 @@ fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
     config.cluster.zone = a.zone.clone();
     config.cluster.write_quorum = a.write_quorum;
     config.cluster.gossip_interval = std::time::Duration::from_millis(a.gossip_interval_ms.max(20));
+    config.cluster.phi_threshold = a.phi_threshold;
     tokio_rt()?.block_on(async move {
         let agent = spawn_agent(config).await?;
         println!("api listening on {}", agent.api_url());

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use wasmfleet_cluster::Version;
-use wasmfleet_cluster::membership::{Member, MemberState, Membership, MembershipConfig, spawn_membership};
+use wasmfleet_cluster::membership::{self, Member, MemberState, Membership, MembershipConfig, spawn_membership};
 use wasmfleet_cluster::mesh::{Mesh, MeshConfig, PeerInfo, join_call};
 use wasmfleet_cluster::pki::{ClusterCa, NodeIdentity};
 use wasmfleet_cluster::seal::GossipKey;
@@ -55,6 +55,8 @@ pub struct ClusterOptions {
     /// Copies (besides this node) a write needs before it is acknowledged; default min(2, peers).
     pub write_quorum: Option<usize>,
     pub gossip_interval: Duration,
+    /// Phi-accrual threshold: a peer is dead after about `phi × gossip interval` of silence.
+    pub phi_threshold: f64,
 }
 
 impl Default for ClusterOptions {
@@ -67,7 +69,8 @@ impl Default for ClusterOptions {
             token: None,
             zone: None,
             write_quorum: None,
-            gossip_interval: Duration::from_millis(200),
+            gossip_interval: membership::LAN_GOSSIP_INTERVAL,
+            phi_threshold: membership::LAN_PHI_THRESHOLD,
         }
     }
 }
@@ -346,7 +349,7 @@ impl Peering {
             gossip_advertise,
             seeds: file.gossip_seeds.clone(),
             gossip_interval: opts.gossip_interval,
-            phi_threshold: 8.0,
+            phi_threshold: opts.phi_threshold,
             dead_node_grace: Duration::from_secs(15 * 60),
             key: Some(gossip_key),
         };

@@ -1,5 +1,5 @@
 //! Membership benchmark over real UDP gossip on 127.0.0.1: many in-process nodes, each with
-//! its own sockets and chitchat instance, at the LAN profile (gossip every 200 ms, phi 8).
+//! its own sockets and chitchat instance, at the LAN profile (gossip every 200 ms, phi 5).
 //!
 //! - `detect`: N in {3, 10, 50}; kill one node abruptly (`shutdown()` without `leave`) and
 //!   time until every survivor reports it `Dead`; restart it (new generation) between runs.
@@ -29,8 +29,21 @@ use wasmfleet_cluster::membership::{Member, MemberState, Membership, MembershipC
 use wasmfleet_cluster::seal::{GossipKey, SEAL_OVERHEAD};
 
 const CLUSTER_ID: &str = "bench-cluster";
-const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
-const PHI: f64 = 8.0;
+/// The LAN profile, or `BENCH_GOSSIP_MS` / `BENCH_PHI` to try another.
+fn gossip_interval() -> Duration {
+    std::env::var("BENCH_GOSSIP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(wasmfleet_cluster::membership::LAN_GOSSIP_INTERVAL)
+}
+
+fn phi() -> f64 {
+    std::env::var("BENCH_PHI")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(wasmfleet_cluster::membership::LAN_PHI_THRESHOLD)
+}
 const POLL: Duration = Duration::from_millis(10);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 const DETECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -144,8 +157,8 @@ async fn spawn_node(name: &str, seed: Option<SocketAddr>, mode: &Mode) -> anyhow
         node_name: name.to_string(),
         cluster_id: CLUSTER_ID.to_string(),
         seeds: seed.map(|addr| vec![addr.to_string()]).unwrap_or_default(),
-        gossip_interval: GOSSIP_INTERVAL,
-        phi_threshold: PHI,
+        gossip_interval: gossip_interval(),
+        phi_threshold: phi(),
         key: match mode {
             Mode::Sealed(key) => Some(key.clone()),
             Mode::Plain => None,
@@ -447,8 +460,9 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!(
         "membership bench: {cores} cores, all nodes in one process (tokio multi-thread), UDP on 127.0.0.1, \
-         gossip {} ms, phi {PHI}",
-        GOSSIP_INTERVAL.as_millis()
+         gossip {} ms, phi {}",
+        gossip_interval().as_millis(),
+        phi()
     );
     if !report.startup.is_empty() {
         let startup: Vec<String> =

@@ -72,6 +72,12 @@ pub struct MembershipConfig {
     pub key: Option<GossipKey>,
 }
 
+/// LAN profile: gossip interval. With [`LAN_PHI_THRESHOLD`] a killed node is seen dead in about a
+/// second (`phi × mean heartbeat interval`, the mean being a little under the gossip interval).
+pub const LAN_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+/// LAN profile: phi-accrual threshold (chitchat's phi is `silence / mean interval`).
+pub const LAN_PHI_THRESHOLD: f64 = 5.0;
+
 impl Default for MembershipConfig {
     fn default() -> Self {
         MembershipConfig {
@@ -80,8 +86,8 @@ impl Default for MembershipConfig {
             gossip_listen: ([127, 0, 0, 1], 0).into(),
             gossip_advertise: ([127, 0, 0, 1], 0).into(),
             seeds: Vec::new(),
-            gossip_interval: Duration::from_millis(200),
-            phi_threshold: 8.0,
+            gossip_interval: LAN_GOSSIP_INTERVAL,
+            phi_threshold: LAN_PHI_THRESHOLD,
             dead_node_grace: Duration::from_secs(15 * 60),
             key: None,
         }

@@ -2,8 +2,9 @@
 //! delete keys and leave.
 //!
 //! - Over chitchat's in-memory `ChannelTransport` (real codec, `remove_link`/`add_link`).
-//!   These run in real time at a 100 ms gossip interval: `#[tokio::test(start_paused = true)]`
-//!   needs tokio's `test-util` feature, which this crate's dev-dependencies do not enable.
+//!   These run on a paused tokio clock (`start_paused`): time jumps whenever every task waits,
+//!   so tens of virtual seconds of gossip take milliseconds, and timings are deterministic
+//!   enough to assert detection bounds.
 //! - Over real sealed UDP on 127.0.0.1:0 at the 200 ms LAN profile: convergence, a node with
 //!   the wrong key kept out (and its packets counted as dropped), and a killed node seen dead
 //!   within 2 s.
@@ -11,7 +12,9 @@
 //! Every wait is bounded and polls a condition; none sleeps blindly.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chitchat::transport::ChannelTransport;
 use wasmfleet_cluster::membership::{Member, MemberState, Membership, MembershipConfig, spawn_membership};
@@ -94,7 +97,7 @@ async fn three_nodes(transport: &ChannelTransport) -> [Membership; 3] {
     [n1, n2, n3]
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn three_nodes_join_through_one_seed_and_share_key_values() {
     let transport = ChannelTransport::with_mtu(65_507);
     let [n1, n2, n3] = three_nodes(&transport).await;
@@ -122,13 +125,14 @@ async fn three_nodes_join_through_one_seed_and_share_key_values() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn partition_kills_the_cut_node_and_healing_restores_it() {
     let transport = ChannelTransport::with_mtu(65_507);
     let [n1, n2, n3] = three_nodes(&transport).await;
     let a3 = channel_addr(10_003);
     transport.remove_link(a3, channel_addr(10_001)).await;
     transport.remove_link(a3, channel_addr(10_002)).await;
+    let cut = Instant::now();
     for node in [&n1, &n2] {
         eventually(node, "n3 dead", WAIT, |members| {
             state_of(members, "n3") == Some(MemberState::Dead)
@@ -137,6 +141,9 @@ async fn partition_kills_the_cut_node_and_healing_restores_it() {
         })
         .await;
     }
+    // Virtual time: phi 5 at a 100 ms interval declares the cut node dead in well under 2 s.
+    let detected = cut.elapsed();
+    assert!(detected < Duration::from_secs(2), "n3 seen dead after {detected:?}");
     eventually(&n3, "n1 and n2 dead", WAIT, |members| {
         state_of(members, "n1") == Some(MemberState::Dead) && state_of(members, "n2") == Some(MemberState::Dead)
     })
@@ -158,7 +165,7 @@ async fn partition_kills_the_cut_node_and_healing_restores_it() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn restarted_node_replaces_its_old_generation_without_stale_keys() {
     let transport = ChannelTransport::with_mtu(65_507);
     let [n1, n2, n3] = three_nodes(&transport).await;
@@ -193,7 +200,7 @@ async fn restarted_node_replaces_its_old_generation_without_stale_keys() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn deleted_key_disappears_everywhere() {
     let transport = ChannelTransport::with_mtu(65_507);
     let [n1, n2, n3] = three_nodes(&transport).await;
@@ -217,7 +224,7 @@ async fn deleted_key_disappears_everywhere() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn leaving_node_shows_as_leaving_before_it_goes() {
     let transport = ChannelTransport::with_mtu(65_507);
     let [n1, n2, n3] = three_nodes(&transport).await;
@@ -303,7 +310,7 @@ async fn sealed_udp_converges_keeps_out_a_wrong_key_and_detects_death() {
     assert!(n1.gossip_stats().unwrap().received_datagrams > 0);
     intruder.shutdown().await.unwrap();
 
-    // Kill n3 without leaving: the survivors see it dead within 2 s at 200 ms / phi 8.
+    // Kill n3 without leaving: the survivors see it dead within 2 s at 200 ms / phi 5.
     n3.shutdown().await.unwrap();
     let (_, took_n1) =
         eventually(&n1, "n3 dead", WAIT, |members| state_of(members, "n3") == Some(MemberState::Dead)).await;
