@@ -356,3 +356,55 @@ async fn silently_dead_peer_is_noticed_after_idle_timeout() {
     assert!(noticed >= Duration::from_millis(800), "{noticed:?}");
     assert!(noticed < Duration::from_millis(2500), "{noticed:?}");
 }
+
+/// Echoes the opening frame, then everything the caller streams, uppercased, as it arrives.
+struct Upper;
+
+impl wasmfleet_cluster::mesh::StreamHandler for Upper {
+    fn handle_stream(
+        &self,
+        peer: PeerInfo,
+        head: Bytes,
+        _deadline: Duration,
+        mut send: wasmfleet_cluster::mesh::SendStream,
+        mut recv: wasmfleet_cluster::mesh::RecvStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let who = peer.node_id.unwrap_or_default();
+            send.write_all(format!("{who}:").as_bytes()).await.unwrap();
+            send.write_all(&head).await.unwrap();
+            while let Some(chunk) = recv.read_chunk(1024, true).await.unwrap() {
+                send.write_all(&chunk.bytes.to_ascii_uppercase()).await.unwrap();
+            }
+            send.finish().unwrap();
+        })
+    }
+}
+
+#[tokio::test]
+async fn streams_carry_bodies_both_ways_and_need_a_handler() {
+    let (_ca, a, b) = pair().await;
+    // No stream handler on b yet: refused with a clear answer.
+    let (mut send, mut recv) = a.mesh.open_stream("node-b", b.addr, b"head|", CALL).await.unwrap();
+    let _ = send.finish();
+    let refused = recv.read_to_end(1024).await.unwrap();
+    assert!(String::from_utf8_lossy(&refused).contains("streams are not served here"));
+
+    b.mesh.set_stream_handler(Arc::new(Upper));
+    let (mut send, mut recv) = a.mesh.open_stream("node-b", b.addr, b"head|", CALL).await.unwrap();
+    // The answer starts before the request is finished: bodies stream.
+    send.write_all(b"first ").await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"FIRST ") {
+        let chunk = tokio::time::timeout(CALL, recv.read_chunk(1024, true)).await.unwrap().unwrap().unwrap();
+        got.extend_from_slice(&chunk.bytes);
+    }
+    send.write_all(&vec![b'x'; 200_000]).await.unwrap();
+    send.finish().unwrap();
+    got.extend(recv.read_to_end(1 << 20).await.unwrap());
+    assert!(got.starts_with(b"node-a:head|FIRST "));
+    assert_eq!(got.len(), "node-a:head|FIRST ".len() + 200_000);
+    assert!(got.ends_with(b"XXXX"));
+    a.mesh.close().await;
+    b.mesh.close().await;
+}

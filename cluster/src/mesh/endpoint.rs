@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::frame::{self, FrameError, RequestHeader, Status};
-use super::{ANON_MAX_FRAME_BYTES, Handler, MeshConfig, MeshError, PeerInfo, RateLimit};
+use super::{ANON_MAX_FRAME_BYTES, Handler, MeshConfig, MeshError, PeerInfo, RateLimit, StreamHandler};
 use crate::pki;
 
 /// Server name used by [`join_call`]; the pinned-CA verifier ignores it.
@@ -51,6 +51,7 @@ pub struct Mesh {
     peers: Mutex<HashMap<String, PeerSlot>>,
     closed: AtomicBool,
     accept_task: JoinHandle<()>,
+    server: Arc<Server>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -83,10 +84,11 @@ impl Mesh {
             .map_err(|source| MeshError::Bind { addr: config.listen, source })?;
         let server = Arc::new(Server {
             handler,
+            streams: std::sync::OnceLock::new(),
             max_frame_bytes: config.max_frame_bytes,
             log_limit: RateLimit::new(Duration::from_secs(1)),
         });
-        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), server));
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), server.clone()));
         Ok(Mesh {
             endpoint,
             node_id: config.identity.node_id.clone(),
@@ -95,7 +97,59 @@ impl Mesh {
             peers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             accept_task,
+            server,
         })
+    }
+
+    /// Sets the handler for streams peers open with [`Mesh::open_stream`] (once; later calls
+    /// are ignored). Until it is set such streams are refused.
+    pub fn set_stream_handler(&self, handler: Arc<dyn StreamHandler>) {
+        let _ = self.server.streams.set(handler);
+    }
+
+    /// Opens a stream to `node_id` at `addr` whose first frame carries `head`; the peer's
+    /// [`StreamHandler`] gets it with `deadline`. Returns both halves; the caller writes the
+    /// rest (and finishes the send half) and reads the answer. Connecting is bounded by
+    /// `deadline` as well.
+    pub async fn open_stream(
+        &self,
+        node_id: &str,
+        addr: SocketAddr,
+        head: &[u8],
+        deadline: Duration,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), MeshError> {
+        let attempt = async {
+            let conn = self.connection(node_id, addr).await?;
+            let header = frame::encode_header(&RequestHeader {
+                version: frame::PROTOCOL_VERSION,
+                deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
+                kind: frame::KIND_STREAM,
+            });
+            let (mut send, recv) = conn.open_bi().await.map_err(|e| connection_error(addr, &e, false))?;
+            frame::write_frame(&mut send, &[&header, head], self.max_frame_bytes)
+                .await
+                .map_err(|e| frame_error(addr, e, false))?;
+            Ok((send, recv))
+        };
+        match tokio::time::timeout(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(MeshError::Timeout { after: deadline }),
+        }
+    }
+
+    /// Forgets the cached connection to `node_id` (closing it), e.g. after it stopped
+    /// answering; the next call connects again.
+    pub fn drop_connection(&self, node_id: &str) {
+        let slot = match self.peers.lock() {
+            Ok(mut peers) => peers.remove(node_id),
+            Err(_) => None,
+        };
+        if let Some(slot) = slot
+            && let Ok(mut guard) = slot.try_lock()
+            && let Some(conn) = guard.take()
+        {
+            conn.close(CLOSE_SHUTDOWN, b"dropped");
+        }
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -310,6 +364,7 @@ async fn request_on(
     let header = frame::encode_header(&RequestHeader {
         version: frame::PROTOCOL_VERSION,
         deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
+        kind: frame::KIND_CALL,
     });
     let len = header.len() + request.len();
     if len > max_frame_bytes {
@@ -370,6 +425,7 @@ fn frame_error(addr: SocketAddr, e: FrameError, connecting: bool) -> MeshError {
 /// Server side state shared by all connections.
 struct Server {
     handler: Arc<dyn Handler>,
+    streams: std::sync::OnceLock<Arc<dyn StreamHandler>>,
     max_frame_bytes: usize,
     log_limit: RateLimit,
 }
@@ -488,6 +544,17 @@ async fn serve_stream(
         return;
     }
     let deadline = Duration::from_millis(u64::from(header.deadline_ms));
+    if header.kind == frame::KIND_STREAM {
+        // Streams are for cluster members only, never for a joining node.
+        match (&peer.node_id, server.streams.get()) {
+            (Some(_), Some(streams)) => streams.handle_stream(peer, body, deadline, send, recv).await,
+            _ => {
+                let message = "streams are not served here";
+                respond(&mut send, Status::BadRequest, message.as_bytes(), max_frame_bytes).await;
+            }
+        }
+        return;
+    }
     let handled = tokio::time::timeout(deadline, server.handler.handle(peer, body)).await;
     match handled {
         Ok(Ok(answer)) => {

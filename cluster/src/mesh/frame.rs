@@ -29,7 +29,16 @@ pub struct RequestHeader {
     pub version: u16,
     /// Time the caller will wait, in milliseconds from when it sent the request.
     pub deadline_ms: u32,
+    /// [`KIND_CALL`] (one request frame, one response frame) or [`KIND_STREAM`] (the first
+    /// frame opens the stream; the [`StreamHandler`](super::StreamHandler) owns the rest).
+    #[serde(default)]
+    pub kind: u8,
 }
+
+/// [`RequestHeader::kind`]: a request/response call.
+pub const KIND_CALL: u8 = 0;
+/// [`RequestHeader::kind`]: an open stream handed to the stream handler.
+pub const KIND_STREAM: u8 = 1;
 
 /// First byte of a response frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +149,7 @@ mod tests {
 
     #[test]
     fn header_splits_from_body() {
-        let header = RequestHeader { version: PROTOCOL_VERSION, deadline_ms: 70_000 };
+        let header = RequestHeader { version: PROTOCOL_VERSION, deadline_ms: 70_000, kind: KIND_STREAM };
         for body in [&b""[..], b"x", &[0xc1; 100]] {
             let mut payload = encode_header(&header);
             payload.extend_from_slice(body);
@@ -148,6 +157,14 @@ mod tests {
             assert_eq!(h, header);
             assert_eq!(&b[..], body);
         }
+    }
+
+    #[test]
+    fn header_without_kind_is_a_call() {
+        let old = rmp_serde::to_vec(&(PROTOCOL_VERSION, 5_000u32)).unwrap();
+        let (h, b) = decode_request(&Bytes::from(old)).unwrap();
+        assert_eq!(h, RequestHeader { version: PROTOCOL_VERSION, deadline_ms: 5_000, kind: KIND_CALL });
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!   serve nothing but the join request to those peers**; they also get a smaller frame limit
 //!   ([`ANON_MAX_FRAME_BYTES`]) and few concurrent streams.
 //!
+//! - [`Mesh::open_stream`] opens a long-lived bidirectional stream instead: its first frame
+//!   goes to the [`StreamHandler`] set with [`Mesh::set_stream_handler`], which then owns both
+//!   halves (forwarded HTTP requests use this, with bodies streamed both ways).
+//!
 //! Wire format: [`frame`]. Connection handling: [`endpoint`].
 
 pub mod endpoint;
@@ -28,6 +32,7 @@ use bytes::Bytes;
 use crate::pki::{NodeIdentity, PkiError};
 
 pub use endpoint::{Mesh, join_call};
+pub use quinn::{RecvStream, SendStream};
 
 /// Largest request an unauthenticated (joining) peer may send.
 pub const ANON_MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -102,6 +107,20 @@ where
     fn handle(&self, peer: PeerInfo, request: Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>> {
         Box::pin(self(peer, request))
     }
+}
+
+/// Serves streams opened with [`Mesh::open_stream`]: gets the opening frame's body and both
+/// halves of the QUIC stream, and owns them from then on (for example a forwarded HTTP
+/// request whose body and response stream both ways).
+pub trait StreamHandler: Send + Sync + 'static {
+    fn handle_stream(
+        &self,
+        peer: PeerInfo,
+        head: Bytes,
+        deadline: Duration,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// What went wrong in the mesh.
