@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use wasmfleet_runtime::{Runtime, RuntimeConfig};
 
 use crate::api::{Api, router};
+use crate::forward::{ForwardServer, Forwarder};
 use crate::gateway::{Binding, Routes, spawn_listener};
 use crate::peering::{ClusterOptions, NodeInfo, Peering};
 use crate::reconciler::{NodeCapacity, Reconciler};
@@ -190,6 +191,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         labels: config.labels.clone(),
         memory_mib: config.capacity_memory_mib.unwrap_or(sizing.budget_bytes >> 20),
         cpu_millis: std::thread::available_parallelism().map(|n| n.get() as u64 * 1000).unwrap_or(1000),
+        max_instances: sizing.instances.max(1) * 4,
         arch: std::env::consts::ARCH.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_ms: crate::store::now_ms(),
@@ -219,6 +221,12 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         shutdown_rx.clone(),
     );
     reconciler.set_peering(peering.clone());
+    // Traffic between nodes: forwarded requests in, and out with health probes.
+    let forwarder = Forwarder::new(peering.mesh().clone());
+    routes.set_forwarder(forwarder.clone());
+    peering.mesh().set_stream_handler(Arc::new(ForwardServer { routes: routes.clone() }));
+    let weak = Arc::downgrade(&peering);
+    forwarder.spawn_probes(move || weak.upgrade().map(|p| p.peers()), Peering::probe_request());
     // First pass before serving, so restarted workloads are back as soon as we answer.
     reconciler.pass().await;
     let mut tasks = vec![reconciler.spawn()];

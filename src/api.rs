@@ -274,8 +274,9 @@ impl Api {
         Ok(self.view(rec))
     }
 
+    /// Every replica in the cluster (this node's own first-hand, others' from gossip).
     pub fn replicas(&self) -> Vec<ReplicaStatus> {
-        self.reconciler.replicas()
+        self.reconciler.cluster_replicas()
     }
 
     pub fn modules(&self) -> ApiResult<Vec<ModuleRecord>> {

@@ -1,30 +1,76 @@
-//! The HTTP gateway: routes a request to a ready replica of the Service it names.
+//! The HTTP gateway: routes a request to a ready replica of the Service it names, on this node
+//! or on any other.
 //!
 //! On the shared gateway listener a Service is chosen by `Host` (`<svc>`, `<svc>.<ns>`,
 //! `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local`); on a Service's own port (opened as
-//! LoadBalancer/NodePort would) the port decides. Among ready replicas the gateway picks the
-//! less loaded of two (power of two choices on in-flight requests, rotated round-robin).
+//! LoadBalancer/NodePort would) the port decides. A ready local replica serves if there is
+//! one (power of two choices on in-flight requests, rotated round-robin); otherwise the
+//! request is forwarded over QUIC to a ready replica on another node ([`crate::forward`]),
+//! chosen the same way among reachable peers. When a peer fails before its response starts,
+//! the request is retried on another replica: always if it was not delivered, and for
+//! idempotent methods with a small body also when the outcome is unknown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wasmfleet_runtime::{HttpService, ResponseBody};
 
+use crate::forward::{DEFAULT_DEADLINE, ForwardError, ForwardHead, Forwarder, PeerHealth, wire_headers};
 use crate::manifest::ObjectKey;
+
+/// Request bodies up to this size are buffered when forwarded, so they can be retried.
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+/// Peers tried for one request.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Where a replica runs.
+#[derive(Clone)]
+pub enum Backend {
+    Local(HttpService),
+    Remote { addr: SocketAddr, health: Arc<PeerHealth> },
+}
 
 /// One replica that can serve a Service.
 #[derive(Clone)]
 pub struct Endpoint {
     pub replica: String,
-    pub service: HttpService,
+    pub node: String,
+    pub backend: Backend,
     pub ready: Arc<AtomicBool>,
+}
+
+impl Endpoint {
+    pub fn local_service(&self) -> Option<&HttpService> {
+        match &self.backend {
+            Backend::Local(s) => Some(s),
+            Backend::Remote { .. } => None,
+        }
+    }
+
+    fn in_flight(&self) -> u32 {
+        match &self.backend {
+            Backend::Local(s) => s.in_flight(),
+            Backend::Remote { health, .. } => health.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Ready, and (for a remote replica) its node reachable.
+    fn usable(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+            && match &self.backend {
+                Backend::Local(_) => true,
+                Backend::Remote { health, .. } => !health.is_down(),
+            }
+    }
 }
 
 /// A Service and its endpoints.
@@ -34,6 +80,8 @@ pub struct ServiceRoute {
     rr: AtomicUsize,
     pub requests: AtomicU64,
     pub unavailable: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub retried: AtomicU64,
 }
 
 impl ServiceRoute {
@@ -44,15 +92,17 @@ impl ServiceRoute {
             rr: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             unavailable: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
         }
     }
 
     pub fn ready_count(&self) -> usize {
-        self.endpoints.iter().filter(|e| e.ready.load(Ordering::Relaxed)).count()
+        self.endpoints.iter().filter(|e| e.usable()).count()
     }
 
-    /// Power of two choices among ready endpoints.
-    fn pick(&self) -> Option<&Endpoint> {
+    /// Power of two choices among usable endpoints that pass `filter`.
+    fn pick_where(&self, filter: impl Fn(&Endpoint) -> bool) -> Option<&Endpoint> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
@@ -61,17 +111,31 @@ impl ServiceRoute {
         let mut first: Option<&Endpoint> = None;
         for i in 0..n {
             let e = &self.endpoints[(start + i) % n];
-            if !e.ready.load(Ordering::Relaxed) {
+            if !e.usable() || !filter(e) {
                 continue;
             }
             match first {
                 None => first = Some(e),
-                Some(f) => {
-                    return Some(if e.service.in_flight() < f.service.in_flight() { e } else { f });
-                }
+                Some(f) => return Some(if e.in_flight() < f.in_flight() { e } else { f }),
             }
         }
         first
+    }
+
+    /// A ready replica on this node: `preferred` if it is one, else by two choices.
+    pub fn pick_local(&self, preferred: Option<&str>) -> Option<&Endpoint> {
+        if let Some(name) = preferred
+            && let Some(e) = self.endpoints.iter().find(|e| e.replica == name && e.local_service().is_some())
+            && e.usable()
+        {
+            return Some(e);
+        }
+        self.pick_where(|e| e.local_service().is_some())
+    }
+
+    /// A ready replica on a reachable peer not in `exclude`.
+    fn pick_remote(&self, exclude: &[String]) -> Option<&Endpoint> {
+        self.pick_where(|e| e.local_service().is_none() && !exclude.contains(&e.node))
     }
 }
 
@@ -81,6 +145,7 @@ pub struct RoutingTable {
     pub by_host: HashMap<String, Arc<ServiceRoute>>,
     pub by_port: HashMap<u16, Arc<ServiceRoute>>,
     pub services: Vec<Arc<ServiceRoute>>,
+    pub by_key: HashMap<ObjectKey, Arc<ServiceRoute>>,
 }
 
 impl RoutingTable {
@@ -95,20 +160,31 @@ impl RoutingTable {
         }
         // A bare name also finds a service in another namespace if no default one claims it.
         self.by_host.entry(name).or_insert_with(|| route.clone());
+        self.by_key.insert(route.key.clone(), route.clone());
         self.services.push(route);
     }
 }
 
-/// Shared, swappable routing table.
+/// Shared, swappable routing table, and the way to reach other nodes.
 #[derive(Clone, Default)]
-pub struct Routes(Arc<RwLock<Arc<RoutingTable>>>);
+pub struct Routes {
+    table: Arc<RwLock<Arc<RoutingTable>>>,
+    forwarder: Arc<OnceLock<Arc<Forwarder>>>,
+}
 
 impl Routes {
     pub fn load(&self) -> Arc<RoutingTable> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
     pub fn store(&self, table: RoutingTable) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+    }
+    /// Lets the gateway forward to other nodes (set once, when the cluster layer is up).
+    pub fn set_forwarder(&self, forwarder: Arc<Forwarder>) {
+        let _ = self.forwarder.set(forwarder);
+    }
+    pub fn forwarder(&self) -> Option<&Arc<Forwarder>> {
+        self.forwarder.get()
     }
 }
 
@@ -162,23 +238,99 @@ pub async fn route(routes: &Routes, binding: Binding, req: Request<Incoming>) ->
         return text(StatusCode::NOT_FOUND, "no service is bound to this port".into());
     };
     route.requests.fetch_add(1, Ordering::Relaxed);
-    let Some(ep) = route.pick() else {
-        route.unavailable.fetch_add(1, Ordering::Relaxed);
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "service {}/{} has no ready replicas (0/{} ready)",
-                route.key.namespace,
-                route.key.name,
-                route.endpoints.len()
-            ),
-        );
-    };
-    let mut resp = ep.service.handle(req).await;
-    if let Ok(v) = http::HeaderValue::from_str(&ep.replica) {
-        resp.headers_mut().insert("x-wasmfleet-replica", v);
+    if let Some(ep) = route.pick_local(None)
+        && let Some(service) = ep.local_service()
+    {
+        let mut resp = service.handle(req).await;
+        if let Ok(v) = http::HeaderValue::from_str(&ep.replica) {
+            resp.headers_mut().insert("x-wasmfleet-replica", v);
+        }
+        return resp;
     }
-    resp
+    match routes.forwarder() {
+        Some(forwarder) => forward(forwarder, &route, req).await,
+        None => unavailable(&route, None),
+    }
+}
+
+fn unavailable(route: &ServiceRoute, last_error: Option<String>) -> Response<ResponseBody> {
+    route.unavailable.fetch_add(1, Ordering::Relaxed);
+    let why = match last_error {
+        Some(e) => format!("; last attempt: {e}"),
+        None => String::new(),
+    };
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "service {}/{} has no ready replicas ({}/{} ready){why}",
+            route.key.namespace,
+            route.key.name,
+            route.ready_count(),
+            route.endpoints.len()
+        ),
+    )
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// Forwards to a replica on another node, retrying on another one when that is safe.
+async fn forward(forwarder: &Forwarder, route: &ServiceRoute, req: Request<Incoming>) -> Response<ResponseBody> {
+    let (parts, body) = req.into_parts();
+    let mut head = ForwardHead {
+        namespace: route.key.namespace.clone(),
+        service: route.key.name.clone(),
+        replica: None,
+        method: parts.method.to_string(),
+        uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
+        headers: wire_headers(&parts.headers),
+    };
+    // Small bodies are buffered so the request can be sent again.
+    let mut streaming = None;
+    let replay = match body.size_hint().upper() {
+        Some(n) if n <= REPLAY_LIMIT => match Limited::new(body, REPLAY_LIMIT as usize).collect().await {
+            Ok(collected) => Some(collected.to_bytes()),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
+        },
+        _ => {
+            streaming = Some(body);
+            None
+        }
+    };
+    let retry_unknown = idempotent(&parts.method) && replay.is_some();
+    let mut tried: Vec<String> = Vec::new();
+    let mut last_error = None;
+    for attempt in 0..MAX_ATTEMPTS {
+        let Some(ep) = route.pick_remote(&tried) else { break };
+        let Backend::Remote { addr, .. } = &ep.backend else { break };
+        tried.push(ep.node.clone());
+        head.replica = Some(ep.replica.clone());
+        if attempt > 0 {
+            route.retried.fetch_add(1, Ordering::Relaxed);
+        }
+        route.forwarded.fetch_add(1, Ordering::Relaxed);
+        let result = match (&replay, streaming.take()) {
+            (Some(bytes), _) => forwarder.send(&ep.node, *addr, &head, Full::new(bytes.clone()), DEFAULT_DEADLINE).await,
+            (None, Some(body)) => forwarder.send(&ep.node, *addr, &head, body, DEFAULT_DEADLINE).await,
+            (None, None) => break,
+        };
+        match result {
+            Ok(resp) => return resp,
+            Err(ForwardError::NotDelivered(e)) => last_error = Some(e),
+            Err(ForwardError::Unknown(e)) if retry_unknown => last_error = Some(e),
+            Err(ForwardError::Unknown(e)) => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "replica {} on {} failed before answering: {e} (not retried: {} requests are retried only when idempotent with a body under {REPLAY_LIMIT} bytes)",
+                        ep.replica, ep.node, parts.method
+                    ),
+                );
+            }
+        }
+    }
+    unavailable(route, last_error)
 }
 
 fn strip_port(host: &str) -> &str {

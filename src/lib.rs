@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod forward;
 pub mod gateway;
 pub mod manifest;
 pub mod peering;

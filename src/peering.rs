@@ -32,7 +32,8 @@ use wasmfleet_cluster::token::{JoinToken, random_secret, secret_proof, verify_se
 use wasmfleet_runtime::Digest;
 
 use crate::agent::write_private;
-use crate::store::{ModuleRecord, Store, StoredObject, TAG_PREFIX, now_ms};
+use crate::manifest::ObjectKey;
+use crate::store::{JOB_PREFIX, JobRecord, ModuleRecord, Store, StoredObject, TAG_PREFIX, now_ms};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 const BLOB_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,9 +102,51 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     pub memory_mib: u64,
     pub cpu_millis: u64,
+    /// Replicas this node can run at once (Wasm instance slots).
+    #[serde(default)]
+    pub max_instances: u32,
     pub arch: String,
     pub version: String,
     pub started_ms: u64,
+}
+
+/// A replica as a node publishes it in gossip (key `replicas`, a JSON list): short field
+/// names keep the value small (chitchat values must stay far below 64 KB).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GossipReplica {
+    /// Owner object key, `Kind/namespace/name`.
+    #[serde(rename = "o")]
+    pub owner: String,
+    #[serde(rename = "i")]
+    pub index: u32,
+    #[serde(rename = "n")]
+    pub name: String,
+    #[serde(rename = "r")]
+    pub revision: String,
+    #[serde(rename = "p")]
+    pub phase: String,
+    #[serde(rename = "y")]
+    pub ready: bool,
+    #[serde(rename = "c", default)]
+    pub restarts: u32,
+    /// Serves HTTP (a `wasi:http/proxy` component).
+    #[serde(rename = "h", default)]
+    pub http: bool,
+    #[serde(rename = "s", default)]
+    pub started_ms: u64,
+    /// Requests in flight (HTTP replicas).
+    #[serde(rename = "f", default)]
+    pub in_flight: u32,
+}
+
+/// Another node as seen through gossip, with what it runs.
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    pub name: String,
+    pub state: MemberState,
+    pub cluster: Option<SocketAddr>,
+    pub info: Option<NodeInfo>,
+    pub replicas: Vec<GossipReplica>,
 }
 
 /// A node as the API reports it.
@@ -127,6 +170,8 @@ enum Rpc {
         proof: Vec<u8>,
     },
     Ping,
+    /// Health probe: cheaper than Ping (no digest).
+    Probe,
     Summary,
     Pull {
         keys: Vec<String>,
@@ -134,6 +179,8 @@ enum Rpc {
     Push {
         records: Vec<StoredObject>,
         tags: Vec<ModuleRecord>,
+        #[serde(default)]
+        jobs: Vec<(ObjectKey, JobRecord)>,
     },
     PutBlob {
         #[serde(with = "serde_bytes")]
@@ -160,7 +207,12 @@ enum Reply {
     Joined(Box<JoinGrant>),
     Pong { digest: String },
     Summary(Vec<(String, Version)>),
-    Records { records: Vec<StoredObject>, tags: Vec<ModuleRecord> },
+    Records {
+        records: Vec<StoredObject>,
+        tags: Vec<ModuleRecord>,
+        #[serde(default)]
+        jobs: Vec<(ObjectKey, JobRecord)>,
+    },
     Ack { won: usize },
     Blob(Option<serde_bytes::ByteBuf>),
 }
@@ -395,8 +447,73 @@ impl Peering {
         &self.shared.node_id
     }
 
+    /// The request the gateway's health probes send.
+    pub fn probe_request() -> Bytes {
+        Bytes::from(rmp_serde::to_vec_named(&Rpc::Probe).unwrap_or_default())
+    }
+
+    /// The QUIC mesh (for forwarded requests).
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+
+    /// Notified whenever membership or any node's published state changes.
+    pub fn members_watch(&self) -> tokio::sync::watch::Receiver<Vec<Member>> {
+        self.members.clone()
+    }
+
+    /// The nodes the scheduler places on: every alive member (not leaving, not dead) that
+    /// publishes its node info, this node included. Every node computes the same list from
+    /// the same gossip, so placements agree.
+    pub fn placement_nodes(&self) -> Vec<wasmfleet_scheduler::NodeInfo> {
+        self.members
+            .borrow()
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .filter_map(|m| {
+                let info: NodeInfo = serde_json::from_str(m.kv.get("info")?).ok()?;
+                Some(wasmfleet_scheduler::NodeInfo {
+                    id: m.name.clone(),
+                    labels: info.labels,
+                    zone: info.zone,
+                    arch: info.arch,
+                    memory_mib: info.memory_mib,
+                    cpu_millis: info.cpu_millis,
+                    max_instances: info.max_instances.max(1),
+                })
+            })
+            .collect()
+    }
+
+    /// Every other node gossip knows of (dead ones included, with their last published state).
+    pub fn peer_views(&self) -> Vec<PeerView> {
+        self.members
+            .borrow()
+            .iter()
+            .filter(|m| m.name != self.shared.node_id)
+            .map(|m| {
+                let info: Option<NodeInfo> = m.kv.get("info").and_then(|i| serde_json::from_str(i).ok());
+                PeerView {
+                    name: m.name.clone(),
+                    state: m.state,
+                    cluster: info.as_ref().and_then(|i| i.cluster.parse().ok()),
+                    info,
+                    replicas: m.kv.get("replicas").and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Publishes `key=value` in this node's gossip state.
+    pub async fn publish(&self, key: &str, value: &str) -> Result<()> {
+        if let Some(m) = self.membership.lock().await.as_ref() {
+            m.set(key, value).await?;
+        }
+        Ok(())
+    }
+
     /// Live peers (not this node) with their cluster address.
-    fn peers(&self) -> Vec<(String, SocketAddr)> {
+    pub fn peers(&self) -> Vec<(String, SocketAddr)> {
         self.members
             .borrow()
             .iter()
@@ -461,13 +578,13 @@ impl Peering {
     /// the push in the background.
     pub async fn replicate(&self, keys: &[String]) -> usize {
         let store = &self.shared.store;
-        let object_keys: Vec<String> = keys.iter().filter(|k| !k.starts_with(TAG_PREFIX)).cloned().collect();
-        let records = store.records(&object_keys).unwrap_or_default();
+        let records = store.records(&object_keys(keys)).unwrap_or_default();
         let tags = store.tags(keys).unwrap_or_default();
-        if records.is_empty() && tags.is_empty() {
+        let jobs = store.job_records(keys).unwrap_or_default();
+        if records.is_empty() && tags.is_empty() && jobs.is_empty() {
             return 1;
         }
-        let body = match rmp_serde::to_vec_named(&Rpc::Push { records, tags }) {
+        let body = match rmp_serde::to_vec_named(&Rpc::Push { records, tags, jobs }) {
             Ok(b) => Bytes::from(b),
             Err(_) => return 1,
         };
@@ -594,17 +711,26 @@ impl Peering {
             bail!("unexpected answer to Summary");
         };
         let mine: HashMap<String, Version> = self.shared.store.summary()?.into_iter().collect();
-        let wanted: Vec<String> =
-            theirs.into_iter().filter(|(k, v)| mine.get(k).is_none_or(|m| m < v)).map(|(k, _)| k).collect();
+        // Job records merge (see `JobRecord`): any difference is worth a pull.
+        let wanted: Vec<String> = theirs
+            .into_iter()
+            .filter(|(k, v)| match mine.get(k) {
+                None => true,
+                Some(m) if k.starts_with(JOB_PREFIX) => m != v,
+                Some(m) => m < v,
+            })
+            .map(|(k, _)| k)
+            .collect();
         if wanted.is_empty() {
             return Ok(());
         }
-        let Reply::Records { records, tags } =
+        let Reply::Records { records, tags, jobs } =
             self.mesh.call_msg::<_, Reply>(name, addr, &Rpc::Pull { keys: wanted }, RPC_TIMEOUT).await?
         else {
             bail!("unexpected answer to Pull");
         };
-        let won = self.shared.store.merge_remote(records)? + self.shared.store.merge_tags(tags)?;
+        let store = &self.shared.store;
+        let won = store.merge_remote(records)? + store.merge_tags(tags)? + store.merge_jobs(jobs)?;
         if won > 0 {
             tracing::info!(peer = %name, records = won, "caught up from peer");
         }
@@ -625,6 +751,11 @@ impl Peering {
     }
 }
 
+/// The summary keys that name desired objects (not tags or Job records).
+fn object_keys(keys: &[String]) -> Vec<String> {
+    keys.iter().filter(|k| !k.starts_with(TAG_PREFIX) && !k.starts_with(JOB_PREFIX)).cloned().collect()
+}
+
 impl Shared {
     async fn handle(&self, peer: PeerInfo, req: Bytes) -> Result<Bytes> {
         let rpc: Rpc = rmp_serde::from_slice(&req).context("undecodable request")?;
@@ -632,14 +763,16 @@ impl Shared {
             (Rpc::Join { node_id, nonce, proof }, _) => Reply::Joined(Box::new(self.admit(&node_id, &nonce, &proof)?)),
             (_, None) => bail!("not authenticated: only a join request is accepted without a node certificate"),
             (Rpc::Ping, Some(_)) => Reply::Pong { digest: self.store.digest()? },
+            (Rpc::Probe, Some(_)) => Reply::Ack { won: 0 },
             (Rpc::Summary, Some(_)) => Reply::Summary(self.store.summary()?),
-            (Rpc::Pull { keys }, Some(_)) => {
-                let object_keys: Vec<String> = keys.iter().filter(|k| !k.starts_with(TAG_PREFIX)).cloned().collect();
-                Reply::Records { records: self.store.records(&object_keys)?, tags: self.store.tags(&keys)? }
-            }
-            (Rpc::Push { records, tags }, Some(_)) => {
-                Reply::Ack { won: self.store.merge_remote(records)? + self.store.merge_tags(tags)? }
-            }
+            (Rpc::Pull { keys }, Some(_)) => Reply::Records {
+                records: self.store.records(&object_keys(&keys))?,
+                tags: self.store.tags(&keys)?,
+                jobs: self.store.job_records(&keys)?,
+            },
+            (Rpc::Push { records, tags, jobs }, Some(_)) => Reply::Ack {
+                won: self.store.merge_remote(records)? + self.store.merge_tags(tags)? + self.store.merge_jobs(jobs)?,
+            },
             (Rpc::PutBlob { bytes }, Some(_)) => {
                 if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
                     bail!("refusing a blob that is not WebAssembly");

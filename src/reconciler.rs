@@ -1,10 +1,14 @@
 //! The reconciler: turns desired state (the store) into running replicas on this node, keeps
 //! the gateway's routing table and the Services' ports in step, and records Job progress.
 //!
-//! It runs whenever the store changes and once a second. Each pass is: compute the placement
-//! (the scheduler's pure `place`, today with this node alone), start what is assigned here and
-//! not running (or running an older revision: the new replica starts before the old one
-//! stops), stop what is no longer assigned, and publish routes and status.
+//! It runs whenever the store or the cluster's gossip changes, and once a second. Each pass
+//! is: compute the placement of every replica in the cluster (the scheduler's pure `place`
+//! over the replicated desired state and the live members: every node computes the same
+//! answer, so no leader is needed), start what is assigned here and not running (or running
+//! an older revision: the new replica starts before the old one stops), stop what is no
+//! longer assigned (a replica that moved keeps serving until its new node reports it ready),
+//! publish this node's replicas in gossip, and rebuild the routing table from the local
+//! replicas and the ready replicas other nodes publish.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -22,24 +26,42 @@ use wasmfleet_runtime::{
 };
 use wasmfleet_scheduler::{NodeInfo, WorkloadKind, WorkloadReq};
 
-use crate::gateway::{Binding, Endpoint, Routes, RoutingTable, ServiceRoute};
+use crate::gateway::{Backend, Binding, Endpoint, Routes, RoutingTable, ServiceRoute};
+use crate::peering::{GossipReplica, PeerView};
+use wasmfleet_cluster::membership::MemberState;
 use crate::manifest::{Kind, Object, ObjectKey, RestartPolicy, WorkloadTemplate, selector_matches};
 use crate::store::{JobRecord, Store, StoredObject, now_ms};
 
 const LOG_BYTES: usize = 256 * 1024;
+/// Largest `replicas` value published in gossip.
+const GOSSIP_VALUE_LIMIT: usize = 48 * 1024;
 /// How long a new revision may take to become ready before it replaces the old one anyway.
 const TAKEOVER_GRACE: Duration = Duration::from_secs(30);
+/// How long a replica assigned elsewhere keeps serving here while its new node is not ready.
+const MOVE_GRACE: Duration = Duration::from_secs(20);
+/// After start, Jobs wait this long for membership to settle, so a node that has not yet
+/// heard of its peers does not start Job replicas that belong to them.
+const JOB_SETTLE: Duration = Duration::from_secs(2);
 
-/// Identity of a replica slot: the owning object and an index.
+/// Identity of a replica slot: the owning object and an index; DaemonSet replicas are
+/// named by their node instead (their slot index shifts as nodes come and go).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplicaKey {
     pub owner: ObjectKey,
     pub index: u32,
+    pub node: Option<String>,
 }
 
 impl ReplicaKey {
+    pub fn new(owner: ObjectKey, index: u32) -> Self {
+        ReplicaKey { owner, index, node: None }
+    }
+
     pub fn name(&self) -> String {
-        format!("{}-{}", self.owner.name, self.index)
+        match &self.node {
+            Some(node) => format!("{}-{node}", self.owner.name),
+            None => format!("{}-{}", self.owner.name, self.index),
+        }
     }
 }
 
@@ -152,6 +174,13 @@ struct Inner {
     kick: Arc<tokio::sync::Notify>,
     /// Where to fetch module blobs this node lacks.
     peering: std::sync::OnceLock<Arc<crate::peering::Peering>>,
+    /// Replicas assigned to another node, kept serving here since (make-before-break).
+    moving: Mutex<HashMap<ReplicaKey, std::time::Instant>>,
+    /// Modules being loaded ahead of need (so a failover does not wait for a compile).
+    warming: DashMap<Digest, ()>,
+    /// The last replica list published in gossip.
+    published: Mutex<String>,
+    started: std::time::Instant,
 }
 
 /// Handle to the node's reconciler.
@@ -191,6 +220,10 @@ impl Reconciler {
                 data_dir,
                 kick: Arc::new(tokio::sync::Notify::new()),
                 peering: std::sync::OnceLock::new(),
+                moving: Mutex::new(HashMap::new()),
+                warming: DashMap::new(),
+                published: Mutex::new(String::new()),
+                started: std::time::Instant::now(),
             }),
         }
     }
@@ -202,13 +235,22 @@ impl Reconciler {
             let mut changed = this.inner.store.subscribe();
             let mut shutdown = this.inner.shutdown.clone();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut members = this.inner.peering.get().map(|p| p.members_watch());
             loop {
                 this.pass().await;
-                tokio::select! {
-                    _ = changed.changed() => {}
-                    _ = tick.tick() => {}
-                    _ = this.inner.kick.notified() => {}
+                let gossip = tokio::select! {
+                    _ = changed.changed() => false,
+                    _ = tick.tick() => false,
+                    _ = this.inner.kick.notified() => false,
+                    Ok(()) = async { match members.as_mut() {
+                        Some(m) => m.changed().await,
+                        None => std::future::pending().await,
+                    } } => true,
                     _ = shutdown.wait_for(|s| *s) => break,
+                };
+                if gossip {
+                    // Gossip changes come in bursts (one per peer per round): batch them.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
             this.stop_all().await;
@@ -238,6 +280,35 @@ impl Reconciler {
     /// Replicas on this node, as last published.
     pub fn replicas(&self) -> Vec<ReplicaStatus> {
         self.inner.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replicas on every live node: this node's in full, the others' as they publish them
+    /// in gossip.
+    pub fn cluster_replicas(&self) -> Vec<ReplicaStatus> {
+        let mut all = self.replicas();
+        let views = self.inner.peering.get().map(|p| p.peer_views()).unwrap_or_default();
+        for v in views.iter().filter(|v| v.state == MemberState::Alive) {
+            for r in &v.replicas {
+                let namespace = r.owner.parse::<ObjectKey>().map(|o| o.namespace).unwrap_or_default();
+                all.push(ReplicaStatus {
+                    name: r.name.clone(),
+                    owner: r.owner.clone(),
+                    namespace,
+                    node: v.name.clone(),
+                    revision: r.revision.clone(),
+                    module: String::new(),
+                    kind: if r.http { "http" } else { "command" }.to_string(),
+                    phase: r.phase.clone(),
+                    ready: r.ready,
+                    restarts: r.restarts,
+                    started_ms: r.started_ms,
+                    message: None,
+                    stats: None,
+                });
+            }
+        }
+        all.sort_by(|a, b| (&a.owner, &a.name, &a.node).cmp(&(&b.owner, &b.name, &b.node)));
+        all
     }
 
     pub fn object_status(&self, key: &ObjectKey) -> Option<ObjectStatus> {
@@ -298,11 +369,18 @@ impl Reconciler {
                 objects.push((r, o));
             }
         }
-        // Slot -> (template, module, revision, failures allowed before giving up: Jobs only).
-        let mut desired: BTreeMap<ReplicaKey, (WorkloadTemplate, Digest, String, Option<u32>)> = BTreeMap::new();
+        // What other nodes run, from gossip.
+        let peering = self.inner.peering.get().cloned();
+        let views = peering.as_ref().map(|p| p.peer_views()).unwrap_or_default();
+        let alive_views: Vec<&PeerView> = views.iter().filter(|v| v.state == MemberState::Alive).collect();
+
+        // Every slot in the cluster -> (template, module, revision, failures allowed: Jobs only).
+        let mut slots: BTreeMap<ReplicaKey, (WorkloadTemplate, Digest, String, Option<u32>)> = BTreeMap::new();
         let mut reqs = Vec::new();
         let mut new_status: HashMap<ObjectKey, ObjectStatus> = HashMap::new();
         let mut jobs: Vec<(ObjectKey, u32, u32, u32, u64)> = Vec::new();
+        let mut daemonsets: Vec<(ObjectKey, WorkloadTemplate, Digest, String)> = Vec::new();
+        let mut digests: HashSet<Digest> = HashSet::new();
 
         for (rec, obj) in &objects {
             let Some(tpl) = obj.pod_template() else { continue };
@@ -312,10 +390,29 @@ impl Reconciler {
                 new_status.entry(key.clone()).or_default().messages.push(format!("image {} is not resolved", w.image));
                 continue;
             };
+            digests.insert(digest);
             let revision = revision_of(tpl, digest);
-            let (kind, replicas) = match obj {
-                Object::Deployment(d) => (WorkloadKind::Deployment, d.spec.replicas()),
-                Object::DaemonSet(_) => (WorkloadKind::DaemonSet, 1),
+            let mut req = WorkloadReq {
+                key: key.to_string(),
+                kind: WorkloadKind::Deployment,
+                replicas: 0,
+                memory_mib: w.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0),
+                cpu_millis: w.cpu_millis.unwrap_or(0),
+                node_selector: w.node_selector.clone(),
+                arch: None,
+            };
+            match obj {
+                Object::Deployment(d) => {
+                    req.replicas = d.spec.replicas();
+                    new_status.entry(key.clone()).or_default().desired = req.replicas;
+                    for i in 0..req.replicas {
+                        slots.insert(ReplicaKey::new(key.clone(), i), (w.clone(), digest, revision.clone(), None));
+                    }
+                }
+                Object::DaemonSet(_) => {
+                    req.kind = WorkloadKind::DaemonSet;
+                    daemonsets.push((key.clone(), w.clone(), digest, revision.clone()));
+                }
                 Object::Job(j) => {
                     let completions = j.spec.completions();
                     let parallelism = j.spec.parallelism();
@@ -338,37 +435,21 @@ impl Reconciler {
                     if record.complete || record.failed_permanently {
                         continue;
                     }
-                    // Pending indices, at most `parallelism` at a time.
-                    let pending: Vec<u32> =
-                        (0..completions).filter(|i| !record.done.contains(i)).take(parallelism as usize).collect();
+                    // Slots are completion indices; the pending ones run, `parallelism` at a time.
+                    req.kind = WorkloadKind::Job;
+                    req.replicas = completions;
                     let allowed = (backoff + 1).saturating_sub(record.failed).max(1);
-                    for i in pending {
-                        desired.insert(
-                            ReplicaKey { owner: key.clone(), index: i },
-                            (w.clone(), digest, revision.clone(), Some(allowed)),
-                        );
+                    for i in (0..completions).filter(|i| !record.done.contains(i)).take(parallelism as usize) {
+                        slots.insert(ReplicaKey::new(key.clone(), i), (w.clone(), digest, revision.clone(), Some(allowed)));
                     }
-                    continue;
                 }
                 Object::Service(_) => continue,
-            };
-            new_status.entry(key.clone()).or_default().desired = replicas;
-            reqs.push(WorkloadReq {
-                key: key.to_string(),
-                kind,
-                replicas,
-                memory_mib: w.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0),
-                cpu_millis: w.cpu_millis.unwrap_or(0),
-                node_selector: w.node_selector.clone(),
-                arch: None,
-            });
-            for i in 0..replicas {
-                desired
-                    .insert(ReplicaKey { owner: key.clone(), index: i }, (w.clone(), digest, revision.clone(), None));
             }
+            reqs.push(req);
         }
+        self.prewarm(digests);
 
-        // Placement: the scheduler decides which slots this node runs.
+        // Placement over the live members (this node alone before the cluster layer is up).
         let me = NodeInfo {
             id: self.inner.node.clone(),
             labels: self.inner.capacity.labels.clone(),
@@ -378,11 +459,15 @@ impl Reconciler {
             cpu_millis: self.inner.capacity.cpu_millis,
             max_instances: self.inner.capacity.max_instances,
         };
-        let placement = wasmfleet_scheduler::place(&reqs, std::slice::from_ref(&me));
-        let mut placed: HashSet<ReplicaKey> = HashSet::new();
-        for slot in placement.slots_on(&me.id) {
+        let mut nodes = peering.as_ref().map(|p| p.placement_nodes()).unwrap_or_default();
+        if !nodes.iter().any(|n| n.id == me.id) {
+            nodes.push(me.clone());
+        }
+        let placement = wasmfleet_scheduler::place(&reqs, &nodes);
+        let mut owner_of: HashMap<ReplicaKey, String> = HashMap::new();
+        for (slot, node) in &placement.assignments {
             if let Ok(owner) = slot.key.parse::<ObjectKey>() {
-                placed.insert(ReplicaKey { owner, index: slot.index });
+                owner_of.insert(ReplicaKey::new(owner, slot.index), node.clone());
             }
         }
         for u in &placement.unschedulable {
@@ -394,7 +479,37 @@ impl Reconciler {
                 }
             }
         }
-        desired.retain(|k, _| k.owner.kind == Kind::Job || placed.contains(k));
+        // Replicas running on other nodes: (owner, index) -> (node, ready, running).
+        let mut elsewhere: HashMap<(String, u32), Vec<(&str, bool, bool)>> = HashMap::new();
+        for v in &alive_views {
+            for r in &v.replicas {
+                let running = matches!(r.phase.as_str(), "Running" | "Pending" | "NotReady" | "Starting");
+                elsewhere.entry((r.owner.clone(), r.index)).or_default().push((v.name.as_str(), r.ready, running));
+            }
+        }
+        let settled = peering.is_none() || self.inner.started.elapsed() >= JOB_SETTLE;
+        let mut desired: BTreeMap<ReplicaKey, (WorkloadTemplate, Digest, String, Option<u32>)> = BTreeMap::new();
+        for (key, spec) in slots {
+            if owner_of.get(&key).map(String::as_str) != Some(me.id.as_str()) {
+                continue;
+            }
+            if key.owner.kind == Kind::Job {
+                // A Job replica another live node is already running stays there.
+                let busy = elsewhere
+                    .get(&(key.owner.to_string(), key.index))
+                    .is_some_and(|v| v.iter().any(|(_, _, running)| *running));
+                if !settled || busy {
+                    continue;
+                }
+            }
+            desired.insert(key, spec);
+        }
+        for (key, w, digest, revision) in daemonsets {
+            if placement.slots_on(&me.id).any(|slot| slot.key == key.to_string()) {
+                let rk = ReplicaKey { owner: key, index: 0, node: Some(me.id.clone()) };
+                desired.insert(rk, (w, digest, revision, None));
+            }
+        }
 
         // Converge. A replica whose revision changed is replaced make-before-break: the new one
         // starts beside the old, and takes over once ready (or after a grace period).
@@ -448,26 +563,65 @@ impl Reconciler {
             }
         }
         let stale: Vec<ReplicaKey> = replicas.keys().filter(|k| !desired.contains_key(k)).cloned().collect();
+        let mut moving = self.inner.moving.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        moving.retain(|k, _| stale.contains(k));
         for k in stale {
+            let Some(r) = replicas.get(&k) else { continue };
+            // Make-before-break across nodes: a Deployment replica now assigned to another
+            // node serves here until that node reports it ready (or the grace period ends).
+            // A running Job replica finishes here.
+            let keep = match k.owner.kind {
+                Kind::Deployment => owner_of.get(&k).is_some_and(|new_node| {
+                    let ready_there = elsewhere
+                        .get(&(k.owner.to_string(), k.index))
+                        .is_some_and(|v| v.iter().any(|(node, ready, _)| node == new_node && *ready));
+                    let since = *moving.entry(k.clone()).or_insert_with(std::time::Instant::now);
+                    !ready_there && since.elapsed() < MOVE_GRACE
+                }),
+                Kind::Job => {
+                    jobs.iter().any(|(job, ..)| *job == k.owner)
+                        && matches!(&r.runner, Runner::Command(h) if h.status().phase == Phase::Running)
+                }
+                _ => false,
+            };
+            if keep {
+                continue;
+            }
+            moving.remove(&k);
             if let Some(r) = replicas.remove(&k) {
                 retired.push(r);
             }
         }
+        *self.inner.moving.lock().unwrap_or_else(|e| e.into_inner()) = moving;
 
         // Jobs: record finished indices.
         for (key, _completions, _par, backoff, generation) in &jobs {
             self.record_job_progress(&mut replicas, key, *backoff, *generation, &mut new_status);
         }
 
-        // Readiness and the view.
+        // Readiness (cluster-wide, by replica name) and the view.
+        let mut ready_names: HashMap<ObjectKey, HashSet<String>> = HashMap::new();
         let mut view = Vec::new();
         for r in replicas.values() {
             let ready = r.ready();
             if ready {
-                new_status.entry(r.key.owner.clone()).or_default().ready += 1;
+                ready_names.entry(r.key.owner.clone()).or_default().insert(r.key.name());
             }
             view.push(self.replica_status(r, ready));
         }
+        for v in &alive_views {
+            for r in v.replicas.iter().filter(|r| r.ready) {
+                if let Ok(owner) = r.owner.parse::<ObjectKey>() {
+                    ready_names.entry(owner).or_default().insert(r.name.clone());
+                }
+            }
+        }
+        for (owner, names) in ready_names {
+            if let Some(st) = new_status.get_mut(&owner) {
+                st.ready = names.len() as u32;
+            }
+        }
+        let gossip: Vec<GossipReplica> = view.iter().map(gossip_replica).collect();
         for (r, _) in incoming.values() {
             let mut st = self.replica_status(r, r.ready());
             st.message = Some(format!(
@@ -476,9 +630,11 @@ impl Reconciler {
             ));
             view.push(st);
         }
-        self.publish_routes(&objects, &replicas, &mut new_status);
+        self.publish_routes(&objects, &replicas, &alive_views, &mut new_status);
         drop(incoming);
         drop(replicas);
+        drop(alive_views);
+        self.publish_gossip(gossip).await;
         for r in retired {
             r.stop().await;
         }
@@ -490,6 +646,49 @@ impl Reconciler {
         self.inner.status.clear();
         for (k, v) in new_status {
             self.inner.status.insert(k, v);
+        }
+    }
+
+    /// Loads (compiles or reads cached code for) every module the desired state uses, in the
+    /// background, so a replica that fails over here starts without waiting for a compile.
+    fn prewarm(&self, digests: HashSet<Digest>) {
+        for digest in digests {
+            if self.inner.modules.contains_key(&digest) || self.inner.warming.insert(digest, ()).is_some() {
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.module(digest).await {
+                    tracing::debug!(module = %digest, error = %e, "prewarm failed; will load on demand");
+                }
+                this.inner.warming.remove(&digest);
+            });
+        }
+    }
+
+    /// Publishes this node's replicas in gossip (key `replicas`) when they changed.
+    async fn publish_gossip(&self, mut replicas: Vec<GossipReplica>) {
+        let Some(peering) = self.inner.peering.get() else { return };
+        replicas.sort_by(|a, b| (&a.owner, a.index, &a.name).cmp(&(&b.owner, b.index, &b.name)));
+        let mut json = serde_json::to_string(&replicas).unwrap_or_default();
+        // A chitchat value must stay small; keep the ready HTTP replicas (routing) first.
+        if json.len() > GOSSIP_VALUE_LIMIT {
+            replicas.sort_by_key(|r| !(r.http && r.ready));
+            while json.len() > GOSSIP_VALUE_LIMIT && !replicas.is_empty() {
+                replicas.truncate(replicas.len() * 9 / 10);
+                json = serde_json::to_string(&replicas).unwrap_or_default();
+            }
+            tracing::warn!(kept = replicas.len(), "too many replicas to publish in gossip; published a subset");
+        }
+        {
+            let mut last = self.inner.published.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == json {
+                return;
+            }
+            last.clone_from(&json);
+        }
+        if let Err(e) = peering.publish("replicas", &json).await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot publish replicas in gossip");
         }
     }
 
@@ -535,8 +734,20 @@ impl Reconciler {
             rec.complete = true;
             rec.completed_ms = Some(now_ms());
         }
+        // Merge with what peers recorded meanwhile, store durably, and push to peers at once
+        // (the record is a grow-only union: concurrent writers never lose an index).
+        if let Ok(Some(current)) = self.inner.store.job_record(key)
+            && current.generation == rec.generation
+        {
+            rec.merge(&current);
+        }
         if let Err(e) = self.inner.store.set_job_record(key, &rec) {
             tracing::error!(job = %key, error = %e, "cannot record job progress");
+        } else if let Some(peering) = self.inner.peering.get().cloned() {
+            let summary_key = format!("{}{key}", crate::store::JOB_PREFIX);
+            tokio::spawn(async move {
+                peering.replicate(&[summary_key]).await;
+            });
         }
         let st = status.entry(key.clone()).or_default();
         st.succeeded = rec.done.len() as u32;
@@ -659,8 +870,11 @@ impl Reconciler {
             let Ok(reps) = std::fs::read_dir(ns.path()) else { continue };
             for rep in reps.flatten() {
                 let rep_name = rep.file_name().to_string_lossy().into_owned();
-                let owner = rep_name.rsplit_once('-').map(|(o, _)| o).unwrap_or(&rep_name);
-                if !live.iter().any(|k| k.namespace == ns_name && k.name == owner)
+                // `<owner>-<index>`, or `<owner>-<node>` for a DaemonSet.
+                let owned = |k: &ObjectKey| {
+                    k.namespace == ns_name && rep_name.strip_prefix(k.name.as_str()).is_some_and(|r| r.starts_with('-'))
+                };
+                if !live.iter().any(owned)
                     && let Err(e) = std::fs::remove_dir_all(rep.path())
                 {
                     tracing::warn!(path = %rep.path().display(), error = %e, "cannot remove volume");
@@ -710,10 +924,17 @@ impl Reconciler {
         &self,
         objects: &[(StoredObject, Object)],
         replicas: &BTreeMap<ReplicaKey, Replica>,
+        peers: &[&PeerView],
         status: &mut HashMap<ObjectKey, ObjectStatus>,
     ) {
         let mut table = RoutingTable::default();
         let mut wanted_ports: HashMap<u16, Arc<ServiceRoute>> = HashMap::new();
+        // Pod labels of every workload, to match remote replicas against selectors.
+        let labels_of: HashMap<String, BTreeMap<String, String>> = objects
+            .iter()
+            .filter_map(|(_, o)| Some((o.key().to_string(), o.pod_template()?.workload().labels)))
+            .collect();
+        let forwarder = self.inner.routes.forwarder().cloned();
         for (_, obj) in objects {
             let Object::Service(svc) = obj else { continue };
             let key = obj.key();
@@ -724,11 +945,37 @@ impl Reconciler {
                     continue;
                 }
                 if let Runner::Http { service, ready, .. } = &r.runner {
-                    endpoints.push(Endpoint { replica: r.key.name(), service: service.clone(), ready: ready.clone() });
+                    endpoints.push(Endpoint {
+                        replica: r.key.name(),
+                        node: self.inner.node.clone(),
+                        backend: Backend::Local(service.clone()),
+                        ready: ready.clone(),
+                    });
+                }
+            }
+            if let Some(forwarder) = &forwarder {
+                for peer in peers {
+                    let Some(addr) = peer.cluster else { continue };
+                    for r in peer.replicas.iter().filter(|r| r.http && r.ready) {
+                        let Some(labels) = labels_of.get(&r.owner) else { continue };
+                        let in_namespace = r.owner.parse::<ObjectKey>().is_ok_and(|o| o.namespace == key.namespace);
+                        if !in_namespace || !selector_matches(&selector, labels) {
+                            continue;
+                        }
+                        endpoints.push(Endpoint {
+                            replica: r.name.clone(),
+                            node: peer.name.clone(),
+                            backend: Backend::Remote { addr, health: forwarder.health(&peer.name) },
+                            ready: Arc::new(AtomicBool::new(true)),
+                        });
+                    }
                 }
             }
             let st = status.entry(key.clone()).or_default();
-            st.endpoints = endpoints.iter().map(|e| (e.replica.clone(), e.ready.load(Ordering::Relaxed))).collect();
+            st.endpoints = endpoints
+                .iter()
+                .map(|e| (format!("{}@{}", e.replica, e.node), e.ready.load(Ordering::Relaxed)))
+                .collect();
             st.desired = endpoints.len() as u32;
             st.ready = st.endpoints.iter().filter(|e| e.1).count() as u32;
             let route = Arc::new(ServiceRoute::new(key.clone(), endpoints));
@@ -794,6 +1041,22 @@ impl Reconciler {
                 }
             }
         }
+    }
+}
+
+fn gossip_replica(st: &ReplicaStatus) -> GossipReplica {
+    let index = st.name.rsplit_once('-').and_then(|(_, i)| i.parse().ok()).unwrap_or(0);
+    GossipReplica {
+        owner: st.owner.clone(),
+        index,
+        name: st.name.clone(),
+        revision: st.revision.clone(),
+        phase: st.phase.clone(),
+        ready: st.ready,
+        restarts: st.restarts,
+        http: st.kind == "http",
+        started_ms: st.started_ms,
+        in_flight: st.stats.map(|s| s.in_flight).unwrap_or(0),
     }
 }
 

@@ -76,6 +76,8 @@ pub enum ApplyAction {
 
 /// Summary-key prefix of module tags.
 pub const TAG_PREFIX: &str = "tag/";
+/// Summary-key prefix of Job progress records (`job/<Kind>/<ns>/<name>`).
+pub const JOB_PREFIX: &str = "job/";
 
 /// The LWW version of a tag: push time, then digest bytes as a tie-break.
 fn tag_version(t: &ModuleRecord) -> Version {
@@ -94,6 +96,11 @@ pub struct ModuleRecord {
 }
 
 /// A Job's recorded progress, so a finished Job never runs again.
+///
+/// Replicated like desired state, but merged as a grow-only record instead of last writer
+/// wins: within one generation, finished indices are a union, failures a maximum, and
+/// `complete` sticks. Any node that finishes an index can therefore record it, and concurrent
+/// records from two nodes never lose an index; no coordinator is needed.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobRecord {
     pub generation: u64,
@@ -105,6 +112,45 @@ pub struct JobRecord {
     pub complete: bool,
     pub failed_permanently: bool,
     pub completed_ms: Option<u64>,
+}
+
+impl JobRecord {
+    /// Folds `other` into `self`; returns whether `self` changed.
+    pub fn merge(&mut self, other: &JobRecord) -> bool {
+        if other.generation < self.generation {
+            return false;
+        }
+        if other.generation > self.generation {
+            let changed = self != other;
+            *self = other.clone();
+            return changed;
+        }
+        let before = self.clone();
+        for i in &other.done {
+            if !self.done.contains(i) {
+                self.done.push(*i);
+            }
+        }
+        self.done.sort_unstable();
+        self.succeeded = self.done.len() as u32;
+        self.failed = self.failed.max(other.failed);
+        self.complete |= other.complete;
+        self.failed_permanently |= other.failed_permanently;
+        self.completed_ms = match (self.completed_ms, other.completed_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        *self != before
+    }
+
+    /// A summary version that differs whenever the content does (compared for equality, not
+    /// order: peers pull each other's differing records and merge).
+    fn summary_version(&self) -> Version {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(serde_json::to_vec(self).unwrap_or_default());
+        let node = u64::from_be_bytes(hash[..8].try_into().unwrap_or_default());
+        Version { wall_ms: self.generation, counter: self.done.len() as u32, node }
+    }
 }
 
 /// The durable store of one node.
@@ -307,8 +353,59 @@ impl Store {
         for t in self.list_tags()? {
             v.push((format!("{TAG_PREFIX}{}", t.name), tag_version(&t)));
         }
+        for (key, rec) in self.all_job_records()? {
+            v.push((format!("{JOB_PREFIX}{key}"), rec.summary_version()));
+        }
         v.sort();
         Ok(v)
+    }
+
+    fn all_job_records(&self) -> Result<Vec<(String, JobRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            if let Ok(rec) = serde_json::from_slice::<JobRecord>(v.value()) {
+                out.push((k.value().to_string(), rec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Job records by summary key (`job/<object key>`), for a peer's pull or a push.
+    pub fn job_records(&self, keys: &[String]) -> Result<Vec<(ObjectKey, JobRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(key) = k.strip_prefix(JOB_PREFIX).and_then(|k| k.parse::<ObjectKey>().ok())
+                && let Some(rec) = self.job_record(&key)?
+            {
+                out.push((key, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges Job records from a peer (see [`JobRecord`]). Records of Jobs this node does not
+    /// have (or has deleted) are ignored; anti-entropy brings them again once the Job arrives.
+    /// Returns how many changed.
+    pub fn merge_jobs(&self, incoming: Vec<(ObjectKey, JobRecord)>) -> Result<usize, StoreError> {
+        let mut changed = 0;
+        for (key, rec) in incoming {
+            let Some(obj) = self.get(&key)? else { continue };
+            if obj.deleted || rec.generation > obj.generation {
+                continue;
+            }
+            let mut local = self.job_record(&key)?.unwrap_or_default();
+            if local.merge(&rec) {
+                self.set_job_record(&key, &local)?;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.notify();
+        }
+        Ok(changed)
     }
 
     /// Tags by summary key (`tag/<name>`), for a peer's pull.

@@ -186,7 +186,7 @@ fn job_completes_once_and_daemonset_runs_with_a_volume() {
     assert!(!reps.lines().any(|l| l.starts_with("crash-")), "{reps}");
     wait_for("sensor running again", Duration::from_secs(20), || {
         let out = stdout(&agent.cli(&["get", "replicas"]));
-        out.lines().any(|l| l.starts_with("sensor-0") && l.contains("Running")).then_some(())
+        out.lines().any(|l| l.starts_with("sensor-") && l.contains("Running")).then_some(())
     });
 }
 

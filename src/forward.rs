@@ -1,0 +1,435 @@
+//! Forwarded HTTP requests: a gateway with no ready local replica hands the request to a peer
+//! that has one, over the existing QUIC connection to it (one stream per request).
+//!
+//! Wire, on one mesh stream ([`Mesh::open_stream`]):
+//! - caller → peer: the opening frame carries a [`ForwardHead`] (MessagePack): Service,
+//!   preferred replica, method, path and headers; then the request body as raw stream bytes,
+//!   ended by finishing the stream.
+//! - peer → caller: one length-prefixed frame with a [`ForwardAnswer`], then (for a response)
+//!   the body as raw bytes, ended by finishing the stream; a body that fails midway resets it.
+//!
+//! [`ForwardAnswer::Unavailable`] means no replica saw the request, so the caller may retry
+//! any request elsewhere. If the connection fails after the request left, the outcome is
+//! unknown and only idempotent requests are retried (the gateway decides, see
+//! [`crate::gateway`]).
+//!
+//! Peer health: a probe loop pings every live peer every [`PROBE_INTERVAL`]; a peer that
+//! does not answer within [`PROBE_TIMEOUT`], or whose connection fails under a forwarded
+//! request, is taken out of rotation at once (before gossip declares it dead), and requests
+//! waiting on it are abandoned and retried elsewhere.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::StreamExt as _;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt as _, StreamBody};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use wasmfleet_cluster::mesh::frame as wire;
+use wasmfleet_cluster::mesh::{Mesh, MeshError, PeerInfo, RecvStream, SendStream, StreamHandler};
+use wasmfleet_runtime::ResponseBody;
+
+use crate::gateway::Routes;
+use crate::manifest::{Kind, ObjectKey};
+
+/// How often every live peer is probed.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// A probe not answered within this marks the peer down.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Largest answer head (status and headers).
+const MAX_HEAD_BYTES: usize = 256 * 1024;
+/// Read size for streamed bodies.
+const CHUNK: usize = 64 * 1024;
+/// Stream reset code: the response body failed midway.
+const RESET_BODY_FAILED: u32 = 1;
+/// Default deadline of a forwarded request when the caller sets none.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What the caller sends first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardHead {
+    pub namespace: String,
+    pub service: String,
+    /// The replica the caller chose; another ready local one serves if it is gone.
+    pub replica: Option<String>,
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub headers: Vec<(String, serde_bytes::ByteBuf)>,
+}
+
+/// What the peer answers first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardAnswer {
+    Response { status: u16, headers: Vec<(String, serde_bytes::ByteBuf)>, replica: String },
+    /// No replica here could take it: nothing was delivered.
+    Unavailable { reason: String },
+}
+
+/// Why a forwarded request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// No replica saw the request: safe to retry anywhere.
+    #[error("not delivered: {0}")]
+    NotDelivered(String),
+    /// The request may have been processed.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// Health and load of one peer, as this node's gateway sees it.
+#[derive(Default)]
+pub struct PeerHealth {
+    down: AtomicBool,
+    /// Wakes requests waiting on this peer when it goes down.
+    lost: Notify,
+    /// Forwarded requests in flight to this peer.
+    pub in_flight: AtomicU32,
+}
+
+impl PeerHealth {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends requests to peers and tracks their health.
+pub struct Forwarder {
+    mesh: Arc<Mesh>,
+    peers: DashMap<String, Arc<PeerHealth>>,
+}
+
+impl Forwarder {
+    pub fn new(mesh: Arc<Mesh>) -> Arc<Forwarder> {
+        Arc::new(Forwarder { mesh, peers: DashMap::new() })
+    }
+
+    pub fn health(&self, node: &str) -> Arc<PeerHealth> {
+        if let Some(h) = self.peers.get(node) {
+            return h.clone();
+        }
+        self.peers.entry(node.to_string()).or_default().clone()
+    }
+
+    /// Whether `node` is currently usable (not marked down by a probe or a failure).
+    pub fn is_up(&self, node: &str) -> bool {
+        self.peers.get(node).is_none_or(|h| !h.is_down())
+    }
+
+    /// Takes `node` out of rotation and abandons requests waiting on it.
+    pub fn mark_down(&self, node: &str, why: &str) {
+        let h = self.health(node);
+        if !h.down.swap(true, Ordering::SeqCst) {
+            tracing::warn!(peer = %node, reason = %why, "peer unreachable: out of rotation");
+        }
+        h.lost.notify_waiters();
+        self.mesh.drop_connection(node);
+    }
+
+    fn mark_up(&self, node: &str) {
+        let h = self.health(node);
+        if h.down.swap(false, Ordering::SeqCst) {
+            tracing::info!(peer = %node, "peer reachable again: back in rotation");
+        }
+    }
+
+    /// Pings every live peer every [`PROBE_INTERVAL`] until `peers` returns `None`.
+    pub fn spawn_probes(
+        self: &Arc<Self>,
+        peers: impl Fn() -> Option<Vec<(String, SocketAddr)>> + Send + 'static,
+        ping: Bytes,
+    ) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(list) = peers() else { return };
+                let Some(this) = weak.upgrade() else { return };
+                let mut probes = tokio::task::JoinSet::new();
+                for (name, addr) in list {
+                    let this = this.clone();
+                    let ping = ping.clone();
+                    probes.spawn(async move {
+                        match this.mesh.call(&name, addr, ping, PROBE_TIMEOUT).await {
+                            Ok(_) => this.mark_up(&name),
+                            Err(e) => this.mark_down(&name, &e.to_string()),
+                        }
+                    });
+                }
+                while probes.join_next().await.is_some() {}
+            }
+        });
+    }
+
+    /// Forwards one request to `node`. The response body streams from the peer.
+    pub async fn send<B>(
+        &self,
+        node: &str,
+        addr: SocketAddr,
+        head: &ForwardHead,
+        body: B,
+        deadline: Duration,
+    ) -> Result<Response<ResponseBody>, ForwardError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::fmt::Display + Send,
+    {
+        let health = self.health(node);
+        let lost = health.lost.notified();
+        tokio::pin!(lost);
+        lost.as_mut().enable();
+        if health.is_down() {
+            return Err(ForwardError::NotDelivered(format!("{node} is unreachable")));
+        }
+        let head_bytes = rmp_serde::to_vec_named(head).map_err(|e| ForwardError::NotDelivered(e.to_string()))?;
+        health.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlight(health.clone());
+        // Errors carry whether the connection itself failed (then the peer leaves rotation).
+        let exchange = async {
+            let (send, mut recv) = self.mesh.open_stream(node, addr, &head_bytes, deadline).await.map_err(|e| match e {
+                MeshError::Connect { .. } | MeshError::Tls { .. } | MeshError::Closed => {
+                    (ForwardError::NotDelivered(e.to_string()), true)
+                }
+                e => (ForwardError::Unknown(e.to_string()), true),
+            })?;
+            tokio::spawn(pump_request(body, send));
+            let answer = wire::read_frame(&mut recv, MAX_HEAD_BYTES).await.map_err(|e| {
+                let connection = matches!(e, wire::FrameError::Read(quinn::ReadError::ConnectionLost(_)));
+                (ForwardError::Unknown(format!("{node}: {e}")), connection)
+            })?;
+            let answer: ForwardAnswer = rmp_serde::from_slice(&answer)
+                .map_err(|e| (ForwardError::Unknown(format!("{node} sent an undecodable answer: {e}")), false))?;
+            Ok::<_, (ForwardError, bool)>((answer, recv))
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(deadline, exchange) => match r {
+                Ok(r) => r,
+                Err(_) => Err((ForwardError::Unknown(format!("{node} did not answer within {deadline:?}")), false)),
+            },
+            _ = &mut lost => Err((ForwardError::Unknown(format!("{node} became unreachable")), false)),
+        };
+        let (answer, recv) = match outcome {
+            Ok(v) => v,
+            Err((e, connection_failed)) => {
+                if connection_failed {
+                    self.mark_down(node, &e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        match answer {
+            ForwardAnswer::Unavailable { reason } => Err(ForwardError::NotDelivered(format!("{node}: {reason}"))),
+            ForwardAnswer::Response { status, headers, replica } => {
+                let mut resp = Response::new(recv_body(recv));
+                *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                for (name, value) in headers {
+                    if let (Ok(n), Ok(v)) = (
+                        http::HeaderName::from_bytes(name.as_bytes()),
+                        http::HeaderValue::from_bytes(&value),
+                    ) {
+                        resp.headers_mut().append(n, v);
+                    }
+                }
+                if let Ok(v) = http::HeaderValue::from_str(&replica) {
+                    resp.headers_mut().insert("x-wasmfleet-replica", v);
+                }
+                if let Ok(v) = http::HeaderValue::from_str(node) {
+                    resp.headers_mut().insert("x-wasmfleet-node", v);
+                }
+                Ok(resp)
+            }
+        }
+    }
+}
+
+struct InFlight(Arc<PeerHealth>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Headers that describe one hop, not the message: never forwarded.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Headers of a message, minus hop-by-hop ones.
+pub fn wire_headers(headers: &http::HeaderMap) -> Vec<(String, serde_bytes::ByteBuf)> {
+    headers
+        .iter()
+        .filter(|(n, _)| !hop_by_hop(n.as_str()))
+        .map(|(n, v)| (n.as_str().to_string(), serde_bytes::ByteBuf::from(v.as_bytes().to_vec())))
+        .collect()
+}
+
+/// Streams a request body into `send`, then finishes it; a failing body resets the stream.
+async fn pump_request<B>(body: B, mut send: SendStream)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display + Send,
+{
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data()
+                    && send.write_all(&data).await.is_err()
+                {
+                    return;
+                }
+            }
+            Err(_) => {
+                let _ = send.reset(RESET_BODY_FAILED.into());
+                return;
+            }
+        }
+    }
+    let _ = send.finish();
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body read from a QUIC stream until it finishes.
+fn recv_body(recv: RecvStream) -> ResponseBody {
+    let stream = futures::stream::unfold(recv, |mut recv| async move {
+        match recv.read_chunk(CHUNK, true).await {
+            Ok(Some(chunk)) => Some((Ok::<_, BoxError>(Frame::data(chunk.bytes)), recv)),
+            Ok(None) => None,
+            Err(e) => Some((Err(Box::new(e) as BoxError), recv)),
+        }
+    });
+    // After an error the stream would repeat it forever; stop after the first.
+    let mut failed = false;
+    let stream = stream.take_while(move |item| {
+        let go = !failed;
+        failed |= item.is_err();
+        futures::future::ready(go)
+    });
+    StreamBody::new(stream).boxed_unsync()
+}
+
+/// Serves forwarded requests with this node's local replicas.
+pub struct ForwardServer {
+    pub routes: Routes,
+}
+
+impl StreamHandler for ForwardServer {
+    fn handle_stream(
+        &self,
+        peer: PeerInfo,
+        head: Bytes,
+        deadline: Duration,
+        send: SendStream,
+        recv: RecvStream,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let routes = self.routes.clone();
+        Box::pin(async move { serve(routes, peer, head, deadline, send, recv).await })
+    }
+}
+
+async fn answer(send: &mut SendStream, answer: &ForwardAnswer) -> bool {
+    let Ok(bytes) = rmp_serde::to_vec_named(answer) else { return false };
+    wire::write_frame(send, &[&bytes], MAX_HEAD_BYTES).await.is_ok()
+}
+
+async fn serve(routes: Routes, peer: PeerInfo, head: Bytes, deadline: Duration, mut send: SendStream, recv: RecvStream) {
+    let head: ForwardHead = match rmp_serde::from_slice(&head) {
+        Ok(h) => h,
+        Err(e) => {
+            answer(&mut send, &ForwardAnswer::Unavailable { reason: format!("malformed forward head: {e}") }).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let key = ObjectKey { kind: Kind::Service, namespace: head.namespace.clone(), name: head.service.clone() };
+    let endpoint = routes.load().by_key.get(&key).and_then(|route| route.pick_local(head.replica.as_deref()).cloned());
+    let Some(endpoint) = endpoint else {
+        let reason = format!("no ready replica of service {}/{} on this node", head.namespace, head.service);
+        answer(&mut send, &ForwardAnswer::Unavailable { reason }).await;
+        let _ = send.finish();
+        return;
+    };
+    let Some(service) = endpoint.local_service() else { return };
+    let mut builder = Request::builder().method(head.method.as_str()).uri(head.uri.as_str());
+    for (name, value) in &head.headers {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    if let Some(from) = &peer.node_id {
+        builder = builder.header("x-wasmfleet-forwarded-by", from.as_str());
+    }
+    let body = recv_body(recv).map_err(|e| wasmfleet_runtime::WasiHttpError::InternalError(Some(e.to_string())));
+    let req = match builder.body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            answer(&mut send, &ForwardAnswer::Unavailable { reason: format!("bad forwarded request: {e}") }).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    count_request(&routes, &key);
+    let resp = match tokio::time::timeout(deadline, service.handle(req)).await {
+        Ok(resp) => resp,
+        Err(_) => wasmfleet_runtime::error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("no response within the caller's deadline of {deadline:?}"),
+        ),
+    };
+    let (parts, body) = resp.into_parts();
+    let ok = answer(
+        &mut send,
+        &ForwardAnswer::Response {
+            status: parts.status.as_u16(),
+            headers: wire_headers(&parts.headers),
+            replica: endpoint.replica.clone(),
+        },
+    )
+    .await;
+    if !ok {
+        return;
+    }
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data()
+                    && send.write_all(&data).await.is_err()
+                {
+                    return;
+                }
+            }
+            Err(_) => {
+                let _ = send.reset(RESET_BODY_FAILED.into());
+                return;
+            }
+        }
+    }
+    let _ = send.finish();
+}
+
+fn count_request(routes: &Routes, key: &ObjectKey) {
+    if let Some(route) = routes.load().by_key.get(key) {
+        route.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}

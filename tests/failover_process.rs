@@ -1,0 +1,205 @@
+//! Scheduling and failover across real agent processes on 127.0.0.1 (port 0 everywhere):
+//! replicas spread over the nodes, every gateway serves every Service (forwarding over QUIC
+//! when it has no local replica), and a node killed with SIGKILL under a steady stream of
+//! GETs costs no failed request; its replicas come back on the survivors.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+fn token(agent: &Agent) -> String {
+    ok(agent.cli(&["token", "create", "--ttl", "1h"])).trim().to_string()
+}
+
+/// Three joined agents named node-a, node-b, node-c.
+fn cluster(dirs: &[tempfile::TempDir; 3]) -> Vec<Agent> {
+    let a = Agent::start_node(dirs[0].path(), "node-a", &[]);
+    let t = token(&a);
+    let b = Agent::start_node(dirs[1].path(), "node-b", &["--join", &a.cluster, "--token", &t]);
+    let c = Agent::start_node(dirs[2].path(), "node-c", &["--join", &a.cluster, "--token", &t]);
+    let agents = vec![a, b, c];
+    wait_for("3 alive nodes seen from every node", Duration::from_secs(20), || {
+        agents.iter().all(|x| alive_nodes(x) == 3).then_some(())
+    });
+    agents
+}
+
+fn alive_nodes(agent: &Agent) -> usize {
+    stdout(&agent.cli(&["get", "nodes"])).lines().filter(|l| l.contains(" Alive ")).count()
+}
+
+/// Ready replicas of `owner` as `agent` sees the cluster: replica name -> node.
+fn ready_replicas(agent: &Agent, owner: &str) -> BTreeMap<String, String> {
+    let out = stdout(&agent.cli(&["get", "replicas", "-o", "json"]));
+    let reps: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    reps.iter()
+        .filter(|r| r["owner"].as_str().is_some_and(|o| o.ends_with(&format!("/{owner}"))))
+        .filter(|r| r["ready"].as_bool() == Some(true))
+        .map(|r| (r["name"].as_str().unwrap_or("").to_string(), r["node"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn deployment(name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: {name}\n        image: hello:1.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n"
+    )
+}
+
+fn apply(agent: &Agent, file: &std::path::Path, yaml: &str) {
+    std::fs::write(file, yaml).unwrap();
+    ok(agent.cli(&["apply", "-f", file.to_str().unwrap()]));
+}
+
+/// GETs `host` through `gateway` back to back until stopped; counts answers by status.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(gateway: &str, host: &str) -> Load {
+        let (stop, okc, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::default());
+        let (s, o, f): (Arc<AtomicBool>, Arc<AtomicU64>, Arc<std::sync::Mutex<Vec<String>>>) =
+            (stop.clone(), okc.clone(), Arc::clone(&failed));
+        let (url, host) = (format!("{gateway}/"), host.to_string());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match http_get(&url, &host) {
+                    Ok((200, _, _)) => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((status, body, _)) => f.lock().unwrap().push(format!("{status}: {body}")),
+                    Err(e) => f.lock().unwrap().push(e),
+                }
+            }
+        });
+        Load { stop, ok: okc, failed, thread: Some(thread) }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests succeeded.
+    fn wait_more(&self, n: u64) {
+        let target = self.ok() + n;
+        wait_for("requests to go through", Duration::from_secs(20), || (self.ok() >= target).then_some(()));
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        (self.ok(), self.failed.lock().unwrap().clone())
+    }
+}
+
+#[test]
+fn forwarded_traffic_survives_a_node_kill_and_the_replica_comes_back() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut agents = cluster(&dirs);
+    ok(agents[0].cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    apply(&agents[0], &dirs[0].path().join("web.yaml"), &deployment("web", 2));
+
+    // Two replicas on two distinct nodes, as every node sees it.
+    let placed = wait_for("2 ready replicas on distinct nodes", Duration::from_secs(30), || {
+        let seen = ready_replicas(&agents[0], "web");
+        let nodes: BTreeSet<&String> = seen.values().collect();
+        (seen.len() == 2 && nodes.len() == 2 && agents.iter().all(|a| ready_replicas(a, "web") == seen))
+            .then_some(seen)
+    });
+    let hosting: BTreeSet<String> = placed.values().cloned().collect();
+    let names = ["node-a", "node-b", "node-c"];
+    let spare = names.iter().position(|n| !hosting.contains(*n)).expect("one node without a replica");
+    let victim = (0..3).find(|i| *i != spare).unwrap();
+
+    // Traffic through the node without a replica is forwarded over QUIC.
+    let load = Load::start(&agents[spare].gateway, "web");
+    load.wait_more(50);
+    let (status, _, replica) = http_get(&format!("{}/", agents[spare].gateway), "web").unwrap();
+    assert_eq!(status, 200);
+    assert!(placed.contains_key(&replica), "answered by {replica}, expected one of {placed:?}");
+
+    // Kill a node hosting a replica: no request fails, and two replicas are ready again.
+    agents[victim].kill9();
+    let survivor = agents.iter().enumerate().find(|(i, _)| *i != victim).map(|(_, a)| a).unwrap();
+    wait_for("the lost replica is replaced", Duration::from_secs(20), || {
+        let seen = ready_replicas(survivor, "web");
+        (seen.len() == 2 && !seen.values().any(|n| n == names[victim])).then_some(())
+    });
+    load.wait_more(50);
+
+    // Restart it: it rejoins and the replicas end up on distinct nodes, without a gap.
+    agents[victim] = Agent::start_node(dirs[victim].path(), names[victim], &[]);
+    wait_for("the node is back", Duration::from_secs(20), || (alive_nodes(&agents[spare]) == 3).then_some(()));
+    wait_for("2 ready replicas on distinct nodes again", Duration::from_secs(30), || {
+        let seen = ready_replicas(&agents[spare], "web");
+        let nodes: BTreeSet<&String> = seen.values().collect();
+        (seen.len() == 2 && nodes.len() == 2).then_some(())
+    });
+    load.wait_more(50);
+    let (served, failed) = load.finish();
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), served, &failed[..failed.len().min(5)]);
+}
+
+#[test]
+fn replicas_spread_daemonset_follows_nodes_and_a_job_completes_once() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut agents = cluster(&dirs);
+    let a = &agents[0];
+    ok(a.cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    ok(a.cli(&["push", "sensor:1.0", module_path("sensor").to_str().unwrap()]));
+    ok(a.cli(&["push", "crash:1.0", module_path("crash").to_str().unwrap()]));
+    apply(a, &dirs[0].path().join("hello.yaml"), &deployment("hello", 3));
+    ok(a.cli(&["apply", "-f", example("sensor-daemonset.yaml").to_str().unwrap()]));
+
+    // One hello replica per node; one sensor per node.
+    wait_for("hello: one ready replica per node", Duration::from_secs(30), || {
+        let seen = ready_replicas(&agents[1], "hello");
+        (seen.values().collect::<BTreeSet<_>>().len() == 3).then_some(())
+    });
+    wait_for("sensor on every node", Duration::from_secs(30), || {
+        (ready_replicas(&agents[2], "sensor").len() == 3).then_some(())
+    });
+    // Every gateway lists all three endpoints, local or remote.
+    wait_for("3/3 endpoints on the Service", Duration::from_secs(10), || {
+        stdout(&agents[0].cli(&["get", "services", "hello"])).contains("3/3").then_some(())
+    });
+
+    // The Job's three completions run across the cluster and complete exactly once.
+    ok(agents[0].cli(&["apply", "-f", example("job.yaml").to_str().unwrap()]));
+    wait_for("job complete", Duration::from_secs(40), || {
+        stdout(&agents[1].cli(&["get", "jobs"])).contains("Complete").then_some(())
+    });
+
+    // Lose node-c: the DaemonSet shrinks to two, hello is back to three ready replicas on
+    // the survivors, and the Job stays complete without running again.
+    agents[2].kill9();
+    wait_for("sensor on the two survivors", Duration::from_secs(20), || {
+        let seen = ready_replicas(&agents[0], "sensor");
+        (seen.len() == 2 && !seen.values().any(|n| n == "node-c")).then_some(())
+    });
+    wait_for("hello back to 3 ready replicas", Duration::from_secs(20), || {
+        let seen = ready_replicas(&agents[0], "hello");
+        (seen.len() == 3 && !seen.values().any(|n| n == "node-c")).then_some(())
+    });
+    for agent in &agents[..2] {
+        let jobs = ok(agent.cli(&["get", "jobs"]));
+        assert!(jobs.contains("Complete") && jobs.contains("3/3"), "{jobs}");
+        let reps = ok(agent.cli(&["get", "replicas"]));
+        assert!(!reps.lines().any(|l| l.starts_with("crash-")), "the job ran again: {reps}");
+    }
+    // node-c comes back: the DaemonSet follows.
+    agents[2] = Agent::start_node(dirs[2].path(), "node-c", &[]);
+    wait_for("sensor on every node again", Duration::from_secs(30), || {
+        (ready_replicas(&agents[0], "sensor").len() == 3).then_some(())
+    });
+}
