@@ -269,7 +269,7 @@ fn parse_ttl(s: &str) -> Result<u64> {
     Ok(n * mult)
 }
 
-fn tokio_rt() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn tokio_rt() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
