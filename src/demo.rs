@@ -276,7 +276,11 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         }
     };
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "wasmfleet".into());
-    println!("wasmfleet demo: a local cluster of {} agents (real processes), data under {}", args.nodes, root.display());
+    println!(
+        "wasmfleet demo: a local cluster of {} agents (real processes), data under {}",
+        args.nodes,
+        root.display()
+    );
 
     // Node 1 founds the cluster; the others join with a token.
     let started = Instant::now();
@@ -306,7 +310,8 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         .replace("replicas: 3", &format!("replicas: {}", args.replicas));
     let client = nodes[0].client();
     let _: serde_json::Value = client.post_bytes("/v1/modules?name=hello:1.0", "application/wasm", HELLO_WASM)?;
-    let _: serde_json::Value = client.post_bytes("/v1/apply?source=examples/hello.yaml", "application/yaml", yaml.as_bytes())?;
+    let _: serde_json::Value =
+        client.post_bytes("/v1/apply?source=examples/hello.yaml", "application/yaml", yaml.as_bytes())?;
     println!("\n$ wasmfleet push hello:1.0 hello.wasm && wasmfleet apply -f examples/hello.yaml");
     let placed = wait("hello to be ready on distinct nodes", Duration::from_secs(30), || {
         let seen = ready_hello(&nodes[0]);
@@ -362,10 +367,14 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
         let rep: Vec<Duration> = outcomes.iter().map(|o| o.replaced).collect();
         let failed: usize = outcomes.iter().map(|o| o.failed).sum();
         let requests: usize = outcomes.iter().map(|o| o.requests).sum();
-        println!("\n{} kills, traffic via a node with {} replica:", args.runs, match args.traffic_via {
-            Via::Local => "a local",
-            Via::Remote => "no local",
-        });
+        println!(
+            "\n{} kills, traffic via a node with {} replica:",
+            args.runs,
+            match args.traffic_via {
+                Via::Local => "a local",
+                Via::Remote => "no local",
+            }
+        );
         println!(
             "  kill -> detected          p50 {:>7}  p99 {:>7}  max {:>7}",
             ms(percentile(det.clone(), 0.5)),
@@ -432,7 +441,9 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
     let failed = samples.iter().filter(|s| !s.ok).count();
     if print {
         let p99 = |v: &[Sample]| ms(percentile(v.iter().map(|s| s.latency).collect(), 0.99));
-        let p50 = |v: &[Sample]| format!("{:.2} ms", percentile(v.iter().map(|s| s.latency).collect(), 0.5).as_secs_f64() * 1e3);
+        let p50 = |v: &[Sample]| {
+            format!("{:.2} ms", percentile(v.iter().map(|s| s.latency).collect(), 0.5).as_secs_f64() * 1e3)
+        };
         println!(
             "\nTraffic: {} clients through {}'s gateway ({}), then kill -9 {victim_name} (pid {pid}):",
             args.clients,
@@ -446,10 +457,11 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
         println!("  t={:<10} {} sees {victim_name} dead (gossip, phi-accrual)", ms(detected), nodes[via].name);
         println!("  t={:<10} {} ready hello replicas again, none on {victim_name}", ms(replaced), args.replicas);
         println!("  requests: {} sent, {failed} failed", samples.len());
-        println!("  latency   p50 / p99");
-        println!("    before  {} / {}   ({} requests)", p50(&before), p99(&before), before.len());
-        println!("    during  {} / {}   ({} requests)", p50(&during), p99(&during), during.len());
-        println!("    after   {} / {}   ({} requests)", p50(&after), p99(&after), after.len());
+        let max = |v: &[Sample]| ms(v.iter().map(|s| s.latency).max().unwrap_or_default());
+        println!("  latency   p50 / p99 / max");
+        for (label, v) in [("before", &before), ("during", &during), ("after", &after)] {
+            println!("    {label:<7} {} / {} / {}   ({} requests)", p50(v), p99(v), max(v), v.len());
+        }
         for e in errors.iter().take(3) {
             println!("  error: {e}");
         }

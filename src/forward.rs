@@ -68,9 +68,15 @@ pub struct ForwardHead {
 /// What the peer answers first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardAnswer {
-    Response { status: u16, headers: Vec<(String, serde_bytes::ByteBuf)>, replica: String },
+    Response {
+        status: u16,
+        headers: Vec<(String, serde_bytes::ByteBuf)>,
+        replica: String,
+    },
     /// No replica here could take it: nothing was delivered.
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 /// Why a forwarded request failed.
@@ -195,12 +201,13 @@ impl Forwarder {
         let _guard = InFlight(health.clone());
         // Errors carry whether the connection itself failed (then the peer leaves rotation).
         let exchange = async {
-            let (send, mut recv) = self.mesh.open_stream(node, addr, &head_bytes, deadline).await.map_err(|e| match e {
-                MeshError::Connect { .. } | MeshError::Tls { .. } | MeshError::Closed => {
-                    (ForwardError::NotDelivered(e.to_string()), true)
-                }
-                e => (ForwardError::Unknown(e.to_string()), true),
-            })?;
+            let (send, mut recv) =
+                self.mesh.open_stream(node, addr, &head_bytes, deadline).await.map_err(|e| match e {
+                    MeshError::Connect { .. } | MeshError::Tls { .. } | MeshError::Closed => {
+                        (ForwardError::NotDelivered(e.to_string()), true)
+                    }
+                    e => (ForwardError::Unknown(e.to_string()), true),
+                })?;
             tokio::spawn(pump_request(body, send));
             let answer = wire::read_frame(&mut recv, MAX_HEAD_BYTES).await.map_err(|e| {
                 let connection = matches!(e, wire::FrameError::Read(quinn::ReadError::ConnectionLost(_)));
@@ -232,10 +239,9 @@ impl Forwarder {
                 let mut resp = Response::new(recv_body(recv));
                 *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
                 for (name, value) in headers {
-                    if let (Ok(n), Ok(v)) = (
-                        http::HeaderName::from_bytes(name.as_bytes()),
-                        http::HeaderValue::from_bytes(&value),
-                    ) {
+                    if let (Ok(n), Ok(v)) =
+                        (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_bytes(&value))
+                    {
                         resp.headers_mut().append(n, v);
                     }
                 }
@@ -354,7 +360,14 @@ async fn answer(send: &mut SendStream, answer: &ForwardAnswer) -> bool {
     wire::write_frame(send, &[&bytes], MAX_HEAD_BYTES).await.is_ok()
 }
 
-async fn serve(routes: Routes, peer: PeerInfo, head: Bytes, deadline: Duration, mut send: SendStream, recv: RecvStream) {
+async fn serve(
+    routes: Routes,
+    peer: PeerInfo,
+    head: Bytes,
+    deadline: Duration,
+    mut send: SendStream,
+    recv: RecvStream,
+) {
     let head: ForwardHead = match rmp_serde::from_slice(&head) {
         Ok(h) => h,
         Err(e) => {

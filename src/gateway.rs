@@ -311,7 +311,9 @@ async fn forward(forwarder: &Forwarder, route: &ServiceRoute, req: Request<Incom
         }
         route.forwarded.fetch_add(1, Ordering::Relaxed);
         let result = match (&replay, streaming.take()) {
-            (Some(bytes), _) => forwarder.send(&ep.node, *addr, &head, Full::new(bytes.clone()), DEFAULT_DEADLINE).await,
+            (Some(bytes), _) => {
+                forwarder.send(&ep.node, *addr, &head, Full::new(bytes.clone()), DEFAULT_DEADLINE).await
+            }
             (None, Some(body)) => forwarder.send(&ep.node, *addr, &head, body, DEFAULT_DEADLINE).await,
             (None, None) => break,
         };

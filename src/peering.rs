@@ -205,7 +205,9 @@ struct JoinGrant {
 #[derive(Serialize, Deserialize)]
 enum Reply {
     Joined(Box<JoinGrant>),
-    Pong { digest: String },
+    Pong {
+        digest: String,
+    },
     Summary(Vec<(String, Version)>),
     Records {
         records: Vec<StoredObject>,
@@ -213,7 +215,9 @@ enum Reply {
         #[serde(default)]
         jobs: Vec<(ObjectKey, JobRecord)>,
     },
-    Ack { won: usize },
+    Ack {
+        won: usize,
+    },
     Blob(Option<serde_bytes::ByteBuf>),
 }
 

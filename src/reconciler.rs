@@ -27,12 +27,14 @@ use wasmfleet_runtime::{
 use wasmfleet_scheduler::{NodeInfo, WorkloadKind, WorkloadReq};
 
 use crate::gateway::{Backend, Binding, Endpoint, Routes, RoutingTable, ServiceRoute};
-use crate::peering::{GossipReplica, PeerView};
-use wasmfleet_cluster::membership::MemberState;
 use crate::manifest::{Kind, Object, ObjectKey, RestartPolicy, WorkloadTemplate, selector_matches};
+use crate::peering::{GossipReplica, PeerView};
 use crate::store::{JobRecord, Store, StoredObject, now_ms};
+use wasmfleet_cluster::membership::MemberState;
 
 const LOG_BYTES: usize = 256 * 1024;
+/// A replica on another node: (node, ready, running).
+type Elsewhere<'a> = (&'a str, bool, bool);
 /// Largest `replicas` value published in gossip.
 const GOSSIP_VALUE_LIMIT: usize = 48 * 1024;
 /// How long a new revision may take to become ready before it replaces the old one anyway.
@@ -440,7 +442,10 @@ impl Reconciler {
                     req.replicas = completions;
                     let allowed = (backoff + 1).saturating_sub(record.failed).max(1);
                     for i in (0..completions).filter(|i| !record.done.contains(i)).take(parallelism as usize) {
-                        slots.insert(ReplicaKey::new(key.clone(), i), (w.clone(), digest, revision.clone(), Some(allowed)));
+                        slots.insert(
+                            ReplicaKey::new(key.clone(), i),
+                            (w.clone(), digest, revision.clone(), Some(allowed)),
+                        );
                     }
                 }
                 Object::Service(_) => continue,
@@ -479,8 +484,8 @@ impl Reconciler {
                 }
             }
         }
-        // Replicas running on other nodes: (owner, index) -> (node, ready, running).
-        let mut elsewhere: HashMap<(String, u32), Vec<(&str, bool, bool)>> = HashMap::new();
+        // Replicas running on other nodes, by (owner, index).
+        let mut elsewhere: HashMap<(String, u32), Vec<Elsewhere<'_>>> = HashMap::new();
         for v in &alive_views {
             for r in &v.replicas {
                 let running = matches!(r.phase.as_str(), "Running" | "Pending" | "NotReady" | "Starting");

@@ -113,8 +113,7 @@ fn forwarded_traffic_survives_a_node_kill_and_the_replica_comes_back() {
     let placed = wait_for("2 ready replicas on distinct nodes", Duration::from_secs(30), || {
         let seen = ready_replicas(&agents[0], "web");
         let nodes: BTreeSet<&String> = seen.values().collect();
-        (seen.len() == 2 && nodes.len() == 2 && agents.iter().all(|a| ready_replicas(a, "web") == seen))
-            .then_some(seen)
+        (seen.len() == 2 && nodes.len() == 2 && agents.iter().all(|a| ready_replicas(a, "web") == seen)).then_some(seen)
     });
     let hosting: BTreeSet<String> = placed.values().cloned().collect();
     let names = ["node-a", "node-b", "node-c"];

@@ -32,11 +32,11 @@ pub use command::{ExitStatus, RunOutcome, Stdio};
 pub use config::{PoolSizing, RuntimeConfig};
 pub use error::RuntimeError;
 pub use http::{BoxError, HttpService, ResponseBody, ServiceStats, error_response};
-/// The error type request bodies handed to [`HttpService::handle`] convert into.
-pub use wasmtime_wasi_http::Error as WasiHttpError;
 pub use logs::{LogBuffer, LogLine, LogStream};
 pub use module::{Digest, Module, ModuleInfo, ModuleKind, inspect};
 pub use supervisor::{Backoff, CommandHandle, Phase, RestartPolicy, WorkloadStatus};
+/// The error type request bodies handed to [`HttpService::handle`] convert into.
+pub use wasmtime_wasi_http::Error as WasiHttpError;
 
 use std::path::PathBuf;
 use std::sync::Arc;
