@@ -208,7 +208,13 @@ impl Forwarder {
                     }
                     e => (ForwardError::Unknown(e.to_string()), true),
                 })?;
-            tokio::spawn(pump_request(body, send));
+            if body.is_end_stream() {
+                // No body (most GETs): finish now instead of spawning a pump.
+                let mut send = send;
+                let _ = send.finish();
+            } else {
+                tokio::spawn(pump_request(body, send));
+            }
             let answer = wire::read_frame(&mut recv, MAX_HEAD_BYTES).await.map_err(|e| {
                 let connection = matches!(e, wire::FrameError::Read(quinn::ReadError::ConnectionLost(_)));
                 (ForwardError::Unknown(format!("{node}: {e}")), connection)
