@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use http::{Method, Request, Response, StatusCode};
-use http_body::Body as _;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -204,7 +203,7 @@ fn text(status: StatusCode, msg: String) -> Response<ResponseBody> {
 /// Routes one request.
 pub async fn route(routes: &Routes, binding: Binding, req: Request<Incoming>) -> Response<ResponseBody> {
     let table = routes.load();
-    let route = match binding {
+    let route: Option<Arc<ServiceRoute>> = match binding {
         Binding::Port(p) => table.by_port.get(&p).cloned(),
         Binding::ByHost => {
             let host = req
@@ -237,6 +236,15 @@ pub async fn route(routes: &Routes, binding: Binding, req: Request<Incoming>) ->
     let Some(route) = route else {
         return text(StatusCode::NOT_FOUND, "no service is bound to this port".into());
     };
+    dispatch(routes, &route, req).await
+}
+
+/// Serves one request for `route`: a ready local replica, else a remote one (with retries).
+pub async fn dispatch<B>(routes: &Routes, route: &ServiceRoute, req: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmfleet_runtime::WasiHttpError> + std::error::Error + Send + Sync + 'static,
+{
     route.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(ep) = route.pick_local(None)
         && let Some(service) = ep.local_service()
@@ -248,8 +256,8 @@ pub async fn route(routes: &Routes, binding: Binding, req: Request<Incoming>) ->
         return resp;
     }
     match routes.forwarder() {
-        Some(forwarder) => forward(forwarder, &route, req).await,
-        None => unavailable(&route, None),
+        Some(forwarder) => forward(forwarder, route, req).await,
+        None => unavailable(route, None),
     }
 }
 
@@ -276,7 +284,11 @@ fn idempotent(method: &Method) -> bool {
 }
 
 /// Forwards to a replica on another node, retrying on another one when that is safe.
-async fn forward(forwarder: &Forwarder, route: &ServiceRoute, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn forward<B>(forwarder: &Forwarder, route: &ServiceRoute, req: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let (parts, body) = req.into_parts();
     let mut head = ForwardHead {
         namespace: route.key.namespace.clone(),
@@ -377,4 +389,37 @@ pub fn spawn_listener(
             });
         }
     })
+}
+
+/// Routes a component's outgoing `wasi:http` request for `http://<service>[.<namespace>...]/`
+/// to the Service through this node's routing table (local replica or the mesh): service
+/// discovery without DNS. Bare names resolve in the caller's namespace first.
+pub struct ServiceCalls {
+    pub routes: Routes,
+}
+
+impl wasmfleet_runtime::ServiceRouter for ServiceCalls {
+    fn route(
+        &self,
+        namespace: &str,
+        request: Request<wasmfleet_runtime::OutboundBody>,
+    ) -> Result<wasmfleet_runtime::OutboundFuture, Box<Request<wasmfleet_runtime::OutboundBody>>> {
+        let Some(host) = request.uri().host().map(str::to_ascii_lowercase) else { return Err(Box::new(request)) };
+        if request.uri().port_u16().is_some_and(|p| p != 80) {
+            return Err(Box::new(request));
+        }
+        let table = self.routes.load();
+        let own =
+            ObjectKey { kind: crate::manifest::Kind::Service, namespace: namespace.to_string(), name: host.clone() };
+        let Some(route) = table.by_key.get(&own).or_else(|| table.by_host.get(host.as_str())).cloned() else {
+            return Err(Box::new(request));
+        };
+        let routes = self.routes.clone();
+        Ok(Box::pin(async move {
+            let response = dispatch(&routes, &route, request).await;
+            Ok(response.map(|body| {
+                body.map_err(|e| wasmfleet_runtime::WasiHttpError::InternalError(Some(e.to_string()))).boxed_unsync()
+            }))
+        }))
+    }
 }

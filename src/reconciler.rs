@@ -838,6 +838,10 @@ impl Reconciler {
             }
         }
         spec.allowed_outbound_hosts = w.allowed_outbound_hosts.clone();
+        spec.service_router = Some(wasmfleet_runtime::OutboundRouter {
+            router: Arc::new(crate::gateway::ServiceCalls { routes: self.inner.routes.clone() }),
+            namespace: key.owner.namespace.as_str().into(),
+        });
         let mut limits = Limits::default();
         if let Some(m) = w.memory_bytes {
             limits.memory_bytes = m;

@@ -202,3 +202,34 @@ fn replicas_spread_daemonset_follows_nodes_and_a_job_completes_once() {
         (ready_replicas(&agents[0], "sensor").len() == 3).then_some(())
     });
 }
+
+#[test]
+fn a_component_calls_a_service_by_name_through_the_mesh() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Agent::start_node(da.path(), "node-a", &["--labels", "role=edge"]);
+    let t = token(&a);
+    let b = Agent::start_node(db.path(), "node-b", &["--labels", "role=web", "--join", &a.cluster, "--token", &t]);
+    wait_for("2 alive nodes", Duration::from_secs(20), || (alive_nodes(&a) == 2 && alive_nodes(&b) == 2).then_some(()));
+    ok(a.cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    ok(a.cli(&["push", "hostile:1.0", module_path("hostile").to_str().unwrap()]));
+    // hello runs only on node-b; the caller only on node-a, with no outbound allow-list.
+    let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: hello\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: hello}\n  template:\n    metadata:\n      labels: {app: hello}\n    spec:\n      nodeSelector: {role: web}\n      containers:\n      - name: hello\n        image: hello:1.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: hello\nspec:\n  selector: {app: hello}\n  ports:\n  - port: 80\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: caller\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: caller}\n  template:\n    metadata:\n      labels: {app: caller}\n    spec:\n      nodeSelector: {role: edge}\n      containers:\n      - name: caller\n        image: hostile:1.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: caller\nspec:\n  selector: {app: caller}\n  ports:\n  - port: 80\n";
+    apply(&a, &da.path().join("calls.yaml"), yaml);
+    wait_for("hello on node-b and caller on node-a", Duration::from_secs(30), || {
+        let hello = ready_replicas(&a, "hello");
+        let caller = ready_replicas(&a, "caller");
+        (hello.values().any(|n| n == "node-b") && caller.values().any(|n| n == "node-a")).then_some(())
+    });
+    // `http://hello/` and `http://hello.default/` from inside the component reach node-b.
+    for authority in ["hello", "hello.default", "hello.default.svc.cluster.local"] {
+        let (status, body, _) = wait_for("the service call to succeed", Duration::from_secs(10), || {
+            let r = http_get(&format!("{}/fetch?authority={authority}", a.gateway), "caller").ok()?;
+            (r.0 == 200).then_some(r)
+        });
+        assert_eq!(status, 200);
+        assert!(body.contains("upstream status 200"), "{authority}: {body}");
+    }
+    // A name that is not a Service is still subject to the (empty) allow-list.
+    let (status, body, _) = http_get(&format!("{}/fetch?authority=nosuch", a.gateway), "caller").unwrap();
+    assert_eq!(status, 502, "{body}");
+}

@@ -146,7 +146,10 @@ impl Runtime {
                     wasi: wasi.build(),
                     http: WasiHttpCtx::new(),
                     table: wasmtime::component::ResourceTable::new(),
-                    hooks: OutboundPolicy { allowed: spec.allowed_outbound_hosts.clone().into() },
+                    hooks: OutboundPolicy {
+                        allowed: spec.allowed_outbound_hosts.clone().into(),
+                        router: spec.service_router.clone(),
+                    },
                     limiter,
                 };
                 let mut store = Store::new(&self.engine, state);

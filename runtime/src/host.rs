@@ -67,9 +67,30 @@ impl wasmtime::ResourceLimiter for MemLimiter {
     }
 }
 
-/// Outbound `wasi:http` policy: the request's authority must match the allow-list.
+/// Body of a request a guest sends, and of the answer it gets.
+pub type OutboundBody = WasiBody;
+/// The answer to a routed outgoing request.
+pub type OutboundFuture = std::pin::Pin<Box<dyn Future<Output = Result<http::Response<WasiBody>, HttpError>> + Send>>;
+
+/// Serves a guest's outgoing `wasi:http` requests that name something inside the cluster
+/// (for wasmfleet, a Service: `http://<service>/` or `http://<service>.<namespace>/`), without
+/// DNS or the network. Such requests bypass the outbound allow-list, as in-cluster traffic
+/// does in Kubernetes without a NetworkPolicy.
+pub trait ServiceRouter: Send + Sync + 'static {
+    /// Takes the request if its authority names something this router serves for a caller
+    /// in `namespace`; gives it back otherwise.
+    fn route(
+        &self,
+        namespace: &str,
+        request: http::Request<WasiBody>,
+    ) -> Result<OutboundFuture, Box<http::Request<WasiBody>>>;
+}
+
+/// Outbound `wasi:http` policy: in-cluster names go to the router; anything else must match
+/// the allow-list.
 pub(crate) struct OutboundPolicy {
     pub(crate) allowed: Arc<[String]>,
+    pub(crate) router: Option<crate::OutboundRouter>,
 }
 
 impl OutboundPolicy {
@@ -119,6 +140,18 @@ impl WasiHttpHooks for OutboundPolicy {
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let _ = fut;
+        let request = match &self.router {
+            Some(r) => match r.router.route(&r.namespace, request) {
+                Ok(answer) => {
+                    return Box::new(async move {
+                        let response = answer.await?;
+                        Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
+                    });
+                }
+                Err(request) => *request,
+            },
+            None => request,
+        };
         let uri = request.uri();
         let allowed = match uri.host() {
             Some(h) => self.allows(h, uri.port_u16()),

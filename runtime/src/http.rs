@@ -64,6 +64,7 @@ struct Inner {
     name: String,
     env: Vec<(String, String)>,
     allowed: Arc<[String]>,
+    router: Option<crate::OutboundRouter>,
     limits: Limits,
     sem: Arc<Semaphore>,
     logs: Arc<LogBuffer>,
@@ -118,6 +119,7 @@ impl HttpService {
                 runtime,
                 pre: pre.clone(),
                 allowed: spec.allowed_outbound_hosts.clone().into(),
+                router: spec.service_router.clone(),
                 env: spec.env,
                 name: spec.name,
                 limits: spec.limits,
@@ -304,7 +306,7 @@ impl HttpService {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: wasmtime::component::ResourceTable::new(),
-            hooks: OutboundPolicy { allowed: inner.allowed.clone() },
+            hooks: OutboundPolicy { allowed: inner.allowed.clone(), router: inner.router.clone() },
             limiter: MemLimiter::new(inner.limits.memory_bytes),
         };
         let mut store = Store::new(&inner.runtime.engine, state);

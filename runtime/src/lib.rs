@@ -31,6 +31,7 @@ mod supervisor;
 pub use command::{ExitStatus, RunOutcome, Stdio};
 pub use config::{PoolSizing, RuntimeConfig};
 pub use error::RuntimeError;
+pub use host::{OutboundBody, OutboundFuture, ServiceRouter};
 pub use http::{BoxError, HttpService, ResponseBody, ServiceStats, error_response};
 pub use logs::{LogBuffer, LogLine, LogStream};
 pub use module::{Digest, Module, ModuleInfo, ModuleKind, inspect};
@@ -58,6 +59,22 @@ pub struct WorkloadSpec {
     pub allowed_outbound_hosts: Vec<String>,
     /// Resource limits.
     pub limits: Limits,
+    /// Where outgoing requests to in-cluster names go instead of the network (see
+    /// [`ServiceRouter`]); `None`: every request goes to the network, under the allow-list.
+    pub service_router: Option<OutboundRouter>,
+}
+
+/// A [`ServiceRouter`] and the namespace the workload calls from.
+#[derive(Clone)]
+pub struct OutboundRouter {
+    pub router: std::sync::Arc<dyn ServiceRouter>,
+    pub namespace: std::sync::Arc<str>,
+}
+
+impl std::fmt::Debug for OutboundRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundRouter").field("namespace", &self.namespace).finish_non_exhaustive()
+    }
 }
 
 impl WorkloadSpec {
@@ -70,6 +87,7 @@ impl WorkloadSpec {
             dirs: Vec::new(),
             allowed_outbound_hosts: Vec::new(),
             limits: Limits::default(),
+            service_router: None,
         }
     }
 }
