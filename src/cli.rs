@@ -301,12 +301,18 @@ fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
     config.cluster.phi_threshold = a.phi_threshold;
     tokio_rt()?.block_on(async move {
         let agent = spawn_agent(config).await?;
-        println!("api listening on {}", agent.api_url());
-        println!("gateway listening on http://{}", agent.gateway_addr);
-        println!("cluster listening on {}", agent.peering.cluster_addr());
-        println!("gossip listening on {}", agent.peering.gossip_addr());
-        println!("data dir {}", agent.data_dir.display());
-        let _ = std::io::stdout().flush();
+        // A closed stdout (the reader went away) must not stop the agent: no println!.
+        let banner = format!(
+            "api listening on {}\ngateway listening on http://{}\ncluster listening on {}\ngossip listening on {}\ndata dir {}\n",
+            agent.api_url(),
+            agent.gateway_addr,
+            agent.peering.cluster_addr(),
+            agent.peering.gossip_addr(),
+            agent.data_dir.display()
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+        drop(out);
         tokio::select! {
             _ = wait_for_signal() => {}
             _ = agent.leave_requested() => {}
