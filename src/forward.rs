@@ -213,7 +213,7 @@ impl Forwarder {
                 let mut send = send;
                 let _ = send.finish();
             } else {
-                tokio::spawn(pump_request(body, send));
+                tokio::spawn(pump_body(body, send));
             }
             let answer = wire::read_frame(&mut recv, MAX_HEAD_BYTES).await.map_err(|e| {
                 let connection = matches!(e, wire::FrameError::Read(quinn::ReadError::ConnectionLost(_)));
@@ -296,8 +296,9 @@ pub fn wire_headers(headers: &http::HeaderMap) -> Vec<(String, serde_bytes::Byte
         .collect()
 }
 
-/// Streams a request body into `send`, then finishes it; a failing body resets the stream.
-async fn pump_request<B>(body: B, mut send: SendStream)
+/// Streams a body (a request's or a response's) into `send`, then finishes it; a failing
+/// body resets the stream.
+async fn pump_body<B>(body: B, mut send: SendStream)
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display + Send,
@@ -383,8 +384,9 @@ async fn serve(
         }
     };
     let key = ObjectKey { kind: Kind::Service, namespace: head.namespace.clone(), name: head.service.clone() };
-    let endpoint = routes.load().by_key.get(&key).and_then(|route| route.pick_local(head.replica.as_deref()).cloned());
-    let Some(endpoint) = endpoint else {
+    let route = routes.load().by_key.get(&key).cloned();
+    let endpoint = route.as_ref().and_then(|route| route.pick_local(head.replica.as_deref()).cloned());
+    let (Some(route), Some(endpoint)) = (route, endpoint) else {
         let reason = format!("no ready replica of service {}/{} on this node", head.namespace, head.service);
         answer(&mut send, &ForwardAnswer::Unavailable { reason }).await;
         let _ = send.finish();
@@ -407,7 +409,7 @@ async fn serve(
             return;
         }
     };
-    count_request(&routes, &key);
+    route.requests.fetch_add(1, Ordering::Relaxed);
     let resp = match tokio::time::timeout(deadline, service.handle(req)).await {
         Ok(resp) => resp,
         Err(_) => wasmfleet_runtime::error_response(
@@ -425,30 +427,7 @@ async fn serve(
         },
     )
     .await;
-    if !ok {
-        return;
-    }
-    let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && send.write_all(&data).await.is_err()
-                {
-                    return;
-                }
-            }
-            Err(_) => {
-                let _ = send.reset(RESET_BODY_FAILED.into());
-                return;
-            }
-        }
-    }
-    let _ = send.finish();
-}
-
-fn count_request(routes: &Routes, key: &ObjectKey) {
-    if let Some(route) = routes.load().by_key.get(key) {
-        route.requests.fetch_add(1, Ordering::Relaxed);
+    if ok {
+        pump_body(body, send).await;
     }
 }
