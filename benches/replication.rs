@@ -4,7 +4,8 @@
 //! 1. write replication at 5 nodes: the latency of `POST /v1/apply` on node A, and the time
 //!    from its acknowledgement until the object is visible on every other node;
 //! 2. module transfer: a 10 MiB module pushed on a 2-node cluster minus the same push on a
-//!    single node, against a plain loopback TCP copy of the same bytes;
+//!    single node, against a plain loopback TCP copy of the same bytes, and that copy made
+//!    durable (the reader writes and fsyncs it, as a node storing a module does);
 //! 3. join time: from starting an agent with `--join` until every node lists it `Alive`.
 //!
 //! `cargo bench --bench replication` (add `-- --test` for a quick smoke run of a few
@@ -342,8 +343,9 @@ fn write_replication(root: &Path, applies: usize) -> Res<()> {
     Ok(())
 }
 
-/// A plain loopback TCP copy of `bytes`: connect, write all, the reader has read all.
-fn loopback_copy(bytes: &[u8]) -> Res<Duration> {
+/// A plain loopback TCP copy of `bytes`: connect, write all, the reader has read all (and,
+/// with `durable`, written them to that file and fsynced it, as a module copy must be).
+fn loopback_copy(bytes: &[u8], durable: Option<PathBuf>) -> Res<Duration> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let len = bytes.len();
@@ -351,6 +353,12 @@ fn loopback_copy(bytes: &[u8]) -> Res<Duration> {
         let (mut s, _) = listener.accept()?;
         let mut buf = Vec::with_capacity(len);
         s.read_to_end(&mut buf)?;
+        if let Some(path) = durable {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&buf)?;
+            f.sync_all()?;
+            std::fs::remove_file(&path)?;
+        }
         s.write_all(b"k")?;
         Ok(buf)
     });
@@ -381,6 +389,7 @@ fn module_transfer(root: &Path, reps: usize) -> Res<()> {
     let hello = hello_wasm()?;
     let (mut one, mut two, mut transfer, mut mesh_mbs, mut lo_mbs, mut ratio) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut durable_mbs, mut durable_ratio) = (Vec::new(), Vec::new());
     let mb = size as f64 / 1e6;
     for r in 0..reps {
         // Distinct bytes per push (and per cluster), so no store or compile cache is hit.
@@ -395,19 +404,25 @@ fn module_transfer(root: &Path, reps: usize) -> Res<()> {
         if copies != 2 {
             return Err(format!("push on the 2-node cluster answered {copies} copies"));
         }
-        let lo = loopback_copy(&blob_2)?;
+        let lo = loopback_copy(&blob_2, None)?;
+        let lo_durable = loopback_copy(&blob_2, Some(pair_root.join("loopback-copy")))?;
         let xfer = t2.saturating_sub(t1);
         let m = mb / xfer.as_secs_f64().max(1e-9);
         let l = mb / lo.as_secs_f64().max(1e-9);
+        let d = mb / lo_durable.as_secs_f64().max(1e-9);
         println!(
             "  run {r}: push 1 node {:>10}, 2 nodes {:>10}, transfer {:>10} = {m:8.1} MB/s; loopback TCP {:>9} = \
-             {l:8.1} MB/s; loopback/mesh {:.1}x",
+             {l:8.1} MB/s (loopback/mesh {:.1}x); TCP + fsync {:>9} = {d:8.1} MB/s (/mesh {:.1}x)",
             ms(t1),
             ms(t2),
             ms(xfer),
             ms(lo),
-            l / m
+            l / m,
+            ms(lo_durable),
+            d / m
         );
+        durable_mbs.push(d);
+        durable_ratio.push(d / m);
         one.push(t1.as_secs_f64() * 1e3);
         two.push(t2.as_secs_f64() * 1e3);
         transfer.push(xfer.as_secs_f64() * 1e3);
@@ -417,13 +432,15 @@ fn module_transfer(root: &Path, reps: usize) -> Res<()> {
     }
     println!(
         "  medians: push 1 node {:.1} ms, 2 nodes {:.1} ms, transfer {:.1} ms = {:.1} MB/s; loopback TCP {:.1} MB/s; \
-         loopback/mesh {:.1}x",
+         loopback/mesh {:.1}x; TCP + fsync {:.1} MB/s, (TCP + fsync)/mesh {:.1}x",
         median(&mut one),
         median(&mut two),
         median(&mut transfer),
         median(&mut mesh_mbs),
         median(&mut lo_mbs),
-        median(&mut ratio)
+        median(&mut ratio),
+        median(&mut durable_mbs),
+        median(&mut durable_ratio)
     );
     Ok(())
 }

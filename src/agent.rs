@@ -224,7 +224,9 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
     // Traffic between nodes: forwarded requests in, and out with health probes.
     let forwarder = Forwarder::new(peering.mesh().clone());
     routes.set_forwarder(forwarder.clone());
-    peering.mesh().set_stream_handler(Arc::new(ForwardServer { routes: routes.clone() }));
+    peering
+        .mesh()
+        .set_stream_handler(crate::forward::STREAM_CHANNEL, Arc::new(ForwardServer { routes: routes.clone() }));
     let weak = Arc::downgrade(&peering);
     forwarder.spawn_probes(move || weak.upgrade().map(|p| p.peers()), Peering::probe_request());
     // First pass before serving, so restarted workloads are back as soon as we answer.

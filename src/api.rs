@@ -153,7 +153,7 @@ impl Api {
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let digest = self.store.put_blob(&bytes)?;
         // Copies on peers before the answer: the push survives this node's death.
-        let mut copies = self.peering.replicate_blob(&bytes).await;
+        let mut copies = self.peering.replicate_blob(digest, bytes.clone()).await;
         let name = name.map(|n| with_tag(&n));
         if let Some(n) = &name {
             let rec = ModuleRecord {

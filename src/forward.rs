@@ -39,6 +39,8 @@ use wasmfleet_runtime::ResponseBody;
 use crate::gateway::Routes;
 use crate::manifest::{Kind, ObjectKey};
 
+/// The mesh stream channel of forwarded requests.
+pub const STREAM_CHANNEL: u8 = 0;
 /// How often every live peer is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// A probe not answered within this marks the peer down.
@@ -202,12 +204,14 @@ impl Forwarder {
         // Errors carry whether the connection itself failed (then the peer leaves rotation).
         let exchange = async {
             let (send, mut recv) =
-                self.mesh.open_stream(node, addr, &head_bytes, deadline).await.map_err(|e| match e {
-                    MeshError::Connect { .. } | MeshError::Tls { .. } | MeshError::Closed => {
-                        (ForwardError::NotDelivered(e.to_string()), true)
-                    }
-                    e => (ForwardError::Unknown(e.to_string()), true),
-                })?;
+                self.mesh.open_stream(STREAM_CHANNEL, node, addr, &head_bytes, deadline).await.map_err(
+                    |e| match e {
+                        MeshError::Connect { .. } | MeshError::Tls { .. } | MeshError::Closed => {
+                            (ForwardError::NotDelivered(e.to_string()), true)
+                        }
+                        e => (ForwardError::Unknown(e.to_string()), true),
+                    },
+                )?;
             if body.is_end_stream() {
                 // No body (most GETs): finish now instead of spawning a pump.
                 let mut send = send;

@@ -32,11 +32,11 @@ use wasmfleet_cluster::token::{JoinToken, random_secret, secret_proof, verify_se
 use wasmfleet_runtime::Digest;
 
 use crate::agent::write_private;
+use crate::blobs::BlobTransfer;
 use crate::manifest::ObjectKey;
 use crate::store::{JOB_PREFIX, JobRecord, ModuleRecord, Store, StoredObject, TAG_PREFIX, now_ms};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
-const BLOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// Dead nodes are forgotten after 15 minutes; deletes are remembered twice as long.
 const TOMBSTONE_GRACE: Duration = Duration::from_secs(30 * 60);
 
@@ -182,13 +182,6 @@ enum Rpc {
         #[serde(default)]
         jobs: Vec<(ObjectKey, JobRecord)>,
     },
-    PutBlob {
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
-    },
-    GetBlob {
-        digest: Digest,
-    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -218,7 +211,6 @@ enum Reply {
     Ack {
         won: usize,
     },
-    Blob(Option<serde_bytes::ByteBuf>),
 }
 
 /// State the mesh handler needs.
@@ -237,6 +229,7 @@ struct Shared {
 pub struct Peering {
     shared: Arc<Shared>,
     mesh: Arc<Mesh>,
+    blobs: BlobTransfer,
     membership: tokio::sync::Mutex<Option<Membership>>,
     members: tokio::sync::watch::Receiver<Vec<Member>>,
     advertise: SocketAddr,
@@ -380,10 +373,11 @@ impl Peering {
             let state = handler_state.clone();
             async move { state.handle(peer, req).await.map_err(|e| format!("{e:#}")) }
         };
-        let mut mesh_config = MeshConfig::new(opts.listen_cluster, identity);
-        mesh_config.max_frame_bytes = crate::api::MAX_MODULE_BYTES + (1 << 20);
+        let mesh_config = MeshConfig::new(opts.listen_cluster, identity);
         let mesh =
             Arc::new(Mesh::bind(mesh_config, Arc::new(handler)).await.context("binding the cluster (QUIC) listener")?);
+        let blobs = BlobTransfer::new(mesh.clone(), store.clone());
+        blobs.serve();
         let bound = mesh.local_addr()?;
         let advertise = opts.advertise.unwrap_or_else(|| {
             let ip = if bound.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { bound.ip() };
@@ -429,6 +423,7 @@ impl Peering {
         let peering = Arc::new(Peering {
             shared,
             mesh,
+            blobs,
             membership: tokio::sync::Mutex::new(Some(membership)),
             members,
             advertise,
@@ -592,26 +587,43 @@ impl Peering {
             Ok(b) => Bytes::from(b),
             Err(_) => return 1,
         };
-        self.fan_out(body, RPC_TIMEOUT).await
+        self.fan_out(RPC_TIMEOUT, move |mesh, name, addr| {
+            let body = body.clone();
+            async move { mesh.call(&name, addr, body, RPC_TIMEOUT).await.is_ok() }
+        })
+        .await
     }
 
-    /// Copies a module blob to peers; returns the copies (this node included).
-    pub async fn replicate_blob(&self, bytes: &[u8]) -> usize {
-        let body = match rmp_serde::to_vec_named(&Rpc::PutBlob { bytes: bytes.to_vec() }) {
-            Ok(b) => Bytes::from(b),
-            Err(_) => return 1,
-        };
-        self.fan_out(body, BLOB_TIMEOUT).await
+    /// Copies a module blob (streamed) to peers; returns the copies (this node included).
+    pub async fn replicate_blob(self: &Arc<Self>, digest: Digest, bytes: Bytes) -> usize {
+        let this = self.clone();
+        self.fan_out(crate::blobs::PUT_TIMEOUT, move |_, name, addr| {
+            let (this, bytes) = (this.clone(), bytes.clone());
+            async move {
+                match this.blobs.put(&name, addr, digest, bytes).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(peer = %name, error = %format!("{e:#}"), "module copy failed");
+                        false
+                    }
+                }
+            }
+        })
+        .await
     }
 
-    async fn fan_out(&self, body: Bytes, timeout: Duration) -> usize {
+    /// Runs `send` for every live peer; returns 1 + the successes once the write quorum
+    /// answered or `timeout` passed. Stragglers finish in the background.
+    async fn fan_out<F, Fut>(&self, timeout: Duration, send: F) -> usize
+    where
+        F: Fn(Arc<Mesh>, String, SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
         let peers = self.peers();
         let quorum = self.write_quorum.unwrap_or(2).min(peers.len());
         let mut set = JoinSet::new();
         for (name, addr) in peers {
-            let mesh = self.mesh.clone();
-            let body = body.clone();
-            set.spawn(async move { mesh.call(&name, addr, body, timeout).await.is_ok() });
+            set.spawn(send(self.mesh.clone(), name, addr));
         }
         let mut acks = 0;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -627,19 +639,13 @@ impl Peering {
         1 + acks
     }
 
-    /// Fetches a module blob this node lacks from a live peer; verifies and stores it.
-    pub async fn fetch_blob(&self, digest: Digest) -> Result<Vec<u8>> {
-        let req = Bytes::from(rmp_serde::to_vec_named(&Rpc::GetBlob { digest })?);
-        for (name, addr) in self.peers() {
-            let Ok(bytes) = self.mesh.call(&name, addr, req.clone(), BLOB_TIMEOUT).await else { continue };
-            if let Ok(Reply::Blob(Some(blob))) = rmp_serde::from_slice::<Reply>(&bytes)
-                && Digest::of(&blob) == digest
-            {
-                self.shared.store.put_blob(&blob)?;
-                return Ok(blob.into_vec());
-            }
+    /// Fetches a module blob this node lacks from a live peer (streamed, resumable);
+    /// verifies and stores it.
+    pub async fn fetch_blob(&self, digest: Digest) -> Result<()> {
+        if let Some(f) = self.blobs.fetch(digest, &self.peers()).await? {
+            tracing::info!(module = %digest, peer = %f.from, bytes = f.size, resumed_at = f.resumed_at, "fetched module");
         }
-        Err(anyhow!("module {digest} is on no reachable peer"))
+        Ok(())
     }
 
     /// Every second: publish the store digest; pull from peers whose digest differs.
@@ -777,16 +783,6 @@ impl Shared {
             (Rpc::Push { records, tags, jobs }, Some(_)) => Reply::Ack {
                 won: self.store.merge_remote(records)? + self.store.merge_tags(tags)? + self.store.merge_jobs(jobs)?,
             },
-            (Rpc::PutBlob { bytes }, Some(_)) => {
-                if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-                    bail!("refusing a blob that is not WebAssembly");
-                }
-                self.store.put_blob(&bytes)?;
-                Reply::Ack { won: 1 }
-            }
-            (Rpc::GetBlob { digest }, Some(_)) => {
-                Reply::Blob(self.store.read_blob(&digest)?.map(serde_bytes::ByteBuf::from))
-            }
         };
         Ok(Bytes::from(rmp_serde::to_vec_named(&reply)?))
     }

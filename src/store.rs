@@ -551,6 +551,31 @@ impl Store {
         Ok(digest)
     }
 
+    /// Where a blob being fetched collects its bytes until it is whole.
+    pub fn partial_blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(format!("{}.partial", digest.hex()))
+    }
+
+    /// Turns a whole partial file into the blob, durably, if its content matches `digest`;
+    /// otherwise deletes it and says so.
+    pub fn adopt_partial_blob(&self, digest: &Digest, partial: &Path) -> Result<(), StoreError> {
+        let io = |source| StoreError::Io { path: partial.to_path_buf(), source };
+        let bytes = std::fs::read(partial).map_err(io)?;
+        if Digest::of(&bytes) != *digest {
+            let _ = std::fs::remove_file(partial);
+            return Err(StoreError::Corrupt {
+                key: digest.to_string(),
+                reason: "fetched content does not match its digest".into(),
+            });
+        }
+        std::fs::File::open(partial).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::rename(partial, self.blob_path(digest)).map_err(io)?;
+        if let Ok(dir) = std::fs::File::open(&self.blobs) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
     /// Reads a blob and verifies its digest.
     pub fn read_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.blob_path(digest);

@@ -385,13 +385,23 @@ impl wasmfleet_cluster::mesh::StreamHandler for Upper {
 async fn streams_carry_bodies_both_ways_and_need_a_handler() {
     let (_ca, a, b) = pair().await;
     // No stream handler on b yet: refused with a clear answer.
-    let (mut send, mut recv) = a.mesh.open_stream("node-b", b.addr, b"head|", CALL).await.unwrap();
-    let _ = send.finish();
-    let refused = recv.read_to_end(1024).await.unwrap();
-    assert!(String::from_utf8_lossy(&refused).contains("streams are not served here"));
+    let refused = |channel| {
+        let a = &a;
+        let b_addr = b.addr;
+        async move {
+            let (mut send, mut recv) = a.mesh.open_stream(channel, "node-b", b_addr, b"head|", CALL).await.unwrap();
+            let _ = send.finish();
+            let answer = recv.read_to_end(1024).await.unwrap();
+            String::from_utf8_lossy(&answer).contains("streams are not served here")
+        }
+    };
+    assert!(refused(2).await);
 
-    b.mesh.set_stream_handler(Arc::new(Upper));
-    let (mut send, mut recv) = a.mesh.open_stream("node-b", b.addr, b"head|", CALL).await.unwrap();
+    b.mesh.set_stream_handler(2, Arc::new(Upper));
+    // Other channels (including ones past the last) stay refused.
+    assert!(refused(1).await);
+    assert!(refused(200).await);
+    let (mut send, mut recv) = a.mesh.open_stream(2, "node-b", b.addr, b"head|", CALL).await.unwrap();
     // The answer starts before the request is finished: bodies stream.
     send.write_all(b"first ").await.unwrap();
     let mut got = Vec::new();

@@ -39,6 +39,11 @@ const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0);
 const CLOSE_PROTOCOL: VarInt = VarInt::from_u32(1);
 const CLOSE_BAD_CERTIFICATE: VarInt = VarInt::from_u32(2);
 
+/// Per-stream flow-control window.
+const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+/// Largest UDP payload path MTU discovery tries (a 9000-byte jumbo frame).
+const MTU_UPPER_BOUND: u16 = 8952;
+
 type PeerSlot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
 /// A node's mesh endpoint. Dropping it closes every connection; [`Mesh::close`] also waits
@@ -84,7 +89,7 @@ impl Mesh {
             .map_err(|source| MeshError::Bind { addr: config.listen, source })?;
         let server = Arc::new(Server {
             handler,
-            streams: std::sync::OnceLock::new(),
+            streams: std::array::from_fn(|_| std::sync::OnceLock::new()),
             max_frame_bytes: config.max_frame_bytes,
             log_limit: RateLimit::new(Duration::from_secs(1)),
         });
@@ -101,18 +106,22 @@ impl Mesh {
         })
     }
 
-    /// Sets the handler for streams peers open with [`Mesh::open_stream`] (once; later calls
-    /// are ignored). Until it is set such streams are refused.
-    pub fn set_stream_handler(&self, handler: Arc<dyn StreamHandler>) {
-        let _ = self.server.streams.set(handler);
+    /// Sets the handler for streams peers open on `channel` with [`Mesh::open_stream`] (once
+    /// per channel; later calls are ignored). Until it is set such streams are refused.
+    ///
+    /// # Panics
+    /// If `channel` is not below [`STREAM_CHANNELS`](frame::STREAM_CHANNELS).
+    pub fn set_stream_handler(&self, channel: u8, handler: Arc<dyn StreamHandler>) {
+        let _ = self.server.streams[usize::from(channel)].set(handler);
     }
 
-    /// Opens a stream to `node_id` at `addr` whose first frame carries `head`; the peer's
-    /// [`StreamHandler`] gets it with `deadline`. Returns both halves; the caller writes the
-    /// rest (and finishes the send half) and reads the answer. Connecting is bounded by
-    /// `deadline` as well.
+    /// Opens a stream on `channel` to `node_id` at `addr` whose first frame carries `head`;
+    /// the peer's [`StreamHandler`] for that channel gets it with `deadline`. Returns both
+    /// halves; the caller writes the rest (and finishes the send half) and reads the answer.
+    /// Connecting is bounded by `deadline` as well.
     pub async fn open_stream(
         &self,
+        channel: u8,
         node_id: &str,
         addr: SocketAddr,
         head: &[u8],
@@ -124,6 +133,7 @@ impl Mesh {
                 version: frame::PROTOCOL_VERSION,
                 deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
                 kind: frame::KIND_STREAM,
+                channel,
             });
             let (mut send, recv) = conn.open_bi().await.map_err(|e| connection_error(addr, &e, false))?;
             frame::write_frame(&mut send, &[&header, head], self.max_frame_bytes)
@@ -307,6 +317,16 @@ fn transport_config(keep_alive: Duration, idle_timeout: Duration) -> Result<quin
         .map_err(|_| MeshError::InvalidConfig { reason: "idle_timeout too large" })?;
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(keep_alive)).max_idle_timeout(Some(idle));
+    // Bulk transfers (modules) on a LAN: windows large enough that flow control never waits
+    // on a sub-millisecond round trip, and path MTU discovery allowed up to jumbo frames
+    // (probes that get no answer leave the MTU where it was).
+    transport
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(4 * STREAM_WINDOW))
+        .send_window(4 * u64::from(STREAM_WINDOW));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_UPPER_BOUND);
+    transport.mtu_discovery_config(Some(mtu));
     Ok(transport)
 }
 
@@ -365,6 +385,7 @@ async fn request_on(
         version: frame::PROTOCOL_VERSION,
         deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
         kind: frame::KIND_CALL,
+        channel: 0,
     });
     let len = header.len() + request.len();
     if len > max_frame_bytes {
@@ -425,7 +446,7 @@ fn frame_error(addr: SocketAddr, e: FrameError, connecting: bool) -> MeshError {
 /// Server side state shared by all connections.
 struct Server {
     handler: Arc<dyn Handler>,
-    streams: std::sync::OnceLock<Arc<dyn StreamHandler>>,
+    streams: [std::sync::OnceLock<Arc<dyn StreamHandler>>; frame::STREAM_CHANNELS],
     max_frame_bytes: usize,
     log_limit: RateLimit,
 }
@@ -546,7 +567,8 @@ async fn serve_stream(
     let deadline = Duration::from_millis(u64::from(header.deadline_ms));
     if header.kind == frame::KIND_STREAM {
         // Streams are for cluster members only, never for a joining node.
-        match (&peer.node_id, server.streams.get()) {
+        let handler = server.streams.get(usize::from(header.channel)).and_then(|h| h.get());
+        match (&peer.node_id, handler) {
             (Some(_), Some(streams)) => streams.handle_stream(peer, body, deadline, send, recv).await,
             _ => {
                 let message = "streams are not served here";

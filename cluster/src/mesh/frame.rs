@@ -33,7 +33,14 @@ pub struct RequestHeader {
     /// frame opens the stream; the [`StreamHandler`](super::StreamHandler) owns the rest).
     #[serde(default)]
     pub kind: u8,
+    /// For [`KIND_STREAM`]: which stream handler serves it (below [`STREAM_CHANNELS`]).
+    #[serde(default)]
+    pub channel: u8,
 }
+
+/// Number of stream channels a mesh serves, each with its own
+/// [`StreamHandler`](super::StreamHandler).
+pub const STREAM_CHANNELS: usize = 8;
 
 /// [`RequestHeader::kind`]: a request/response call.
 pub const KIND_CALL: u8 = 0;
@@ -149,7 +156,7 @@ mod tests {
 
     #[test]
     fn header_splits_from_body() {
-        let header = RequestHeader { version: PROTOCOL_VERSION, deadline_ms: 70_000, kind: KIND_STREAM };
+        let header = RequestHeader { version: PROTOCOL_VERSION, deadline_ms: 70_000, kind: KIND_STREAM, channel: 3 };
         for body in [&b""[..], b"x", &[0xc1; 100]] {
             let mut payload = encode_header(&header);
             payload.extend_from_slice(body);
@@ -163,7 +170,7 @@ mod tests {
     fn header_without_kind_is_a_call() {
         let old = rmp_serde::to_vec(&(PROTOCOL_VERSION, 5_000u32)).unwrap();
         let (h, b) = decode_request(&Bytes::from(old)).unwrap();
-        assert_eq!(h, RequestHeader { version: PROTOCOL_VERSION, deadline_ms: 5_000, kind: KIND_CALL });
+        assert_eq!(h, RequestHeader { version: PROTOCOL_VERSION, deadline_ms: 5_000, kind: KIND_CALL, channel: 0 });
         assert!(b.is_empty());
     }
 

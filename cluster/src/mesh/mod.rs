@@ -12,9 +12,11 @@
 //!   serve nothing but the join request to those peers**; they also get a smaller frame limit
 //!   ([`ANON_MAX_FRAME_BYTES`]) and few concurrent streams.
 //!
-//! - [`Mesh::open_stream`] opens a long-lived bidirectional stream instead: its first frame
-//!   goes to the [`StreamHandler`] set with [`Mesh::set_stream_handler`], which then owns both
-//!   halves (forwarded HTTP requests use this, with bodies streamed both ways).
+//! - [`Mesh::open_stream`] opens a long-lived bidirectional stream instead, on one of
+//!   [`frame::STREAM_CHANNELS`] channels: its first frame goes to the [`StreamHandler`] set
+//!   for that channel with [`Mesh::set_stream_handler`], which then owns both halves
+//!   (forwarded HTTP requests use one channel, with bodies streamed both ways; module blobs
+//!   another).
 //!
 //! Wire format: [`frame`]. Connection handling: [`endpoint`].
 
