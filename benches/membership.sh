@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Membership on real UDP gossip (127.0.0.1, many in-process nodes, 200 ms / phi 5): failure
+# Membership on real UDP gossip (127.0.0.1, many in-process nodes, 175 ms / phi 5): failure
 # detection at N = 3, 10, 50, join time at N = 10, 50, gossip bytes per node sealed vs plain.
 # Argument: detect | join | bytes | all (default all).
 set -euo pipefail

@@ -165,7 +165,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub write_quorum: Option<usize>,
     /// Gossip interval (ms). The LAN default detects a killed node in about a second.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = wasmfleet_cluster::membership::LAN_GOSSIP_INTERVAL.as_millis() as u64)]
     pub gossip_interval_ms: u64,
     /// Phi-accrual threshold: a peer is declared dead after about phi × gossip interval of
     /// silence. Raise it on lossy or overloaded networks.

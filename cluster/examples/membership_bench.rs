@@ -1,5 +1,5 @@
 //! Membership benchmark over real UDP gossip on 127.0.0.1: many in-process nodes, each with
-//! its own sockets and chitchat instance, at the LAN profile (gossip every 200 ms, phi 5).
+//! its own sockets and chitchat instance, at the LAN profile (gossip every 175 ms, phi 5).
 //!
 //! - `detect`: N in {3, 10, 50}; kill one node abruptly (`shutdown()` without `leave`) and
 //!   time until every survivor reports it `Dead`; restart it (new generation) between runs.
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use chitchat::ChitchatEnvelope;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket};
 use tokio::sync::watch;
-use wasmfleet_cluster::gossip::frame::FRAME_HEADER_LEN;
+use wasmfleet_cluster::gossip::frame::SINGLE_FRAME_HEADER_LEN;
 use wasmfleet_cluster::membership::{Member, MemberState, Membership, MembershipConfig, spawn_membership};
 use wasmfleet_cluster::seal::{GossipKey, SEAL_OVERHEAD};
 
@@ -52,7 +52,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 const SETTLE: Duration = Duration::from_secs(1);
 const BYTES_WARMUP: Duration = Duration::from_secs(3);
 const BYTES_WINDOW: Duration = Duration::from_secs(10);
-const DETECT_SIZES: [(usize, usize); 3] = [(3, 8), (10, 8), (50, 4)];
+const DETECT_SIZES: [(usize, usize); 3] = [(3, 10), (10, 10), (50, 10)];
 const JOIN_SIZES: [(usize, usize); 2] = [(10, 4), (50, 3)];
 const BYTES_SIZES: [usize; 2] = [10, 50];
 
@@ -385,7 +385,7 @@ async fn bytes(cluster: &Cluster) -> BytesRow {
     let total_bytes: u64 = deltas.iter().map(|d| d.1).sum();
     let max_bytes = deltas.iter().map(|d| d.1).max().unwrap_or(0);
     let overhead = match cluster.mode {
-        Mode::Sealed(_) => (SEAL_OVERHEAD + FRAME_HEADER_LEN) as u64,
+        Mode::Sealed(_) => (SEAL_OVERHEAD + SINGLE_FRAME_HEADER_LEN) as u64,
         Mode::Plain => 0,
     };
     let payload = total_bytes.saturating_sub(total_datagrams * overhead);
@@ -533,8 +533,8 @@ async fn main() -> anyhow::Result<()> {
         }
         println!(
             "  sealed: the transport's counters; plain: chitchat's UdpSocket wrapped in a counting transport; \
-             'minus seal' = sealed bytes - {} B per datagram (seal {SEAL_OVERHEAD} + frame header {FRAME_HEADER_LEN})",
-            SEAL_OVERHEAD + FRAME_HEADER_LEN
+             'minus seal' = sealed bytes - {} B per datagram (seal {SEAL_OVERHEAD} + frame header {SINGLE_FRAME_HEADER_LEN})",
+            SEAL_OVERHEAD + SINGLE_FRAME_HEADER_LEN
         );
     }
     println!("total runtime {:.0} s", began.elapsed().as_secs_f64());

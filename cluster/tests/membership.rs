@@ -5,7 +5,7 @@
 //!   These run on a paused tokio clock (`start_paused`): time jumps whenever every task waits,
 //!   so tens of virtual seconds of gossip take milliseconds, and timings are deterministic
 //!   enough to assert detection bounds.
-//! - Over real sealed UDP on 127.0.0.1:0 at the 200 ms LAN profile: convergence, a node with
+//! - Over real sealed UDP on 127.0.0.1:0 at the 175 ms LAN profile: convergence, a node with
 //!   the wrong key kept out (and its packets counted as dropped), and a killed node seen dead
 //!   within 2 s.
 //!
@@ -310,7 +310,7 @@ async fn sealed_udp_converges_keeps_out_a_wrong_key_and_detects_death() {
     assert!(n1.gossip_stats().unwrap().received_datagrams > 0);
     intruder.shutdown().await.unwrap();
 
-    // Kill n3 without leaving: the survivors see it dead within 2 s at 200 ms / phi 5.
+    // Kill n3 without leaving: the survivors see it dead within 2 s at 175 ms / phi 5.
     n3.shutdown().await.unwrap();
     let (_, took_n1) =
         eventually(&n1, "n3 dead", WAIT, |members| state_of(members, "n3") == Some(MemberState::Dead)).await;

@@ -6,8 +6,10 @@
 //! own; the receiver reassembles them. Every sealed plaintext starts with a frame header:
 //!
 //! ```text
-//! count (u8, 1..=4) | index (u8, < count) | message id (u64 BE, random; 0 when count = 1) | chunk
+//! count (u8, 1..=4) | index (u8, < count) | message id (u64 BE, random; only when count > 1) | chunk
 //! ```
+//!
+//! Almost every datagram is one frame, so its header is two bytes.
 //!
 //! The reassembly buffer is bounded ([`MAX_PENDING`] messages, [`PENDING_TIMEOUT_MS`] each)
 //! and only ever holds frames that opened, i.e. came from a holder of the cluster key.
@@ -18,8 +20,10 @@ use std::net::SocketAddr;
 
 use crate::seal::MAX_PLAINTEXT_LEN;
 
-/// Bytes of the frame header.
+/// Bytes of the header of a fragment (a datagram split into several frames).
 pub const FRAME_HEADER_LEN: usize = 1 + 1 + 8;
+/// Bytes of the header of a datagram carried whole in one frame.
+pub const SINGLE_FRAME_HEADER_LEN: usize = 2;
 /// Largest chunk of a chitchat datagram carried by one frame.
 pub const MAX_CHUNK_LEN: usize = MAX_PLAINTEXT_LEN - FRAME_HEADER_LEN;
 /// Most frames one datagram may be split into.
@@ -49,9 +53,8 @@ pub fn split(datagram: &[u8], message_id: u64) -> Result<Vec<Vec<u8>>, FrameErro
         return Err(FrameError::TooLarge { len: datagram.len() });
     }
     if datagram.len() <= MAX_CHUNK_LEN {
-        let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + datagram.len());
+        let mut frame = Vec::with_capacity(SINGLE_FRAME_HEADER_LEN + datagram.len());
         frame.extend_from_slice(&[1, 0]);
-        frame.extend_from_slice(&0u64.to_be_bytes());
         frame.extend_from_slice(datagram);
         return Ok(vec![frame]);
     }
@@ -87,17 +90,20 @@ pub struct Reassembler {
 impl Reassembler {
     /// Handles one opened frame from `from`; returns the whole datagram once complete.
     pub fn handle_frame(&mut self, from: SocketAddr, frame: &[u8], now_ms: u64) -> Result<Option<Vec<u8>>, FrameError> {
-        if frame.len() < FRAME_HEADER_LEN {
+        if frame.len() < SINGLE_FRAME_HEADER_LEN {
             return Err(FrameError::TooShort);
         }
         let (count, index) = (frame[0], frame[1]);
         if count == 0 || usize::from(count) > MAX_FRAGMENTS || index >= count {
             return Err(FrameError::BadHeader { count, index });
         }
-        let chunk = &frame[FRAME_HEADER_LEN..];
         if count == 1 {
-            return Ok(Some(chunk.to_vec()));
+            return Ok(Some(frame[SINGLE_FRAME_HEADER_LEN..].to_vec()));
         }
+        if frame.len() < FRAME_HEADER_LEN {
+            return Err(FrameError::TooShort);
+        }
+        let chunk = &frame[FRAME_HEADER_LEN..];
         let mut id_bytes = [0u8; 8];
         id_bytes.copy_from_slice(&frame[2..10]);
         let key = (from, u64::from_be_bytes(id_bytes));
@@ -140,7 +146,7 @@ mod tests {
     #[test]
     fn small_datagram_is_one_frame() {
         let frames = split(b"abc", 99).unwrap();
-        assert_eq!(frames.len(), 1);
+        assert_eq!(frames, vec![b"\x01\x00abc".to_vec()]);
         let mut reassembler = Reassembler::default();
         assert_eq!(reassembler.handle_frame(peer(1), &frames[0], 0).unwrap(), Some(b"abc".to_vec()));
     }
@@ -162,7 +168,9 @@ mod tests {
     #[test]
     fn bad_frames_and_bounds() {
         let mut reassembler = Reassembler::default();
-        assert_eq!(reassembler.handle_frame(peer(1), &[1, 0], 0), Err(FrameError::TooShort));
+        assert_eq!(reassembler.handle_frame(peer(1), &[1], 0), Err(FrameError::TooShort));
+        assert_eq!(reassembler.handle_frame(peer(1), &[1, 0], 0), Ok(Some(Vec::new())));
+        assert_eq!(reassembler.handle_frame(peer(1), &[2, 0, 0, 0], 0), Err(FrameError::TooShort));
         assert!(reassembler.handle_frame(peer(1), &[0; 10], 0).is_err());
         assert!(reassembler.handle_frame(peer(1), &[2, 2, 0, 0, 0, 0, 0, 0, 0, 0], 0).is_err());
         assert!(reassembler.handle_frame(peer(1), &[9, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0).is_err());
