@@ -217,7 +217,7 @@ impl Forwarder {
                 let mut send = send;
                 let _ = send.finish();
             } else {
-                tokio::spawn(pump_body(body, send));
+                tokio::spawn(pump_body(body, send, Vec::new()));
             }
             let answer = wire::read_frame(&mut recv, MAX_HEAD_BYTES).await.map_err(|e| {
                 let connection = matches!(e, wire::FrameError::Read(quinn::ReadError::ConnectionLost(_)));
@@ -300,28 +300,54 @@ pub fn wire_headers(headers: &http::HeaderMap) -> Vec<(String, serde_bytes::Byte
         .collect()
 }
 
-/// Streams a body (a request's or a response's) into `send`, then finishes it; a failing
-/// body resets the stream.
-async fn pump_body<B>(body: B, mut send: SendStream)
+/// Streams a body (a request's or a response's) into `send` after `prefix` (bytes still to
+/// go first, such as the answer frame), then finishes it; a failing body resets the stream.
+///
+/// A prefix goes out together with the body's first data when that is ready at once: one
+/// write, usually one packet, for a small response.
+async fn pump_body<B>(body: B, mut send: SendStream, mut prefix: Vec<u8>)
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display + Send,
 {
+    use futures::FutureExt as _;
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && send.write_all(&data).await.is_err()
-                {
+    while !body.is_end_stream() {
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                // Not ready: what is written so far goes now, the rest when it comes.
+                if !prefix.is_empty() && send.write_all(&std::mem::take(&mut prefix)).await.is_err() {
+                    return;
+                }
+                body.frame().await
+            }
+        };
+        match next {
+            None => break,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                let written = if prefix.is_empty() {
+                    send.write_all(&data).await
+                } else {
+                    prefix.extend_from_slice(&data);
+                    send.write_all(&std::mem::take(&mut prefix)).await
+                };
+                if written.is_err() {
                     return;
                 }
             }
-            Err(_) => {
+            Some(Err(_)) => {
+                if !prefix.is_empty() {
+                    let _ = send.write_all(&prefix).await;
+                }
                 let _ = send.reset(RESET_BODY_FAILED.into());
                 return;
             }
         }
+    }
+    if !prefix.is_empty() && send.write_all(&prefix).await.is_err() {
+        return;
     }
     let _ = send.finish();
 }
@@ -422,16 +448,13 @@ async fn serve(
         ),
     };
     let (parts, body) = resp.into_parts();
-    let ok = answer(
-        &mut send,
-        &ForwardAnswer::Response {
-            status: parts.status.as_u16(),
-            headers: wire_headers(&parts.headers),
-            replica: endpoint.replica.clone(),
-        },
-    )
-    .await;
-    if ok {
-        pump_body(body, send).await;
-    }
+    let head = ForwardAnswer::Response {
+        status: parts.status.as_u16(),
+        headers: wire_headers(&parts.headers),
+        replica: endpoint.replica.clone(),
+    };
+    // The answer frame leaves with the first body bytes.
+    let Ok(head) = rmp_serde::to_vec_named(&head) else { return };
+    let Ok(prefix) = wire::encode_frame(&[&head], &[], MAX_HEAD_BYTES) else { return };
+    pump_body(body, send, prefix).await;
 }

@@ -44,7 +44,27 @@ const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 /// Largest UDP payload path MTU discovery tries (a 9000-byte jumbo frame).
 const MTU_UPPER_BOUND: u16 = 8952;
 
-type PeerSlot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+/// The cached connection to one peer. `conn` is read on every call (a short std lock);
+/// `connecting` makes concurrent callers wait for one connection attempt instead of racing.
+#[derive(Default)]
+struct Slot {
+    conn: Mutex<Option<Connection>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    /// The cached connection if it is open and still to `addr`.
+    fn usable(&self, addr: SocketAddr) -> Option<Connection> {
+        let conn = self.conn.lock().ok()?;
+        conn.as_ref().filter(|c| c.close_reason().is_none() && c.remote_address() == addr).cloned()
+    }
+
+    fn take(&self) -> Option<Connection> {
+        self.conn.lock().ok().and_then(|mut c| c.take())
+    }
+}
+
+type PeerSlot = Arc<Slot>;
 
 /// A node's mesh endpoint. Dropping it closes every connection; [`Mesh::close`] also waits
 /// until the peers were told.
@@ -154,10 +174,7 @@ impl Mesh {
             Ok(mut peers) => peers.remove(node_id),
             Err(_) => None,
         };
-        if let Some(slot) = slot
-            && let Ok(mut guard) = slot.try_lock()
-            && let Some(conn) = guard.take()
-        {
+        if let Some(conn) = slot.and_then(|slot| slot.take()) {
             conn.close(CLOSE_SHUTDOWN, b"dropped");
         }
     }
@@ -186,10 +203,7 @@ impl Mesh {
             Err(_) => None,
         };
         let Some(slot) = slot else { return false };
-        let Ok(guard) = slot.try_lock() else {
-            return false;
-        };
-        guard.as_ref().is_some_and(|c| c.close_reason().is_none())
+        slot.conn.lock().is_ok_and(|c| c.as_ref().is_some_and(|c| c.close_reason().is_none()))
     }
 
     /// Sends `request` to `node_id` at `addr` and waits at most `timeout` for its answer.
@@ -247,27 +261,32 @@ impl Mesh {
 
     /// The verified connection to `node_id` at `addr`, made (with hello) if needed.
     async fn connection(&self, node_id: &str, addr: SocketAddr) -> Result<Connection, MeshError> {
-        pki::validate_node_id(node_id)?;
-        if self.closed.load(Ordering::SeqCst) {
+        if self.closed.load(Ordering::Relaxed) {
             return Err(MeshError::Closed);
         }
-        let slot = {
-            let mut peers = self.peers.lock().map_err(|_| MeshError::Closed)?;
-            peers.entry(node_id.to_owned()).or_default().clone()
-        };
-        let mut guard = slot.lock().await;
-        if let Some(conn) = guard.as_ref()
-            && conn.close_reason().is_none()
-            && conn.remote_address() == addr
-        {
-            return Ok(conn.clone());
+        // Fast path (every forwarded request): an open connection is cached.
+        let cached = self.peers.lock().map_err(|_| MeshError::Closed)?.get(node_id).cloned();
+        if let Some(conn) = cached.as_ref().and_then(|slot| slot.usable(addr)) {
+            return Ok(conn);
         }
-        if let Some(old) = guard.take() {
+        pki::validate_node_id(node_id)?;
+        let slot = match cached {
+            Some(slot) => slot,
+            None => self.peers.lock().map_err(|_| MeshError::Closed)?.entry(node_id.to_owned()).or_default().clone(),
+        };
+        let _connecting = slot.connecting.lock().await;
+        // Another caller may have connected while this one waited.
+        if let Some(conn) = slot.usable(addr) {
+            return Ok(conn);
+        }
+        if let Some(old) = slot.take() {
             old.close(CLOSE_SHUTDOWN, b"replaced");
         }
         let conn = connect_and_hello(&self.endpoint, self.client_config.clone(), addr, node_id).await?;
         debug!(node = %node_id, %addr, "connected to peer");
-        *guard = Some(conn.clone());
+        if let Ok(mut c) = slot.conn.lock() {
+            *c = Some(conn.clone());
+        }
         Ok(conn)
     }
 }

@@ -92,16 +92,25 @@ pub enum FrameError {
 
 /// Writes one frame made of `parts` (concatenated) and finishes nothing.
 pub async fn write_frame(send: &mut SendStream, parts: &[&[u8]], max: usize) -> Result<(), FrameError> {
+    let buf = encode_frame(parts, &[], max)?;
+    send.write_all(&buf).await?;
+    Ok(())
+}
+
+/// One frame made of `parts`, followed by `trailing` raw bytes (outside the frame), in one
+/// buffer: a single write wakes the connection once and usually leaves in one packet.
+pub fn encode_frame(parts: &[&[u8]], trailing: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > max || u32::try_from(len).is_err() {
         return Err(FrameError::TooLarge { len: len as u64, max });
     }
-    let len = len as u32;
-    send.write_all(&len.to_be_bytes()).await?;
+    let mut buf = Vec::with_capacity(4 + len + trailing.len());
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
     for part in parts {
-        send.write_all(part).await?;
+        buf.extend_from_slice(part);
     }
-    Ok(())
+    buf.extend_from_slice(trailing);
+    Ok(buf)
 }
 
 /// Reads the length prefix of a frame and checks it against `max`.
