@@ -10,7 +10,7 @@
 //! publish this node's replicas in gossip, and rebuild the routing table from the local
 //! replicas and the ready replicas other nodes publish.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +44,14 @@ const MOVE_GRACE: Duration = Duration::from_secs(20);
 /// After start, Jobs wait this long for membership to settle, so a node that has not yet
 /// heard of its peers does not start Job replicas that belong to them.
 const JOB_SETTLE: Duration = Duration::from_secs(2);
+/// After a restart, until a live peer is seen or this long has passed, the node runs the
+/// replicas it was last assigned (from `assigned.json`), not what a placement over itself
+/// alone would give it: a restart in a healthy cluster starts no replica it will stop a moment
+/// later, and a node that comes back with no network serves its share at once. Past the
+/// grace, a node that still sees no one places everything over itself (it is the cluster).
+const BOOT_GRACE: Duration = Duration::from_secs(5);
+/// Where the replicas last assigned to this node are kept (`owner#index` per line).
+const ASSIGNED_FILE: &str = "assigned.json";
 
 /// Identity of a replica slot: the owning object and an index; DaemonSet replicas are
 /// named by their node instead (their slot index shifts as nodes come and go).
@@ -183,6 +191,8 @@ struct Inner {
     /// The last replica list published in gossip.
     published: Mutex<String>,
     started: std::time::Instant,
+    /// The replicas last assigned here (`owner#index`), as loaded at start and kept on disk.
+    assigned: Mutex<Option<BTreeSet<String>>>,
 }
 
 /// Handle to the node's reconciler.
@@ -219,13 +229,18 @@ impl Reconciler {
                 logs: DashMap::new(),
                 ports: Mutex::new(HashMap::new()),
                 shutdown,
-                data_dir,
                 kick: Arc::new(tokio::sync::Notify::new()),
                 peering: std::sync::OnceLock::new(),
                 moving: Mutex::new(HashMap::new()),
                 warming: DashMap::new(),
                 published: Mutex::new(String::new()),
                 started: std::time::Instant::now(),
+                assigned: Mutex::new(
+                    std::fs::read(data_dir_assigned(&data_dir))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<BTreeSet<String>>(&b).ok()),
+                ),
+                data_dir,
             }),
         }
     }
@@ -357,6 +372,23 @@ impl Reconciler {
     }
 
     /// One reconciliation pass.
+    /// Keeps `assigned.json` equal to the replicas (not DaemonSet ones) assigned here.
+    fn remember_assignment<V>(&self, desired: &BTreeMap<ReplicaKey, V>) {
+        let now: BTreeSet<String> = desired.keys().filter(|k| k.node.is_none()).map(assigned_id).collect();
+        let mut assigned = self.inner.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        if assigned.as_ref() == Some(&now) {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(&now) else { return };
+        *assigned = Some(now);
+        let path = data_dir_assigned(&self.inner.data_dir);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::agent::write_private(&path, &bytes) {
+                tracing::warn!(error = %format!("{e:#}"), "could not record this node's assignment");
+            }
+        });
+    }
+
     pub async fn pass(&self) {
         let records = match self.inner.store.list(None) {
             Ok(r) => r,
@@ -493,9 +525,18 @@ impl Reconciler {
             }
         }
         let settled = peering.is_none() || self.inner.started.elapsed() >= JOB_SETTLE;
+        // Just restarted and no peer seen yet: run what was last assigned here.
+        let last_assigned = self.inner.assigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let booting = (peering.is_some() && alive_views.is_empty() && self.inner.started.elapsed() < BOOT_GRACE)
+            .then_some(last_assigned.as_ref())
+            .flatten();
         let mut desired: BTreeMap<ReplicaKey, (WorkloadTemplate, Digest, String, Option<u32>)> = BTreeMap::new();
         for (key, spec) in slots {
-            if owner_of.get(&key).map(String::as_str) != Some(me.id.as_str()) {
+            let mine = match booting {
+                Some(last) => last.contains(&assigned_id(&key)),
+                None => owner_of.get(&key).map(String::as_str) == Some(me.id.as_str()),
+            };
+            if !mine {
                 continue;
             }
             if key.owner.kind == Kind::Job {
@@ -514,6 +555,11 @@ impl Reconciler {
                 let rk = ReplicaKey { owner: key, index: 0, node: Some(me.id.clone()) };
                 desired.insert(rk, (w, digest, revision, None));
             }
+        }
+        if booting.is_none() {
+            self.remember_assignment(&desired);
+        } else if self.inner.started.elapsed() < Duration::from_millis(100) {
+            tracing::info!(replicas = desired.len(), "no peer seen yet: running the replicas last assigned here");
         }
 
         // Converge. A replica whose revision changed is replaced make-before-break: the new one
@@ -1134,6 +1180,15 @@ fn node_ports(svc: &crate::manifest::Service) -> Vec<u16> {
 }
 
 /// A short, stable revision id for a pod template and its resolved module.
+/// How a replica is named in `assigned.json`.
+fn assigned_id(key: &ReplicaKey) -> String {
+    format!("{}#{}", key.owner, key.index)
+}
+
+fn data_dir_assigned(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join(ASSIGNED_FILE)
+}
+
 fn revision_of(tpl: &crate::manifest::PodTemplateSpec, digest: Digest) -> String {
     let json = serde_json::to_vec(tpl).unwrap_or_default();
     let mut bytes = json;

@@ -234,3 +234,43 @@ fn a_component_calls_a_service_by_name_through_the_mesh() {
     let (status, body, _) = http_get(&format!("{}/fetch?authority=nosuch", a.gateway), "caller").unwrap();
     assert_eq!(status, 502, "{body}");
 }
+
+#[test]
+fn a_node_restarted_without_network_runs_its_last_assignment_at_once() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut agents = cluster(&dirs);
+    ok(agents[0].cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    apply(&agents[0], &dirs[0].path().join("web.yaml"), &deployment("web", 3));
+    let placed = wait_for("3 ready replicas, one per node, seen alike everywhere", Duration::from_secs(30), || {
+        let seen = ready_replicas(&agents[0], "web");
+        let nodes: BTreeSet<&String> = seen.values().collect();
+        (seen.len() == 3 && nodes.len() == 3 && agents.iter().all(|a| ready_replicas(a, "web") == seen)).then_some(seen)
+    });
+    let on_c: Vec<String> = placed.iter().filter(|(_, n)| *n == "node-c").map(|(r, _)| r.clone()).collect();
+    assert_eq!(on_c.len(), 1, "{placed:?}");
+    // Let node-c record its assignment, then take the whole cluster down.
+    wait_for("node-c to record its assignment", Duration::from_secs(10), || {
+        dirs[2].path().join("assigned.json").exists().then_some(())
+    });
+    for a in &mut agents {
+        a.kill9();
+    }
+
+    // node-c comes back with no peer reachable.
+    let started = std::time::Instant::now();
+    let c = Agent::start_node(dirs[2].path(), "node-c", &[]);
+    let first: Vec<String> = ready_replicas(&c, "web").into_keys().collect();
+    let (status, _, replica) = c.get("web", "/").expect("node-c serves web at once");
+    if started.elapsed() < Duration::from_secs(4) {
+        // Still inside the boot grace: exactly what it ran before, nothing more.
+        assert_eq!(first, on_c, "a restarted node runs its last assignment, not everything");
+        assert_eq!(status, 200);
+        assert_eq!(replica, on_c[0]);
+    } else {
+        eprintln!("(slow machine: the restart took {:?}; only the final state is checked)", started.elapsed());
+    }
+    // Alone past the grace, it is the whole cluster: every replica runs here.
+    wait_for("node-c alone to run all 3 replicas", Duration::from_secs(30), || {
+        (ready_replicas(&c, "web").len() == 3).then_some(())
+    });
+}
