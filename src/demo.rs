@@ -211,13 +211,20 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let t = Instant::now();
                         let result = http.get(&url).set("Host", "hello").call();
-                        let ok = match result {
-                            Ok(r) => r.status() == 200 && r.into_string().is_ok(),
-                            Err(e) => {
-                                errors.lock().unwrap_or_else(|e| e.into_inner()).push(e.to_string());
-                                false
+                        let failure = match result {
+                            Ok(r) if r.status() == 200 => {
+                                r.into_string().err().map(|e| format!("reading the body: {e}"))
                             }
+                            Ok(r) => Some(format!("status {}", r.status())),
+                            Err(ureq::Error::Status(code, r)) => {
+                                Some(format!("status {code}: {}", r.into_string().unwrap_or_default().trim()))
+                            }
+                            Err(e) => Some(e.to_string()),
                         };
+                        let ok = failure.is_none();
+                        if let Some(f) = failure {
+                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+                        }
                         mine.push(Sample { at: t - start, latency: t.elapsed(), ok });
                     }
                     samples.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
@@ -464,6 +471,15 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
         }
         for e in errors.iter().take(3) {
             println!("  error: {e}");
+        }
+    }
+    if !print && failed > 0 {
+        let offsets: Vec<f64> =
+            samples.iter().filter(|s| !s.ok).map(|s| (s.at.as_secs_f64() - kill_offset.as_secs_f64()) * 1e3).collect();
+        let (first, last) = offsets.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        eprintln!("  {failed} failures between {first:.0} ms and {last:.0} ms after the kill; first errors:");
+        for e in errors.iter().take(3) {
+            eprintln!("  error: {e}");
         }
     }
     Ok(Outcome { detected, replaced, requests: samples.len(), failed })

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -169,6 +170,8 @@ impl RoutingTable {
 pub struct Routes {
     table: Arc<RwLock<Arc<RoutingTable>>>,
     forwarder: Arc<OnceLock<Arc<Forwarder>>>,
+    /// Notified whenever a new table is stored.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Routes {
@@ -177,6 +180,30 @@ impl Routes {
     }
     pub fn store(&self, table: RoutingTable) {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.changed.notify_waiters();
+    }
+
+    /// `route`, or its newer version once it has a usable endpoint: a Service with none holds
+    /// the request up to [`UNAVAILABLE_HOLD`] (re-checking as tables are stored and every
+    /// [`HOLD_POLL`], since readiness and peer health change without a new table).
+    pub async fn when_ready(&self, mut route: Arc<ServiceRoute>) -> Arc<ServiceRoute> {
+        if route.ready_count() > 0 {
+            return route;
+        }
+        let deadline = tokio::time::Instant::now() + UNAVAILABLE_HOLD;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(newer) = self.load().by_key.get(&route.key) {
+                route = newer.clone();
+            }
+            let now = tokio::time::Instant::now();
+            if route.ready_count() > 0 || now >= deadline {
+                return route;
+            }
+            let _ = tokio::time::timeout_at(deadline.min(now + HOLD_POLL), changed).await;
+        }
     }
     /// Lets the gateway forward to other nodes (set once, when the cluster layer is up).
     pub fn set_forwarder(&self, forwarder: Arc<Forwarder>) {
@@ -186,6 +213,13 @@ impl Routes {
         self.forwarder.get()
     }
 }
+
+/// How long a request for a Service with no usable replica waits for one before it gets a
+/// 503: covers a node that just restarted and has not heard from its peers yet, every replica
+/// of a Service moving at once, and a scale-up from zero.
+pub const UNAVAILABLE_HOLD: Duration = Duration::from_secs(2);
+/// How often a held request looks again.
+const HOLD_POLL: Duration = Duration::from_millis(20);
 
 /// How a listener picks the Service.
 #[derive(Clone, Copy, Debug)]
@@ -236,6 +270,7 @@ pub async fn route(routes: &Routes, binding: Binding, req: Request<Incoming>) ->
     let Some(route) = route else {
         return text(StatusCode::NOT_FOUND, "no service is bound to this port".into());
     };
+    let route = routes.when_ready(route).await;
     dispatch(routes, &route, req).await
 }
 
@@ -371,7 +406,7 @@ pub fn spawn_listener(
                 Ok(a) => a,
                 Err(e) => {
                     tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             };
@@ -416,6 +451,7 @@ impl wasmfleet_runtime::ServiceRouter for ServiceCalls {
         };
         let routes = self.routes.clone();
         Ok(Box::pin(async move {
+            let route = routes.when_ready(route).await;
             let response = dispatch(&routes, &route, request).await;
             Ok(response.map(|body| {
                 body.map_err(|e| wasmfleet_runtime::WasiHttpError::InternalError(Some(e.to_string()))).boxed_unsync()

@@ -124,7 +124,13 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         Ok((503, body, _)) if body.contains("no ready replicas") => Some(()),
         _ => None,
     });
+    // A request that arrives while no replica is ready is held (briefly), not failed: the
+    // scale-up below starts after it was sent, and it is answered by the new replica.
+    let gateway = agent.gateway.clone();
+    let held = std::thread::spawn(move || http_get(&format!("{gateway}/"), "hello"));
     ok(agent.cli(&["scale", "deployment", "hello", "--replicas", "1"]));
+    let (status, body, _) = held.join().unwrap().unwrap();
+    assert_eq!(status, 200, "a request held over a scale-up from zero: {body}");
     wait_hello(&agent);
 }
 
