@@ -227,6 +227,10 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
     peering
         .mesh()
         .set_stream_handler(crate::forward::STREAM_CHANNEL, Arc::new(ForwardServer { routes: routes.clone() }));
+    peering.mesh().set_stream_handler(
+        crate::logs::LOGS_CHANNEL,
+        Arc::new(crate::logs::LogsServer { reconciler: reconciler.clone(), node: config.node_name.clone() }),
+    );
     let weak = Arc::downgrade(&peering);
     forwarder.spawn_probes(move || weak.upgrade().map(|p| p.peers()), Peering::probe_request());
     // First pass before serving, so restarted workloads are back as soon as we answer.

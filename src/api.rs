@@ -532,83 +532,40 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new().route("/healthz", get(|| async { "ok\n" })).merge(v1).with_state(api)
 }
 
-/// Logs of an object (Deployment, Job, DaemonSet) or of one replica, as NDJSON lines.
+/// Logs of an object (Deployment, Job, DaemonSet) or of one replica, from every node, as
+/// NDJSON lines (see [`crate::logs`]).
 async fn logs(
     State(a): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
-    let mut buffers = BTreeMap::new();
-    for kind in [Kind::Deployment, Kind::Job, Kind::DaemonSet] {
+    let req = crate::logs::LogsRequest {
+        namespace: ns.clone(),
+        name: name.clone(),
+        tail: q.tail,
+        follow: q.follow.unwrap_or(false),
+    };
+    let logs = crate::logs::cluster_logs(&a.reconciler, &a.peering, &a.node, &req).await;
+    let known = [Kind::Deployment, Kind::Job, Kind::DaemonSet].into_iter().any(|kind| {
         let key = ObjectKey { kind, namespace: ns.clone(), name: name.clone() };
-        buffers.extend(a.reconciler.logs(&key));
-    }
-    if buffers.is_empty() {
-        // A replica name like `hello-1`.
-        if let Some((owner, _)) = name.rsplit_once('-') {
-            for kind in [Kind::Deployment, Kind::Job, Kind::DaemonSet] {
-                let key = ObjectKey { kind, namespace: ns.clone(), name: owner.to_string() };
-                buffers.extend(a.reconciler.logs(&key).into_iter().filter(|(r, _)| *r == name));
-            }
-        }
-    }
-    if buffers.is_empty() {
+        a.store.get(&key).ok().flatten().is_some()
+    });
+    if logs.snapshot.is_empty() && !known && crate::logs::local_buffers(&a.reconciler, &ns, &name).is_empty() {
         return Err(ApiError::NotFound {
-            what: format!(
-                "logs for {ns}/{name} (no deployment, job, daemonset or replica by that name has run on this node)"
-            ),
+            what: format!("logs for {ns}/{name} (no deployment, job, daemonset or replica by that name has run)"),
         });
-    }
-    #[derive(Serialize)]
-    struct Line<'a> {
-        replica: &'a str,
-        #[serde(flatten)]
-        line: &'a wasmfleet_runtime::LogLine,
     }
     let mut initial = Vec::new();
-    let mut all: Vec<(String, wasmfleet_runtime::LogLine)> = Vec::new();
-    for (r, b) in &buffers {
-        for l in b.snapshot(q.tail) {
-            all.push((r.clone(), l));
-        }
+    for record in &logs.snapshot {
+        initial.extend_from_slice(&record.ndjson());
     }
-    all.sort_by_key(|(r, l)| (l.time_ms, r.clone(), l.seq));
-    if let Some(t) = q.tail {
-        all.drain(..all.len().saturating_sub(t));
-    }
-    for (r, l) in &all {
-        if let Ok(mut s) = serde_json::to_vec(&Line { replica: r, line: l }) {
-            s.push(b'\n');
-            initial.extend_from_slice(&s);
-        }
-    }
-    if !q.follow.unwrap_or(false) {
+    let Some(mut rx) = logs.follow else {
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], initial).into_response());
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-    let _ = tx.send(Ok(Bytes::from(initial))).await;
-    for (r, b) in buffers {
-        let mut sub = b.subscribe();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            loop {
-                match sub.recv().await {
-                    Ok(l) => {
-                        let Ok(mut s) = serde_json::to_vec(&Line { replica: &r, line: &l }) else { continue };
-                        s.push(b'\n');
-                        if tx.send(Ok(Bytes::from(s))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return,
-                }
-            }
-        });
-    }
-    drop(tx);
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+    };
+    let first = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(initial)) });
+    let rest = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|l| l.map(Ok::<_, std::io::Error>)));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(futures::StreamExt::chain(first, rest)))
+        .into_response())
 }
 
 impl From<ManifestError> for ApiError {

@@ -15,6 +15,7 @@ pub mod client;
 pub mod demo;
 pub mod forward;
 pub mod gateway;
+pub mod logs;
 pub mod manifest;
 pub mod peering;
 pub mod reconciler;

@@ -172,6 +172,12 @@ fn replicas_spread_daemonset_follows_nodes_and_a_job_completes_once() {
     wait_for("3/3 endpoints on the Service", Duration::from_secs(10), || {
         stdout(&agents[0].cli(&["get", "services", "hello"])).contains("3/3").then_some(())
     });
+    // `logs` on any node shows the replicas of every node; `logs -f` keeps following them.
+    wait_for("sensor logs from all three nodes, asked on node-b", Duration::from_secs(20), || {
+        let out = stdout(&agents[1].cli(&["logs", "sensor"]));
+        ["node-a", "node-b", "node-c"].iter().all(|n| out.contains(&format!("[sensor-{n}]"))).then_some(())
+    });
+    follows_logs_from_every_node(&agents[0], "sensor", &["node-a", "node-b", "node-c"]);
 
     // The Job's three completions run across the cluster and complete exactly once.
     ok(agents[0].cli(&["apply", "-f", example("job.yaml").to_str().unwrap()]));
@@ -201,6 +207,39 @@ fn replicas_spread_daemonset_follows_nodes_and_a_job_completes_once() {
     wait_for("sensor on every node again", Duration::from_secs(30), || {
         (ready_replicas(&agents[0], "sensor").len() == 3).then_some(())
     });
+}
+
+/// Runs `logs -f NAME --tail 0` on `agent` and waits until new lines from every node came.
+fn follows_logs_from_every_node(agent: &Agent, name: &str, nodes: &[&str]) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmfleet"))
+        .arg("--data-dir")
+        .arg(&agent.data_dir)
+        .args(["logs", "-f", name, "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < nodes.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("logs -f showed new lines only from {seen:?} within 20 s");
+        };
+        seen.extend(nodes.iter().filter(|n| line.starts_with(&format!("[{name}-{n}]"))).map(|n| n.to_string()));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

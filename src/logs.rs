@@ -1,0 +1,248 @@
+//! Logs from every node: `wasmfleet logs NAME` on any node shows the replicas of NAME wherever
+//! they run, and `--follow` keeps streaming from all of them.
+//!
+//! Each node serves its own replicas' logs on mesh stream channel [`LOGS_CHANNEL`]: the
+//! opening frame is a [`LogsRequest`]; the answer is NDJSON [`LogRecord`]s of what the
+//! buffers hold (oldest first), an empty line, then — when following — each new line as it
+//! is written, until the caller closes the stream. The node answering the API merges the
+//! snapshots of all nodes by time, then interleaves the followed lines as they come.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt as _;
+use tokio::sync::mpsc;
+use wasmfleet_cluster::mesh::{PeerInfo, RecvStream, SendStream, StreamHandler};
+use wasmfleet_runtime::{LogBuffer, LogLine};
+
+use crate::manifest::{Kind, ObjectKey};
+use crate::peering::Peering;
+use crate::reconciler::Reconciler;
+
+/// The mesh stream channel of log streams.
+pub const LOGS_CHANNEL: u8 = 2;
+/// Bounds opening a peer's log stream and reading its snapshot.
+const PEER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest log line accepted from a peer.
+const MAX_LINE: usize = 256 * 1024;
+
+/// What the caller asks a node for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub namespace: String,
+    /// A Deployment, Job or DaemonSet, or one replica (`hello-1`).
+    pub name: String,
+    pub tail: Option<usize>,
+    pub follow: bool,
+}
+
+/// One line of one replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub replica: String,
+    pub node: String,
+    #[serde(flatten)]
+    pub line: LogLine,
+}
+
+impl LogRecord {
+    /// The record as one NDJSON line.
+    pub fn ndjson(&self) -> Bytes {
+        let mut s = serde_json::to_vec(self).unwrap_or_default();
+        s.push(b'\n');
+        Bytes::from(s)
+    }
+}
+
+/// This node's log buffers for `name` (an object or one of its replicas), by replica name.
+pub fn local_buffers(reconciler: &Reconciler, namespace: &str, name: &str) -> BTreeMap<String, Arc<LogBuffer>> {
+    let kinds = [Kind::Deployment, Kind::Job, Kind::DaemonSet];
+    let mut buffers = BTreeMap::new();
+    for kind in kinds {
+        let key = ObjectKey { kind, namespace: namespace.to_string(), name: name.to_string() };
+        buffers.extend(reconciler.logs(&key));
+    }
+    if buffers.is_empty() {
+        // A replica name: `hello-1`, or `agent-<node>` for a DaemonSet's.
+        let mut owner = name;
+        while let Some((prefix, _)) = owner.rsplit_once('-') {
+            for kind in kinds {
+                let key = ObjectKey { kind, namespace: namespace.to_string(), name: prefix.to_string() };
+                buffers.extend(reconciler.logs(&key).into_iter().filter(|(r, _)| r == name));
+            }
+            if !buffers.is_empty() {
+                break;
+            }
+            owner = prefix;
+        }
+    }
+    buffers
+}
+
+fn snapshot(buffers: &BTreeMap<String, Arc<LogBuffer>>, node: &str, tail: Option<usize>) -> Vec<LogRecord> {
+    let mut all: Vec<LogRecord> = buffers
+        .iter()
+        .flat_map(|(replica, b)| {
+            b.snapshot(tail).into_iter().map(|line| LogRecord {
+                replica: replica.clone(),
+                node: node.to_string(),
+                line,
+            })
+        })
+        .collect();
+    sort_and_tail(&mut all, tail);
+    all
+}
+
+fn sort_and_tail(all: &mut Vec<LogRecord>, tail: Option<usize>) {
+    all.sort_by(|a, b| (a.line.time_ms, &a.replica, a.line.seq).cmp(&(b.line.time_ms, &b.replica, b.line.seq)));
+    if let Some(t) = tail {
+        all.drain(..all.len().saturating_sub(t));
+    }
+}
+
+/// Sends every new line of `buffers` into `tx` until it closes.
+fn follow(buffers: BTreeMap<String, Arc<LogBuffer>>, node: &str, tx: &mpsc::Sender<Bytes>) {
+    for (replica, b) in buffers {
+        let mut sub = b.subscribe();
+        let (tx, node) = (tx.clone(), node.to_string());
+        tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(line) => {
+                        let record = LogRecord { replica: replica.clone(), node: node.clone(), line };
+                        if tx.send(record.ndjson()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
+/// Serves this node's logs to peers.
+pub struct LogsServer {
+    pub reconciler: Reconciler,
+    pub node: String,
+}
+
+impl StreamHandler for LogsServer {
+    fn handle_stream(
+        &self,
+        _peer: PeerInfo,
+        head: Bytes,
+        _deadline: Duration,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let (reconciler, node) = (self.reconciler.clone(), self.node.clone());
+        Box::pin(async move {
+            let Ok(req) = rmp_serde::from_slice::<LogsRequest>(&head) else {
+                let _ = send.finish();
+                return;
+            };
+            let buffers = local_buffers(&reconciler, &req.namespace, &req.name);
+            let mut out = Vec::new();
+            for record in snapshot(&buffers, &node, req.tail) {
+                out.extend_from_slice(&record.ndjson());
+            }
+            out.push(b'\n');
+            if send.write_all(&out).await.is_err() || !req.follow {
+                let _ = send.finish();
+                return;
+            }
+            let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+            follow(buffers, &node, &tx);
+            drop(tx);
+            // Until the caller goes away (it finishes or resets its half) or nothing is left.
+            let mut closed = Box::pin(async move { while let Ok(Some(_)) = recv.read_chunk(1024, true).await {} });
+            loop {
+                tokio::select! {
+                    line = rx.recv() => match line {
+                        Some(line) if send.write_all(&line).await.is_ok() => {}
+                        _ => break,
+                    },
+                    _ = &mut closed => break,
+                }
+            }
+            let _ = send.finish();
+        })
+    }
+}
+
+/// What `logs` answers: the merged snapshot, and (when following) the lines after it.
+pub struct ClusterLogs {
+    pub snapshot: Vec<LogRecord>,
+    pub follow: Option<mpsc::Receiver<Bytes>>,
+}
+
+/// Logs of `req.name` from this node and every live peer.
+pub async fn cluster_logs(reconciler: &Reconciler, peering: &Peering, node: &str, req: &LogsRequest) -> ClusterLogs {
+    let buffers = local_buffers(reconciler, &req.namespace, &req.name);
+    let mut all = snapshot(&buffers, node, req.tail);
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let head = rmp_serde::to_vec_named(req).unwrap_or_default();
+    let mut asks = tokio::task::JoinSet::new();
+    for (peer, addr) in peering.peers() {
+        let mesh = peering.mesh().clone();
+        let head = head.clone();
+        asks.spawn(async move {
+            let (mut send, recv) = mesh.open_stream(LOGS_CHANNEL, &peer, addr, &head, PEER_TIMEOUT).await.ok()?;
+            let mut lines = tokio::io::BufReader::new(recv);
+            let mut records = Vec::new();
+            let mut line = String::new();
+            let read_snapshot = async {
+                loop {
+                    line.clear();
+                    match lines.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(_) if line.trim().is_empty() => return true,
+                        Ok(n) if n > MAX_LINE => return false,
+                        Ok(_) => records.extend(serde_json::from_str::<LogRecord>(&line).ok()),
+                    }
+                }
+            };
+            let complete = tokio::time::timeout(PEER_TIMEOUT, read_snapshot).await.unwrap_or(false);
+            if !complete {
+                let _ = send.finish();
+            }
+            Some((records, complete.then_some((send, lines))))
+        });
+    }
+    while let Some(done) = asks.join_next().await {
+        let Ok(Some((records, stream))) = done else { continue };
+        all.extend(records);
+        if let (true, Some((send, mut lines))) = (req.follow, stream) {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _send = send; // Kept open: finishing it tells the peer to stop.
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match lines.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line.len() > MAX_LINE => return,
+                        Ok(_) => {
+                            if tx.send(Bytes::from(std::mem::take(&mut line))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+    sort_and_tail(&mut all, req.tail);
+    if req.follow {
+        follow(buffers, node, &tx);
+    }
+    drop(tx);
+    ClusterLogs { snapshot: all, follow: req.follow.then_some(rx) }
+}
