@@ -193,6 +193,7 @@ struct Inner {
     started: std::time::Instant,
     /// The replicas last assigned here (`owner#index`), as loaded at start and kept on disk.
     assigned: Mutex<Option<BTreeSet<String>>>,
+    boot_logged: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the node's reconciler.
@@ -241,6 +242,7 @@ impl Reconciler {
                         .and_then(|b| serde_json::from_slice::<BTreeSet<String>>(&b).ok()),
                 ),
                 data_dir,
+                boot_logged: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -558,7 +560,7 @@ impl Reconciler {
         }
         if booting.is_none() {
             self.remember_assignment(&desired);
-        } else if self.inner.started.elapsed() < Duration::from_millis(100) {
+        } else if !self.inner.boot_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::info!(replicas = desired.len(), "no peer seen yet: running the replicas last assigned here");
         }
 
