@@ -31,7 +31,7 @@ use wasmfleet_cluster::mesh::{Mesh, PeerInfo, RecvStream, SendStream, StreamHand
 use wasmfleet_runtime::Digest;
 
 use crate::api::MAX_MODULE_BYTES;
-use crate::store::Store;
+use crate::store::{BlobWriter, Store};
 
 /// The mesh stream channel of blob transfers.
 pub const BLOB_CHANNEL: u8 = 1;
@@ -296,32 +296,51 @@ async fn serve_put(
         if size > MAX_MODULE_BYTES as u64 {
             bail!("module of {size} bytes is over the limit of {MAX_MODULE_BYTES}");
         }
-        let mut bytes = Vec::with_capacity(size as usize);
-        loop {
-            let chunk = tokio::time::timeout(STALL_TIMEOUT, recv.read_chunk(CHUNK, true))
-                .await
-                .map_err(|_| anyhow!("transfer stalled for {STALL_TIMEOUT:?}"))??;
-            let Some(chunk) = chunk else { break };
-            if bytes.len() + chunk.bytes.len() > size as usize {
-                bail!("more than the announced {size} bytes");
+        // Chunks are hashed and written on a blocking thread while the next ones arrive.
+        let mut writer = store.blob_writer(digest)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+        let disk = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
+            for chunk in rx {
+                writer.write(&chunk)?;
             }
-            bytes.extend_from_slice(&chunk.bytes);
-        }
-        if bytes.len() as u64 != size {
-            bail!("transfer ended at byte {} of {size}", bytes.len());
-        }
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            bail!("not WebAssembly");
-        }
-        let store = store.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            if Digest::of(&bytes) != digest {
-                bail!("content does not match digest {digest}");
+            Ok(writer)
+        });
+        let mut have = 0u64;
+        let mut magic = Vec::with_capacity(4);
+        let received = async {
+            loop {
+                let chunk = tokio::time::timeout(STALL_TIMEOUT, recv.read_chunk(CHUNK, true))
+                    .await
+                    .map_err(|_| anyhow!("transfer stalled for {STALL_TIMEOUT:?}"))??;
+                let Some(chunk) = chunk else { break };
+                if magic.len() < 4 {
+                    let take = (4 - magic.len()).min(chunk.bytes.len());
+                    magic.extend_from_slice(&chunk.bytes[..take]);
+                    if !b"\0asm".starts_with(&magic) {
+                        bail!("not WebAssembly");
+                    }
+                }
+                have += chunk.bytes.len() as u64;
+                if have > size {
+                    bail!("more than the announced {size} bytes");
+                }
+                if tx.send(chunk.bytes).is_err() {
+                    break;
+                }
             }
-            store.put_blob(&bytes).map_err(anyhow::Error::from)
-        })
-        .await??;
-        debug_assert_eq!(stored, digest);
+            if have != size {
+                bail!("transfer ended at byte {have} of {size}");
+            }
+            if magic.len() < 4 {
+                bail!("not WebAssembly");
+            }
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        let writer = disk.await??;
+        received?;
+        tokio::task::spawn_blocking(move || writer.finish()).await??;
         Ok(())
     }
     .await;
@@ -423,5 +442,8 @@ mod tests {
         let text = b"plain text, not a module".to_vec();
         let err = a.transfer.put("b", b.addr, Digest::of(&text), Bytes::from(text)).await.unwrap_err();
         assert!(format!("{err:#}").contains("not WebAssembly"), "{err:#}");
+        // Refused transfers leave nothing behind: the one good blob is all there is.
+        let files: Vec<_> = std::fs::read_dir(b.store.blob_path(&digest).parent().unwrap()).unwrap().collect();
+        assert_eq!(files.len(), 1, "{files:?}");
     }
 }
