@@ -657,6 +657,55 @@ impl Store {
     }
 }
 
+/// A blob being written as it arrives (see [`Store::blob_writer`]). Dropped unfinished, it
+/// leaves nothing behind.
+pub struct BlobWriter {
+    file: std::fs::File,
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    digest: Digest,
+    hasher: sha2::Sha256,
+    done: bool,
+}
+
+impl BlobWriter {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        use sha2::Digest as _;
+        use std::io::Write as _;
+        self.hasher.update(bytes);
+        self.file.write_all(bytes).map_err(|source| StoreError::Io { path: self.tmp.clone(), source })
+    }
+
+    /// Makes the blob durable under its digest if the bytes match it.
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        use sha2::Digest as _;
+        let got = Digest(std::mem::take(&mut self.hasher).finalize().into());
+        if got != self.digest {
+            return Err(StoreError::Corrupt {
+                key: self.digest.to_string(),
+                reason: format!("content does not match digest {} (it is {got})", self.digest),
+            });
+        }
+        let io = |source| StoreError::Io { path: self.path.clone(), source };
+        self.file.sync_all().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io)?;
+        self.done = true;
+        if let Ok(dir) = std::fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,54 +795,5 @@ mod tests {
         std::fs::write(s.blob_path(&d), b"tampered").unwrap();
         assert!(s.read_blob(&d).is_err());
         assert_eq!(s.read_blob(&Digest::of(b"absent")).unwrap(), None);
-    }
-}
-
-/// A blob being written as it arrives (see [`Store::blob_writer`]). Dropped unfinished, it
-/// leaves nothing behind.
-pub struct BlobWriter {
-    file: std::fs::File,
-    tmp: PathBuf,
-    path: PathBuf,
-    dir: PathBuf,
-    digest: Digest,
-    hasher: sha2::Sha256,
-    done: bool,
-}
-
-impl BlobWriter {
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        use sha2::Digest as _;
-        use std::io::Write as _;
-        self.hasher.update(bytes);
-        self.file.write_all(bytes).map_err(|source| StoreError::Io { path: self.tmp.clone(), source })
-    }
-
-    /// Makes the blob durable under its digest if the bytes match it.
-    pub fn finish(mut self) -> Result<(), StoreError> {
-        use sha2::Digest as _;
-        let got = Digest(std::mem::take(&mut self.hasher).finalize().into());
-        if got != self.digest {
-            return Err(StoreError::Corrupt {
-                key: self.digest.to_string(),
-                reason: format!("content does not match digest {} (it is {got})", self.digest),
-            });
-        }
-        let io = |source| StoreError::Io { path: self.path.clone(), source };
-        self.file.sync_all().map_err(io)?;
-        std::fs::rename(&self.tmp, &self.path).map_err(io)?;
-        self.done = true;
-        if let Ok(dir) = std::fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
