@@ -23,6 +23,8 @@ mod filter;
 pub mod hash;
 mod node;
 mod placement;
+#[doc(hidden)]
+pub mod reference;
 mod slot;
 mod workload;
 

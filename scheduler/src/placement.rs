@@ -51,42 +51,73 @@ impl Placement {
 pub fn place(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
     let nodes = canonical(nodes, |n| &n.id);
     let workloads = canonical(workloads, |w| &w.key);
-    let mut free: Vec<Free> = nodes.iter().map(|n| Free::of(n)).collect();
     let index = NodeIndex::new(&nodes);
-    let mut statics: BTreeMap<FilterKey<'_>, Vec<Result<(), Rejection>>> = BTreeMap::new();
-    let mut placement = Placement::default();
+    // Free capacity in the index's group-contiguous order (see `NodeIndex::order`).
+    let mut free: Vec<Free> = index.order.iter().map(|&i| Free::of(nodes[i])).collect();
+    let mut statics: BTreeMap<FilterKey<'_>, Statics> = BTreeMap::new();
+    let mut placement = Draft::default();
     for workload in workloads {
         match workload.kind {
             WorkloadKind::DaemonSet => {
-                place_daemon_set(workload, &nodes, &mut free, &mut placement);
+                place_daemon_set(workload, &nodes, &index, &mut free, &mut placement);
             }
             WorkloadKind::Deployment | WorkloadKind::Job => {
                 // Workloads with the same filters share one pass over the nodes.
-                let checks = statics
-                    .entry((&workload.node_selector, &workload.arch))
-                    .or_insert_with(|| nodes.iter().map(|n| static_check(workload, n)).collect());
+                let checks = statics.entry((&workload.node_selector, &workload.arch)).or_insert_with(|| {
+                    let checks: Vec<Result<(), Rejection>> = nodes.iter().map(|n| static_check(workload, n)).collect();
+                    let passes = index.order.iter().map(|&i| checks[i].is_ok()).collect();
+                    Statics { checks, passes }
+                });
                 place_replicas(workload, &nodes, &index, checks, &mut free, &mut placement);
             }
         }
     }
-    placement
+    // Slots were produced in key order: the map is built in one pass.
+    Placement { assignments: placement.assigned.into_iter().collect(), unschedulable: placement.unschedulable }
+}
+
+/// A placement being computed.
+#[derive(Default)]
+struct Draft {
+    assigned: Vec<(Slot, String)>,
+    unschedulable: Vec<Unschedulable>,
 }
 
 /// Workloads with equal node selector and architecture pass the same nodes.
 type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>);
+
+/// The static filters' verdicts for one [`FilterKey`]: per node in canonical order (for the
+/// unschedulable summary), and as pass flags in the index's order (for the hot loop).
+struct Statics {
+    checks: Vec<Result<(), Rejection>>,
+    passes: Vec<bool>,
+}
+
+/// `zones` value of a node without a zone.
+const NO_ZONE: u32 = u32::MAX;
 
 /// Fixed number of rendezvous groups (independent of the node count, so a node's group never
 /// changes when others come or go).
 pub const GROUPS: usize = 64;
 
 /// Node hashes and their groups, computed once per placement.
+///
+/// Per-node data is stored in *index order*: the nodes of group 0, then of group 1, and so
+/// on, each group in canonical order. A slot scans one group at a time, so what it reads is
+/// contiguous in memory. Scan order (groups by weight, members in canonical order) is the
+/// same as over canonical indices, so the result is too.
 struct NodeIndex {
+    /// Canonical index of the node at each index position.
+    order: Vec<usize>,
+    /// Index position of each canonical node.
+    position: Vec<usize>,
+    /// Id hash per index position.
     hashes: Vec<u64>,
-    /// Zone of each node as an index into the sorted zone names (`None`: no zone).
-    zones: Vec<Option<usize>>,
+    /// Zone per index position, as an index into the sorted zone names ([`NO_ZONE`]: none).
+    zones: Vec<u32>,
     zone_count: usize,
-    /// Non-empty groups: (group salt, node indices in canonical order).
-    groups: Vec<(u64, Vec<usize>)>,
+    /// Non-empty groups: (group salt, index positions of its members).
+    groups: Vec<(u64, std::ops::Range<usize>)>,
 }
 
 impl NodeIndex {
@@ -96,16 +127,33 @@ impl NodeIndex {
         for (i, h) in hashes.iter().enumerate() {
             by_group[(h >> 58) as usize % GROUPS].push(i);
         }
-        let groups = by_group
-            .into_iter()
-            .enumerate()
-            .filter(|(_, members)| !members.is_empty())
-            .map(|(g, members)| (mix64(0x9e37_79b9_7f4a_7c15 ^ g as u64), members))
-            .collect();
         let names: std::collections::BTreeSet<&str> = nodes.iter().filter_map(|n| n.zone.as_deref()).collect();
         let names: Vec<&str> = names.into_iter().collect();
-        let zones = nodes.iter().map(|n| n.zone.as_deref().and_then(|z| names.binary_search(&z).ok())).collect();
-        NodeIndex { hashes, zones, zone_count: names.len(), groups }
+        let zone_of = |i: usize| {
+            nodes[i].zone.as_deref().and_then(|z| names.binary_search(&z).ok()).map_or(NO_ZONE, |z| z as u32)
+        };
+        let mut order = Vec::with_capacity(nodes.len());
+        let mut groups = Vec::new();
+        for (g, members) in by_group.into_iter().enumerate() {
+            if members.is_empty() {
+                continue;
+            }
+            let start = order.len();
+            order.extend(members);
+            groups.push((mix64(0x9e37_79b9_7f4a_7c15 ^ g as u64), start..order.len()));
+        }
+        let mut position = vec![0; nodes.len()];
+        for (p, &i) in order.iter().enumerate() {
+            position[i] = p;
+        }
+        NodeIndex {
+            hashes: order.iter().map(|&i| hashes[i]).collect(),
+            zones: order.iter().map(|&i| zone_of(i)).collect(),
+            order,
+            position,
+            zone_count: names.len(),
+            groups,
+        }
     }
 }
 
@@ -119,14 +167,21 @@ fn canonical<T: Ord>(items: &[T], id: impl Fn(&T) -> &String) -> Vec<&T> {
 
 /// One slot per node that passes the selector and architecture filters, numbered in
 /// node-id order; a node without room leaves its slot unschedulable.
-fn place_daemon_set(workload: &WorkloadReq, nodes: &[&NodeInfo], free: &mut [Free], placement: &mut Placement) {
-    let eligible = nodes.iter().zip(free.iter_mut()).filter(|(node, _)| static_check(workload, node).is_ok());
-    for (index, (node, free)) in (0u32..).zip(eligible) {
-        let slot = Slot::new(workload.key.clone(), index);
+fn place_daemon_set(
+    workload: &WorkloadReq,
+    nodes: &[&NodeInfo],
+    index: &NodeIndex,
+    free: &mut [Free],
+    placement: &mut Draft,
+) {
+    let eligible = nodes.iter().enumerate().filter(|(_, node)| static_check(workload, node).is_ok());
+    for (slot_index, (i, node)) in (0u32..).zip(eligible) {
+        let free = &mut free[index.position[i]];
+        let slot = Slot::new(workload.key.clone(), slot_index);
         match free.admits(workload) {
             Ok(()) => {
                 free.take(workload);
-                placement.assignments.insert(slot, node.id.clone());
+                placement.assigned.push((slot, node.id.clone()));
             }
             Err(rejection) => placement
                 .unschedulable
@@ -145,27 +200,30 @@ fn place_replicas(
     workload: &WorkloadReq,
     nodes: &[&NodeInfo],
     index: &NodeIndex,
-    statics: &[Result<(), Rejection>],
+    statics: &Statics,
     free: &mut [Free],
-    placement: &mut Placement,
+    placement: &mut Draft,
 ) {
+    // Everything per node below is by index position (see `NodeIndex`).
+    let passes = &statics.passes;
     let mut on_node = vec![0u32; nodes.len()];
     // Lower bound of `on_node` over eligible nodes: `hist[c]` eligible nodes hold c replicas.
-    let mut hist: Vec<u32> = vec![statics.iter().filter(|s| s.is_ok()).count() as u32];
+    let mut hist: Vec<u32> = vec![passes.iter().filter(|ok| **ok).count() as u32];
     let mut min_on_node = 0usize;
     // Replicas per zone; zones of eligible nodes take part in the lower bound. A node without
     // a zone counts 0.
     let mut in_zone = vec![0u32; index.zone_count];
     let mut bound_zone = vec![false; index.zone_count];
     let mut zoneless = false;
-    for (i, check) in statics.iter().enumerate() {
-        if check.is_ok() {
-            match index.zones[i] {
-                Some(z) => bound_zone[z] = true,
-                None => zoneless = true,
+    for (p, ok) in passes.iter().enumerate() {
+        if *ok {
+            match index.zones[p] {
+                NO_ZONE => zoneless = true,
+                z => bound_zone[z as usize] = true,
             }
         }
     }
+    let (need_memory, need_cpu) = (workload.memory_mib, workload.cpu_millis);
     let key_hash = Fnv1a::default().field(workload.key.as_bytes());
     let mut groups: Vec<(u64, usize)> = Vec::with_capacity(index.groups.len());
     let mut last_failure: Option<String> = None;
@@ -197,17 +255,28 @@ fn place_replicas(
         for round in 0..groups.len() {
             let (pos, _) = groups[round..].iter().enumerate().max_by_key(|(_, w)| **w).unwrap_or((0, &(0, 0)));
             groups.swap(round, round + pos);
-            let g = groups[round].1;
-            for &i in &index.groups[g].1 {
-                if statics[i].is_err() || free[i].admits(workload).is_err() {
-                    continue;
+            let members = index.groups[groups[round].1].1.clone();
+            // Branch-light scan: every node's rank as one integer, infeasible ones as MAX;
+            // the smallest wins, the earliest on an exact tie.
+            let mut group_best = (u128::MAX, usize::MAX);
+            for p in members {
+                let f = &free[p];
+                let feasible =
+                    passes[p] & (f.memory_mib >= need_memory) & (f.cpu_millis >= need_cpu) & (f.instances > 0);
+                let zone = index.zones[p];
+                let zone_count = if zone == NO_ZONE { 0 } else { in_zone[zone as usize] };
+                let weight = mix64(slot_hash ^ index.hashes[p]);
+                let key = (u128::from(on_node[p]) << 96) | (u128::from(zone_count) << 64) | u128::from(!weight);
+                let key = if feasible { key } else { u128::MAX };
+                if key < group_best.0 {
+                    group_best = (key, p);
                 }
-                let zone_count = index.zones[i].map(|z| in_zone[z]).unwrap_or(0);
-                let weight = mix64(slot_hash ^ index.hashes[i]);
-                let rank = (on_node[i], zone_count, Reverse(weight));
-                // Strict `<`: on an exact tie the earlier node (canonical order) wins.
+            }
+            if group_best.0 != u128::MAX {
+                let rank = ((group_best.0 >> 96) as u32, (group_best.0 >> 64) as u32, Reverse(!(group_best.0 as u64)));
+                // Strict `<`: on an exact tie the earlier group's node wins.
                 if best.is_none_or(|(_, best_rank)| rank < best_rank) {
-                    best = Some((i, rank));
+                    best = Some((group_best.1, rank));
                 }
             }
             if best.is_some_and(|(_, (n, z, _))| (n, z) == floor) {
@@ -216,26 +285,26 @@ fn place_replicas(
         }
 
         match best {
-            Some((i, _)) => {
-                free[i].take(workload);
-                hist[on_node[i] as usize] -= 1;
-                on_node[i] += 1;
-                if hist.len() <= on_node[i] as usize {
+            Some((p, _)) => {
+                free[p].take(workload);
+                hist[on_node[p] as usize] -= 1;
+                on_node[p] += 1;
+                if hist.len() <= on_node[p] as usize {
                     hist.push(0);
                 }
-                hist[on_node[i] as usize] += 1;
-                if let Some(z) = index.zones[i] {
-                    in_zone[z] += 1;
+                hist[on_node[p] as usize] += 1;
+                if index.zones[p] != NO_ZONE {
+                    in_zone[index.zones[p] as usize] += 1;
                 }
-                placement.assignments.insert(slot, nodes[i].id.clone());
+                placement.assigned.push((slot, nodes[index.order[p]].id.clone()));
             }
             None => {
                 let mut summary = Summary::new(nodes.len());
-                for (i, check) in statics.iter().enumerate() {
+                for (i, check) in statics.checks.iter().enumerate() {
                     match check {
                         Err(rejection) => summary.add(rejection.clone()),
                         Ok(()) => {
-                            if let Err(rejection) = free[i].admits(workload) {
+                            if let Err(rejection) = free[index.position[i]].admits(workload) {
                                 summary.add(rejection);
                             }
                         }

@@ -109,6 +109,42 @@ fn first_index_on(p: &Placement, w: &WorkloadReq, node: &str) -> u32 {
     slots_of(p, &w.key).filter(|(_, n)| n.as_str() == node).map(|(s, _)| s.index).min().unwrap_or(w.replicas)
 }
 
+/// Up to 400 nodes (so groups hold several) with replicas up to 40: the fast scan must
+/// agree with the reference on crowded and capacity-bound fleets alike.
+fn arb_fleet() -> impl Strategy<Value = (Vec<WorkloadReq>, Vec<NodeInfo>)> {
+    let nodes = proptest::collection::btree_set(0u32..2000, 0..400)
+        .prop_flat_map(|ids| ids.into_iter().map(|i| arb_node(format!("node-{i:04}"))).collect::<Vec<_>>());
+    let workloads = proptest::collection::btree_set(0u32..12, 0..8).prop_flat_map(|ids| {
+        ids.into_iter()
+            .map(|i| {
+                (arb_workload(format!("Deployment/default/w{i}")), 0u32..40).prop_map(|(mut w, r)| {
+                    w.replicas = r;
+                    w.memory_mib /= 8;
+                    w.cpu_millis /= 8;
+                    w
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    (workloads, nodes)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn fast_scan_agrees_with_the_reference((workloads, nodes) in arb_fleet()) {
+        let fast = place(&workloads, &nodes);
+        let slow = wasmfleet_scheduler::reference::place(&workloads, &nodes);
+        prop_assert_eq!(&fast.assignments, &slow.assignments);
+        let reasons = |u: Vec<(Slot, String)>| u;
+        prop_assert_eq!(
+            reasons(fast.unschedulable.into_iter().map(|u| (u.slot, u.reason)).collect()),
+            reasons(slow.unschedulable.into_iter().map(|u| (u.slot, u.reason)).collect())
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
