@@ -684,6 +684,9 @@ impl Reconciler {
             view.push(st);
         }
         self.publish_routes(&objects, &replicas, &alive_views, &mut new_status);
+        // Replicas on this node now, by (namespace, name): their emptyDirs stay.
+        let here: HashSet<(String, String)> =
+            replicas.keys().chain(incoming.keys()).map(|k| (k.owner.namespace.clone(), k.name())).collect();
         drop(incoming);
         drop(replicas);
         drop(alive_views);
@@ -694,7 +697,16 @@ impl Reconciler {
         // Forget logs and volumes of deleted objects.
         let live: HashSet<ObjectKey> = objects.iter().map(|(_, o)| o.key()).collect();
         self.inner.logs.retain(|k, _| live.contains(k));
-        self.remove_orphan_volumes(&live);
+        // Once this node knows its assignment, a replica that left it (moved, scaled away,
+        // deleted) loses its emptyDirs, as a pod's do in Kubernetes when it leaves a node.
+        if booting.is_none() {
+            self.remove_volumes(|ns, rep| here.contains(&(ns.to_string(), rep.to_string())));
+        } else {
+            self.remove_volumes(|ns, rep| {
+                live.iter()
+                    .any(|k| k.namespace == ns && rep.strip_prefix(k.name.as_str()).is_some_and(|r| r.starts_with('-')))
+            });
+        }
         *self.inner.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
         self.inner.status.clear();
         for (k, v) in new_status {
@@ -917,9 +929,9 @@ impl Reconciler {
         Ok(spec)
     }
 
-    /// Deletes the emptyDir volumes of replicas whose object is gone (as Kubernetes does when
-    /// a pod is deleted). Directories are `<data>/volumes/<namespace>/<replica>/<volume>`.
-    fn remove_orphan_volumes(&self, live: &HashSet<ObjectKey>) {
+    /// Deletes the emptyDir volumes of replicas `keep(namespace, replica)` rejects.
+    /// Directories are `<data>/volumes/<namespace>/<replica>/<volume>`.
+    fn remove_volumes(&self, keep: impl Fn(&str, &str) -> bool) {
         let root = self.inner.data_dir.join("volumes");
         let Ok(namespaces) = std::fs::read_dir(&root) else { return };
         for ns in namespaces.flatten() {
@@ -927,11 +939,7 @@ impl Reconciler {
             let Ok(reps) = std::fs::read_dir(ns.path()) else { continue };
             for rep in reps.flatten() {
                 let rep_name = rep.file_name().to_string_lossy().into_owned();
-                // `<owner>-<index>`, or `<owner>-<node>` for a DaemonSet.
-                let owned = |k: &ObjectKey| {
-                    k.namespace == ns_name && rep_name.strip_prefix(k.name.as_str()).is_some_and(|r| r.starts_with('-'))
-                };
-                if !live.iter().any(owned)
+                if !keep(&ns_name, &rep_name)
                     && let Err(e) = std::fs::remove_dir_all(rep.path())
                 {
                     tracing::warn!(path = %rep.path().display(), error = %e, "cannot remove volume");

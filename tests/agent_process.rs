@@ -197,6 +197,29 @@ fn job_completes_once_and_daemonset_runs_with_a_volume() {
 }
 
 #[test]
+fn an_emptydir_goes_with_its_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    ok(agent.cli(&["push", "sensor:1.0", module_path("sensor").to_str().unwrap()]));
+    // The sensor DaemonSet's template, as a Deployment of two replicas.
+    let yaml = std::fs::read_to_string(example("sensor-daemonset.yaml"))
+        .unwrap()
+        .replace("kind: DaemonSet", "kind: Deployment")
+        .replace("spec:\n  selector:", "spec:\n  replicas: 2\n  selector:");
+    let file = dir.path().join("sensors.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    ok(agent.cli(&["apply", "-f", file.to_str().unwrap()]));
+    let volume = |replica: &str| dir.path().join("volumes/default").join(replica).join("data");
+    wait_for("both replicas' emptyDirs", Duration::from_secs(20), || {
+        (volume("sensor-0").is_dir() && volume("sensor-1").is_dir()).then_some(())
+    });
+    // Scaled to one: the replica that went away takes its emptyDir along; the other keeps its.
+    ok(agent.cli(&["scale", "deployment", "sensor", "--replicas", "1"]));
+    wait_for("sensor-1's emptyDir removed", Duration::from_secs(20), || (!volume("sensor-1").exists()).then_some(()));
+    assert!(volume("sensor-0").is_dir());
+}
+
+#[test]
 fn agent_starts_and_serves_in_one_gib_of_address_space() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start_limited(dir.path(), &[], Some(1024 * 1024));
