@@ -156,6 +156,9 @@ struct NodeIndex {
     /// Non-empty groups: (group salt, its non-empty subgroups: (subgroup salt, index
     /// positions of its members)).
     groups: Vec<(u64, Vec<Subgroup>)>,
+    /// The salts of `groups`, and of each group's subgroups, contiguous.
+    group_salts: Vec<u64>,
+    subgroup_salts: Vec<Vec<u64>>,
 }
 
 impl NodeIndex {
@@ -191,6 +194,8 @@ impl NodeIndex {
             position[i] = p;
         }
         NodeIndex {
+            group_salts: groups.iter().map(|(salt, _)| *salt).collect(),
+            subgroup_salts: groups.iter().map(|(_, subs)| subs.iter().map(|(salt, _)| *salt).collect()).collect(),
             hashes: order.iter().map(|&i| hashes[i]).collect(),
             zones: order.iter().map(|&i| zone_of(i)).collect(),
             order,
@@ -203,12 +208,12 @@ impl NodeIndex {
 
 /// Fills `items` with (weight, position) for `salts` and moves the heaviest to the front, as
 /// `select_max(items, 0)` would.
-fn weigh(items: &mut Vec<(u64, usize)>, salts: impl Iterator<Item = u64>, slot_hash: u64) {
-    items.clear();
+fn weigh(items: &mut Vec<(u64, usize)>, salts: &[u64], slot_hash: u64) {
+    items.resize(salts.len(), (0, 0));
     let mut top = (0, 0);
-    for (k, salt) in salts.enumerate() {
+    for (k, (item, salt)) in items.iter_mut().zip(salts).enumerate() {
         let w = mix64(slot_hash ^ salt);
-        items.push((w, k));
+        *item = (w, k);
         // `>=`: the last of equal maxima, like `max_by_key`.
         if w >= top.0 {
             top = (w, k);
@@ -310,7 +315,7 @@ fn place_replicas(
         };
         let floor = (min_on_node as u32, min_zone);
 
-        weigh(&mut groups, index.groups.iter().map(|(salt, _)| *salt), slot_hash);
+        weigh(&mut groups, &index.group_salts, slot_hash);
         let mut best: Option<(usize, Rank)> = None;
         // Groups, then their subgroups, in descending weight; usually the first subgroup
         // already holds a node at the floor, so select instead of sorting.
@@ -318,8 +323,9 @@ fn place_replicas(
             if round > 0 {
                 select_max(&mut groups, round);
             }
-            let subgroups = &index.groups[groups[round].1].1;
-            weigh(&mut subs, subgroups.iter().map(|(salt, _)| *salt), slot_hash);
+            let g = groups[round].1;
+            let subgroups = &index.groups[g].1;
+            weigh(&mut subs, &index.subgroup_salts[g], slot_hash);
             for sub_round in 0..subs.len() {
                 if sub_round > 0 {
                     select_max(&mut subs, sub_round);
