@@ -2,9 +2,9 @@
 //! the gateway's routing table and the Services' ports in step, and records Job progress.
 //!
 //! It runs whenever the store or the cluster's gossip changes, and once a second. Each pass
-//! is: compute the placement of every replica in the cluster (the scheduler's pure `place`
-//! over the replicated desired state and the live members: every node computes the same
-//! answer, so no leader is needed), start what is assigned here and not running (or running
+//! is: compute the placement of every replica in the cluster (the scheduler's pure placement
+//! over the replicated desired state and the live members, kept by a `Scheduler` that
+//! recomputes only what changed: every node computes the same answer, so no leader is needed), start what is assigned here and not running (or running
 //! an older revision: the new replica starts before the old one stops), stop what is no
 //! longer assigned (a replica that moved keeps serving until its new node reports it ready),
 //! publish this node's replicas in gossip, and rebuild the routing table from the local
@@ -193,6 +193,8 @@ struct Inner {
     started: std::time::Instant,
     /// The replicas last assigned here (`owner#index`), as loaded at start and kept on disk.
     assigned: Mutex<Option<BTreeSet<String>>>,
+    /// The placement kept between passes: a pass recomputes only what changed since the last.
+    scheduler: Mutex<wasmfleet_scheduler::Scheduler>,
     boot_logged: std::sync::atomic::AtomicBool,
 }
 
@@ -241,6 +243,7 @@ impl Reconciler {
                         .ok()
                         .and_then(|b| serde_json::from_slice::<BTreeSet<String>>(&b).ok()),
                 ),
+                scheduler: Mutex::new(wasmfleet_scheduler::Scheduler::new()),
                 data_dir,
                 boot_logged: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -502,7 +505,8 @@ impl Reconciler {
         if !nodes.iter().any(|n| n.id == me.id) {
             nodes.push(me.clone());
         }
-        let placement = wasmfleet_scheduler::place(&reqs, &nodes);
+        let placement =
+            self.inner.scheduler.lock().unwrap_or_else(|e| e.into_inner()).place(&reqs, &nodes).clone();
         let mut owner_of: HashMap<ReplicaKey, String> = HashMap::new();
         for (slot, node) in &placement.assignments {
             if let Ok(owner) = slot.key.parse::<ObjectKey>() {

@@ -25,6 +25,17 @@ impl Free {
         self.instances -= 1;
     }
 
+    /// How many replicas of `workload` fit one after the other, counting up to `limit`:
+    /// [`Free::admits`] holds after `t` takes exactly when `t < fits(workload, limit)` (for
+    /// `t < limit`).
+    pub fn fits(&self, workload: &WorkloadReq, limit: u64) -> u64 {
+        let times = |free: u64, need: u64| free.checked_div(need).unwrap_or(u64::MAX);
+        times(self.memory_mib, workload.memory_mib)
+            .min(times(self.cpu_millis, workload.cpu_millis))
+            .min(u64::from(self.instances))
+            .min(limit)
+    }
+
     /// Whether one more replica of `workload` fits, and if not, the first shortage.
     pub fn admits(&self, workload: &WorkloadReq) -> Result<(), Rejection> {
         if self.memory_mib < workload.memory_mib {
@@ -71,16 +82,38 @@ impl Rejection {
 
 /// Filters that do not depend on what has been placed: selector, then architecture.
 pub(crate) fn static_check(workload: &WorkloadReq, node: &NodeInfo) -> Result<(), Rejection> {
+    match static_failure(workload, node) {
+        None => Ok(()),
+        Some(StaticFailure::Selector(key, value)) => {
+            Err(Rejection::Selector { key: key.clone(), value: value.clone() })
+        }
+        Some(StaticFailure::Arch(want)) => Err(Rejection::Arch { want: want.clone() }),
+    }
+}
+
+/// Whether `node` passes the static filters of `workload` ([`static_check`] without
+/// building the rejection).
+pub(crate) fn static_passes(workload: &WorkloadReq, node: &NodeInfo) -> bool {
+    static_failure(workload, node).is_none()
+}
+
+/// The first static filter that fails, borrowed from the workload.
+enum StaticFailure<'w> {
+    Selector(&'w String, &'w String),
+    Arch(&'w String),
+}
+
+fn static_failure<'w>(workload: &'w WorkloadReq, node: &NodeInfo) -> Option<StaticFailure<'w>> {
     for (key, value) in &workload.node_selector {
         let label_matches = node.labels.get(key) == Some(value);
         let zone_matches = key == "zone" && node.zone.as_ref() == Some(value);
         if !(label_matches || zone_matches) {
-            return Err(Rejection::Selector { key: key.clone(), value: value.clone() });
+            return Some(StaticFailure::Selector(key, value));
         }
     }
     match &workload.arch {
-        Some(want) if *want != node.arch => Err(Rejection::Arch { want: want.clone() }),
-        _ => Ok(()),
+        Some(want) if *want != node.arch => Some(StaticFailure::Arch(want)),
+        _ => None,
     }
 }
 

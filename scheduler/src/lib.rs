@@ -20,15 +20,19 @@
 //! node id); account capacity workload by workload in key order.
 
 mod filter;
+mod fleet;
 pub mod hash;
+mod index;
 mod node;
 mod placement;
 #[doc(hidden)]
 pub mod reference;
+mod scheduler;
 mod slot;
 mod workload;
 
 pub use node::NodeInfo;
 pub use placement::{Placement, Unschedulable, place};
+pub use scheduler::Scheduler;
 pub use slot::Slot;
 pub use workload::{WorkloadKind, WorkloadReq};

@@ -1,6 +1,5 @@
-//! A straightforward placement with the same rules as `placement.rs` (hierarchical
-//! rendezvous groups, spread floor, capacity in key order), without its layout and scan
-//! optimizations: a test oracle, both must agree on every input.
+//! The straightforward placement this crate shipped before the index-ordered, branch-light
+//! scan (see `placement.rs`), kept as a test oracle: both must agree on every input.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -79,11 +78,7 @@ type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>);
 
 /// Fixed number of rendezvous groups (independent of the node count, so a node's group never
 /// changes when others come or go).
-const GROUPS: usize = 64;
-const SUBGROUPS: usize = 64;
-
-/// Node indices of a subgroup, in canonical order.
-type Members = Vec<usize>;
+pub const GROUPS: usize = 64;
 
 /// Node hashes and their groups, computed once per placement.
 struct NodeIndex {
@@ -91,31 +86,22 @@ struct NodeIndex {
     /// Zone of each node as an index into the sorted zone names (`None`: no zone).
     zones: Vec<Option<usize>>,
     zone_count: usize,
-    /// Non-empty groups: (group salt, non-empty subgroups: (salt, node indices in canonical
-    /// order)).
-    groups: Vec<(u64, Vec<(u64, Members)>)>,
+    /// Non-empty groups: (group salt, node indices in canonical order).
+    groups: Vec<(u64, Vec<usize>)>,
 }
 
 impl NodeIndex {
     fn new(nodes: &[&NodeInfo]) -> NodeIndex {
         let hashes: Vec<u64> = nodes.iter().map(|n| Fnv1a::default().field(n.id.as_bytes()).finish()).collect();
-        let mut by_group: Vec<Vec<Vec<usize>>> = vec![vec![Vec::new(); SUBGROUPS]; GROUPS];
+        let mut by_group: Vec<Vec<usize>> = vec![Vec::new(); GROUPS];
         for (i, h) in hashes.iter().enumerate() {
-            by_group[(h >> 58) as usize % GROUPS][(h >> 52) as usize % SUBGROUPS].push(i);
+            by_group[(h >> 58) as usize % GROUPS].push(i);
         }
         let groups = by_group
             .into_iter()
             .enumerate()
-            .map(|(g, subs)| {
-                let subs: Vec<(u64, Vec<usize>)> = subs
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(_, members)| !members.is_empty())
-                    .map(|(sg, members)| (mix64(0x5851_f42d_4c95_7f2d ^ ((g * SUBGROUPS + sg) as u64)), members))
-                    .collect();
-                (mix64(0x9e37_79b9_7f4a_7c15 ^ g as u64), subs)
-            })
-            .filter(|(_, subs)| !subs.is_empty())
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(g, members)| (mix64(0x9e37_79b9_7f4a_7c15 ^ g as u64), members))
             .collect();
         let names: std::collections::BTreeSet<&str> = nodes.iter().filter_map(|n| n.zone.as_deref()).collect();
         let names: Vec<&str> = names.into_iter().collect();
@@ -182,6 +168,7 @@ fn place_replicas(
         }
     }
     let key_hash = Fnv1a::default().field(workload.key.as_bytes());
+    let mut groups: Vec<(u64, usize)> = Vec::with_capacity(index.groups.len());
     let mut last_failure: Option<String> = None;
 
     for slot_index in 0..workload.replicas {
@@ -203,36 +190,29 @@ fn place_replicas(
         };
         let floor = (min_on_node as u32, min_zone);
 
-        // Groups, then subgroups, by descending weight (the last of equal weights first);
-        // nodes of a subgroup in canonical order; stop at the first subgroup with a node at
-        // the floor.
-        let by_weight = |items: Vec<(u64, usize)>| {
-            let mut items: Vec<(usize, (u64, usize))> = items.into_iter().enumerate().collect();
-            items.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(b.0.cmp(&a.0)));
-            items.into_iter().map(|(_, x)| x.1).collect::<Vec<usize>>()
-        };
+        groups.clear();
+        groups.extend(index.groups.iter().enumerate().map(|(g, (salt, _))| (mix64(slot_hash ^ salt), g)));
         let mut best: Option<(usize, Rank)> = None;
-        let group_order =
-            by_weight(index.groups.iter().enumerate().map(|(g, (salt, _))| (mix64(slot_hash ^ salt), g)).collect());
-        'groups: for g in group_order {
-            let subs = &index.groups[g].1;
-            let sub_order =
-                by_weight(subs.iter().enumerate().map(|(k, (salt, _))| (mix64(slot_hash ^ salt), k)).collect());
-            for k in sub_order {
-                for &i in &subs[k].1 {
-                    if statics[i].is_err() || free[i].admits(workload).is_err() {
-                        continue;
-                    }
-                    let zone_count = index.zones[i].map(|z| in_zone[z]).unwrap_or(0);
-                    let weight = mix64(slot_hash ^ index.hashes[i]);
-                    let rank = (on_node[i], zone_count, Reverse(weight));
-                    if best.is_none_or(|(_, best_rank)| rank < best_rank) {
-                        best = Some((i, rank));
-                    }
+        // Groups in descending weight; usually the first one already holds a node at the
+        // floor, so select instead of sorting.
+        for round in 0..groups.len() {
+            let (pos, _) = groups[round..].iter().enumerate().max_by_key(|(_, w)| **w).unwrap_or((0, &(0, 0)));
+            groups.swap(round, round + pos);
+            let g = groups[round].1;
+            for &i in &index.groups[g].1 {
+                if statics[i].is_err() || free[i].admits(workload).is_err() {
+                    continue;
                 }
-                if best.is_some_and(|(_, (n, z, _))| (n, z) == floor) {
-                    break 'groups;
+                let zone_count = index.zones[i].map(|z| in_zone[z]).unwrap_or(0);
+                let weight = mix64(slot_hash ^ index.hashes[i]);
+                let rank = (on_node[i], zone_count, Reverse(weight));
+                // Strict `<`: on an exact tie the earlier node (canonical order) wins.
+                if best.is_none_or(|(_, best_rank)| rank < best_rank) {
+                    best = Some((i, rank));
                 }
+            }
+            if best.is_some_and(|(_, (n, z, _))| (n, z) == floor) {
+                break;
             }
         }
 

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use wasmfleet_scheduler::{NodeInfo, Placement, Slot, WorkloadKind, WorkloadReq, place};
+use proptest::sample::Index;
+use wasmfleet_scheduler::{NodeInfo, Placement, Scheduler, Slot, WorkloadKind, WorkloadReq, place};
 
 const ZONES: [&str; 3] = ["north", "south", "west"];
 const ARCHES: [&str; 2] = ["x86_64", "aarch64"];
@@ -143,6 +144,189 @@ proptest! {
             reasons(slow.unschedulable.into_iter().map(|u| (u.slot, u.reason)).collect())
         );
     }
+}
+
+/// A change between two placements.
+#[derive(Debug, Clone)]
+enum Step {
+    /// These nodes leave (one to three).
+    Lose(Vec<Index>),
+    /// A lost node comes back.
+    Rejoin(Index),
+    /// A node never seen joins.
+    Join(NodeInfo),
+    /// A node's memory changes.
+    Resize(Index, u64),
+    /// A workload's replica count changes.
+    Scale(Index, u32),
+    /// A workload's replicas need another amount of memory.
+    Reshape(Index, u64),
+    /// A workload is created.
+    Create(WorkloadReq),
+    /// A workload is deleted.
+    Delete(Index),
+    /// Nothing changes (but the inputs come in another order).
+    Same,
+}
+
+fn arb_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => proptest::collection::vec(any::<Index>(), 1..4).prop_map(Step::Lose),
+        1 => any::<Index>().prop_map(Step::Rejoin),
+        1 => (2000u32..2100).prop_flat_map(|i| arb_node(format!("node-{i:04}"))).prop_map(Step::Join),
+        1 => (any::<Index>(), 0u64..2048).prop_map(|(i, m)| Step::Resize(i, m)),
+        1 => (any::<Index>(), 0u32..40).prop_map(|(i, r)| Step::Scale(i, r)),
+        1 => (any::<Index>(), 0u64..200).prop_map(|(i, m)| Step::Reshape(i, m)),
+        1 => (0u32..12).prop_flat_map(|i| arb_workload(format!("Deployment/default/w{i}"))).prop_map(Step::Create),
+        1 => any::<Index>().prop_map(Step::Delete),
+        1 => Just(Step::Same),
+    ]
+}
+
+/// Applies `step` to the inputs; `lost` holds the nodes that left.
+fn apply(step: &Step, workloads: &mut Vec<WorkloadReq>, nodes: &mut Vec<NodeInfo>, lost: &mut Vec<NodeInfo>) {
+    match step {
+        Step::Lose(which) => {
+            for i in which {
+                if !nodes.is_empty() {
+                    lost.push(nodes.remove(i.index(nodes.len())));
+                }
+            }
+        }
+        Step::Rejoin(i) if !lost.is_empty() => nodes.push(lost.remove(i.index(lost.len()))),
+        Step::Join(node) if !nodes.iter().chain(lost.iter()).any(|n| n.id == node.id) => nodes.push(node.clone()),
+        Step::Resize(i, memory_mib) if !nodes.is_empty() => {
+            let len = nodes.len();
+            nodes[i.index(len)].memory_mib = *memory_mib;
+        }
+        Step::Scale(i, replicas) if !workloads.is_empty() => {
+            let len = workloads.len();
+            workloads[i.index(len)].replicas = *replicas;
+        }
+        Step::Reshape(i, memory_mib) if !workloads.is_empty() => {
+            let len = workloads.len();
+            workloads[i.index(len)].memory_mib = *memory_mib;
+        }
+        Step::Create(workload) if !workloads.iter().any(|w| w.key == workload.key) => workloads.push(workload.clone()),
+        Step::Delete(i) if !workloads.is_empty() => {
+            workloads.remove(i.index(workloads.len()));
+        }
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The incremental path never shows: after any history of changes (mostly node losses,
+    /// on crowded and capacity-bound fleets where a moved replica pushes others), the
+    /// scheduler's placement is exactly a fresh `place` of the same inputs, in any order.
+    #[test]
+    fn scheduler_equals_fresh_placement_after_any_changes(
+        (workloads, nodes) in prop_oneof![arb_fleet(), arb_sparse_fleet()],
+        steps in proptest::collection::vec(arb_step(), 1..8),
+        reversed in any::<bool>(),
+    ) {
+        let (mut workloads, mut nodes, mut lost) = (workloads, nodes, Vec::new());
+        let mut scheduler = Scheduler::new();
+        prop_assert_eq!(scheduler.place(&workloads, &nodes), &place(&workloads, &nodes));
+        for (i, step) in steps.iter().enumerate() {
+            apply(step, &mut workloads, &mut nodes, &mut lost);
+            let expected = place(&workloads, &nodes);
+            if reversed ^ (i % 2 == 1) {
+                let (mut w, mut n) = (workloads.clone(), nodes.clone());
+                w.reverse();
+                n.reverse();
+                prop_assert_eq!(scheduler.place(&w, &n), &expected, "after {:?}", step);
+            } else {
+                prop_assert_eq!(scheduler.place(&workloads, &nodes), &expected, "after {:?}", step);
+            }
+            prop_assert_eq!(scheduler.placement(), &expected);
+        }
+    }
+
+    /// With ample capacity, losing nodes recomputes at most the workloads that had a slot on
+    /// them, those that had no node to spare, and those a moved slot crowds (none here:
+    /// capacity never binds). The rest keep their slots without a scan.
+    #[test]
+    fn scheduler_recomputes_only_what_a_loss_touches(
+        (workloads, nodes) in arb_fleet(),
+        which in proptest::collection::vec(any::<Index>(), 1..3),
+    ) {
+        let mut nodes = ample(nodes);
+        let mut scheduler = Scheduler::new();
+        let before = scheduler.place(&workloads, &nodes).clone();
+        let mut lost = Vec::new();
+        apply(&Step::Lose(which), &mut Vec::new(), &mut nodes, &mut lost);
+        let after = scheduler.place(&workloads, &nodes);
+        prop_assert_eq!(after, &place(&workloads, &nodes));
+        let lost_ids: BTreeSet<&str> = lost.iter().map(|n| n.id.as_str()).collect();
+        let could_change = workloads
+            .iter()
+            .filter(|w| {
+                let eligible = eligible(w, &nodes);
+                let touched = slots_of(&before, &w.key).any(|(_, n)| lost_ids.contains(n.as_str()));
+                let zones = |nodes: &[&NodeInfo]| nodes.iter().map(|n| n.zone.clone()).collect::<BTreeSet<_>>();
+                let all = eligible_with(w, &nodes, &lost);
+                touched
+                    || before.unschedulable.iter().any(|u| u.slot.key == w.key)
+                    || (all.len() > eligible.len()
+                        && (w.kind == WorkloadKind::DaemonSet
+                            || (eligible.len() as u32) < w.replicas
+                            || zones(&all) != zones(&eligible)))
+            })
+            .count();
+        prop_assert!(
+            scheduler.recomputed() <= could_change,
+            "recomputed {} workloads, at most {} could change", scheduler.recomputed(), could_change
+        );
+    }
+}
+
+/// Few nodes over many zones, most with room for only a replica or two, and workloads with
+/// more replicas than zones: losing a node often leaves a zone without an eligible node, and
+/// full nodes keep the spread floor out of reach.
+fn arb_sparse_fleet() -> impl Strategy<Value = (Vec<WorkloadReq>, Vec<NodeInfo>)> {
+    let node = |id: String| {
+        (0..8usize, proptest::option::of(0..TIERS.len()), 0u32..3).prop_map(move |(zone, tier, max_instances)| {
+            NodeInfo {
+                id: id.clone(),
+                labels: tier.map(|t| BTreeMap::from([("tier".to_string(), TIERS[t].to_string())])).unwrap_or_default(),
+                zone: Some(format!("zone-{zone}")),
+                arch: ARCHES[0].to_string(),
+                memory_mib: 1024,
+                cpu_millis: 1024,
+                max_instances,
+            }
+        })
+    };
+    let nodes = proptest::collection::btree_set(0u32..2000, 1..40)
+        .prop_flat_map(move |ids| ids.into_iter().map(|i| node(format!("node-{i:04}"))).collect::<Vec<_>>());
+    let workloads = proptest::collection::btree_set(0u32..12, 1..5).prop_flat_map(|ids| {
+        ids.into_iter()
+            .map(|i| {
+                (proptest::option::of(0..TIERS.len()), 0u32..16).prop_map(move |(tier, replicas)| WorkloadReq {
+                    key: format!("Deployment/default/w{i}"),
+                    kind: WorkloadKind::Deployment,
+                    replicas,
+                    memory_mib: 1,
+                    cpu_millis: 1,
+                    node_selector: tier
+                        .map(|t| BTreeMap::from([("tier".to_string(), TIERS[t].to_string())]))
+                        .unwrap_or_default(),
+                    arch: None,
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    (workloads, nodes)
+}
+
+/// Eligible nodes of `w` among `nodes` and `extra`.
+fn eligible_with<'a>(w: &WorkloadReq, nodes: &'a [NodeInfo], extra: &'a [NodeInfo]) -> Vec<&'a NodeInfo> {
+    let mut all = eligible(w, nodes);
+    all.extend(eligible(w, extra));
+    all
 }
 
 proptest! {
