@@ -25,6 +25,9 @@ fn main() {
         println!("cargo:rerun-if-changed=modules/{m}");
     }
 
+    for target in ["wasm32-wasip2", "wasm32-wasip1"] {
+        ensure_target(target);
+    }
     build(&modules_dir, &guest_target, "wasm32-wasip2", None);
     build(&modules_dir, &guest_target, "wasm32-wasip1", Some("crash"));
     for m in P2_MODULES {
@@ -62,6 +65,32 @@ fn build(modules_dir: &Path, target_dir: &Path, target: &str, package: Option<&s
             "building guest modules for {target} failed ({status}); is the target installed? \
              `rustup target add {target}` (rust-toolchain.toml lists it)"
         );
+    }
+}
+
+/// rustup installs the targets of `rust-toolchain.toml` only along with the toolchain: where
+/// the pinned toolchain was already there without them, the guest build would fail with
+/// "can't find crate for `core`". Add a missing target once, with rustup, before building.
+fn ensure_target(target: &str) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output();
+    let Ok(sysroot) = sysroot else { return };
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib").join(target).is_dir() {
+        return;
+    }
+    println!("cargo:warning=the {target} target is missing: running `rustup target add {target}`");
+    // The toolchain of this build, not whatever rustup would pick in this directory.
+    let toolchain = sysroot.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", target]);
+    if let Some(toolchain) = toolchain {
+        cmd.args(["--toolchain", &toolchain]);
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => println!("cargo:warning=`rustup target add {target}` failed ({status})"),
+        Err(e) => println!("cargo:warning=could not run rustup ({e}): install the {target} target by hand"),
     }
 }
 

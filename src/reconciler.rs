@@ -505,8 +505,7 @@ impl Reconciler {
         if !nodes.iter().any(|n| n.id == me.id) {
             nodes.push(me.clone());
         }
-        let placement =
-            self.inner.scheduler.lock().unwrap_or_else(|e| e.into_inner()).place(&reqs, &nodes).clone();
+        let placement = self.inner.scheduler.lock().unwrap_or_else(|e| e.into_inner()).place(&reqs, &nodes).clone();
         let mut owner_of: HashMap<ReplicaKey, String> = HashMap::new();
         for (slot, node) in &placement.assignments {
             if let Ok(owner) = slot.key.parse::<ObjectKey>() {
