@@ -193,6 +193,11 @@ struct Inner {
     started: std::time::Instant,
     /// The replicas last assigned here (`owner#index`), as loaded at start and kept on disk.
     assigned: Mutex<Option<BTreeSet<String>>>,
+    /// Generation of the last assignment handed to the writer, and of the last one on disk:
+    /// writes run on blocking threads, possibly at once, and an older one must never land
+    /// after a newer one (a restart would run a stale assignment).
+    assigned_generation: std::sync::atomic::AtomicU64,
+    assigned_on_disk: Arc<Mutex<u64>>,
     /// The placement kept between passes: a pass recomputes only what changed since the last.
     scheduler: Mutex<wasmfleet_scheduler::Scheduler>,
     boot_logged: std::sync::atomic::AtomicBool,
@@ -243,6 +248,8 @@ impl Reconciler {
                         .ok()
                         .and_then(|b| serde_json::from_slice::<BTreeSet<String>>(&b).ok()),
                 ),
+                assigned_generation: std::sync::atomic::AtomicU64::new(0),
+                assigned_on_disk: Arc::new(Mutex::new(0)),
                 scheduler: Mutex::new(wasmfleet_scheduler::Scheduler::new()),
                 data_dir,
                 boot_logged: std::sync::atomic::AtomicBool::new(false),
@@ -386,12 +393,10 @@ impl Reconciler {
         }
         let Ok(bytes) = serde_json::to_vec(&now) else { return };
         *assigned = Some(now);
+        let generation = self.inner.assigned_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let on_disk = self.inner.assigned_on_disk.clone();
         let path = data_dir_assigned(&self.inner.data_dir);
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = crate::agent::write_private(&path, &bytes) {
-                tracing::warn!(error = %format!("{e:#}"), "could not record this node's assignment");
-            }
-        });
+        tokio::task::spawn_blocking(move || write_if_newer(&on_disk, &path, generation, &bytes));
     }
 
     pub async fn pass(&self) {
@@ -1192,7 +1197,19 @@ fn node_ports(svc: &crate::manifest::Service) -> Vec<u16> {
     out
 }
 
-/// A short, stable revision id for a pod template and its resolved module.
+/// Writes `bytes` (generation `generation`) to `path` unless a newer generation is there
+/// already; `on_disk` holds the generation on disk and serialises the writers.
+fn write_if_newer(on_disk: &Mutex<u64>, path: &std::path::Path, generation: u64, bytes: &[u8]) {
+    let mut last = on_disk.lock().unwrap_or_else(|e| e.into_inner());
+    if *last >= generation {
+        return;
+    }
+    match crate::agent::write_private(path, bytes) {
+        Ok(()) => *last = generation,
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not record this node's assignment"),
+    }
+}
+
 /// How a replica is named in `assigned.json`.
 fn assigned_id(key: &ReplicaKey) -> String {
     format!("{}#{}", key.owner, key.index)
@@ -1202,9 +1219,28 @@ fn data_dir_assigned(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join(ASSIGNED_FILE)
 }
 
+/// A short, stable revision id for a pod template and its resolved module.
 fn revision_of(tpl: &crate::manifest::PodTemplateSpec, digest: Digest) -> String {
     let json = serde_json::to_vec(tpl).unwrap_or_default();
     let mut bytes = json;
     bytes.extend_from_slice(&digest.0);
     Digest::of(&bytes).hex()[..10].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_assignment_never_lands_after_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ASSIGNED_FILE);
+        let on_disk = Mutex::new(0);
+        write_if_newer(&on_disk, &path, 2, b"[\"newer\"]");
+        // The writer of generation 1 was slower: it must not overwrite generation 2.
+        write_if_newer(&on_disk, &path, 1, b"[]");
+        assert_eq!(std::fs::read(&path).unwrap(), b"[\"newer\"]");
+        write_if_newer(&on_disk, &path, 3, b"[\"newest\"]");
+        assert_eq!(std::fs::read(&path).unwrap(), b"[\"newest\"]");
+    }
 }
