@@ -235,6 +235,9 @@ pub struct Peering {
     advertise: SocketAddr,
     gossip_addr: SocketAddr,
     write_quorum: Option<usize>,
+    /// Whether gossip started with any seed (a join, or peers seen alive before a restart):
+    /// without one this node has never known another member.
+    seeded: bool,
 }
 
 impl std::fmt::Debug for Peering {
@@ -416,6 +419,7 @@ impl Peering {
                 config.seeds.push(k);
             }
         }
+        let seeded = !config.seeds.is_empty();
         let membership = spawn_membership(config, initial, None).await.context("starting gossip")?;
         let gossip_addr = membership.gossip_addr();
         *shared.gossip_advertise.lock().unwrap_or_else(|e| e.into_inner()) = Some(gossip_addr);
@@ -429,9 +433,16 @@ impl Peering {
             advertise,
             gossip_addr,
             write_quorum: opts.write_quorum,
+            seeded,
         });
         peering.clone().spawn_anti_entropy();
         Ok(peering)
+    }
+
+    /// Whether this node knew of another member when it started: a join, or peers seen alive
+    /// before a restart.
+    pub fn has_known_peers(&self) -> bool {
+        self.seeded
     }
 
     pub fn cluster_addr(&self) -> SocketAddr {

@@ -537,7 +537,10 @@ impl Reconciler {
         let settled = peering.is_none() || self.inner.started.elapsed() >= JOB_SETTLE;
         // Just restarted and no peer seen yet: run what was last assigned here.
         let last_assigned = self.inner.assigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let booting = (peering.is_some() && alive_views.is_empty() && self.inner.started.elapsed() < BOOT_GRACE)
+        // A node that never knew another member is the whole cluster: nothing to wait for.
+        let booting = (peering.as_ref().is_some_and(|p| p.has_known_peers())
+            && alive_views.is_empty()
+            && self.inner.started.elapsed() < BOOT_GRACE)
             .then_some(last_assigned.as_ref())
             .flatten();
         let mut desired: BTreeMap<ReplicaKey, (WorkloadTemplate, Digest, String, Option<u32>)> = BTreeMap::new();
