@@ -193,6 +193,9 @@ struct Inner {
     started: std::time::Instant,
     /// The replicas last assigned here (`owner#index`), as loaded at start and kept on disk.
     assigned: Mutex<Option<BTreeSet<String>>>,
+    /// What `assigned.json` held when this process started: what a restart runs until it
+    /// sees a peer (or the boot grace ends).
+    boot_assigned: Option<BTreeSet<String>>,
     /// Generation of the last assignment handed to the writer, and of the last one on disk:
     /// writes run on blocking threads, possibly at once, and an older one must never land
     /// after a newer one (a restart would run a stale assignment).
@@ -221,6 +224,9 @@ impl Reconciler {
         data_dir: std::path::PathBuf,
         shutdown: watch::Receiver<bool>,
     ) -> Reconciler {
+        let boot_assigned = std::fs::read(data_dir_assigned(&data_dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BTreeSet<String>>(&b).ok());
         Reconciler {
             inner: Arc::new(Inner {
                 node,
@@ -243,11 +249,8 @@ impl Reconciler {
                 warming: DashMap::new(),
                 published: Mutex::new(String::new()),
                 started: std::time::Instant::now(),
-                assigned: Mutex::new(
-                    std::fs::read(data_dir_assigned(&data_dir))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<BTreeSet<String>>(&b).ok()),
-                ),
+                assigned: Mutex::new(boot_assigned.clone()),
+                boot_assigned,
                 assigned_generation: std::sync::atomic::AtomicU64::new(0),
                 assigned_on_disk: Arc::new(Mutex::new(0)),
                 scheduler: Mutex::new(wasmfleet_scheduler::Scheduler::new()),
@@ -535,14 +538,14 @@ impl Reconciler {
             }
         }
         let settled = peering.is_none() || self.inner.started.elapsed() >= JOB_SETTLE;
-        // Just restarted and no peer seen yet: run what was last assigned here.
-        let last_assigned = self.inner.assigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        // A node that never knew another member is the whole cluster: nothing to wait for.
+        // Just started and no peer seen yet: run what was last assigned here (nothing, for a
+        // node joining for the first time). A node that never knew another member is the
+        // whole cluster: nothing to wait for.
+        static NOTHING: BTreeSet<String> = BTreeSet::new();
         let booting = (peering.as_ref().is_some_and(|p| p.has_known_peers())
             && alive_views.is_empty()
             && self.inner.started.elapsed() < BOOT_GRACE)
-            .then_some(last_assigned.as_ref())
-            .flatten();
+            .then(|| self.inner.boot_assigned.as_ref().unwrap_or(&NOTHING));
         let mut desired: BTreeMap<ReplicaKey, (WorkloadTemplate, Digest, String, Option<u32>)> = BTreeMap::new();
         for (key, spec) in slots {
             let mine = match booting {

@@ -56,6 +56,22 @@ fn push_apply_serve_then_sigkill_and_restart_brings_workloads_back() {
 }
 
 #[test]
+fn a_fresh_node_serves_what_is_applied_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path());
+    deploy_hello(&agent);
+    // A node that never knew another member waits for no one (no boot grace): once the
+    // Service is routed, the first request (which the gateway holds up to 2 s for a replica)
+    // is served.
+    let (status, body) =
+        wait_for("the Service in the routing table", Duration::from_secs(10), || match agent.get("hello", "/") {
+            Ok((404, _, _)) | Err(_) => None,
+            Ok((status, body, _)) => Some((status, body)),
+        });
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
 fn api_requires_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(dir.path());
