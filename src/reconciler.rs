@@ -4,11 +4,12 @@
 //! It runs whenever the store or the cluster's gossip changes, and once a second. Each pass
 //! is: compute the placement of every replica in the cluster (the scheduler's pure placement
 //! over the replicated desired state and the live members, kept by a `Scheduler` that
-//! recomputes only what changed: every node computes the same answer, so no leader is needed), start what is assigned here and not running (or running
-//! an older revision: the new replica starts before the old one stops), stop what is no
-//! longer assigned (a replica that moved keeps serving until its new node reports it ready),
-//! publish this node's replicas in gossip, and rebuild the routing table from the local
-//! replicas and the ready replicas other nodes publish.
+//! recomputes only what changed: every node computes the same answer, so no leader is
+//! needed), start what is assigned here and not running (or running an older revision: the
+//! new replica starts before the old one stops), stop what is no longer assigned (a replica
+//! that moved keeps serving until its new node reports it ready), publish this node's
+//! replicas in gossip, and rebuild the routing table from the local replicas and the ready
+//! replicas other nodes publish.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
