@@ -27,7 +27,11 @@ impl Outcome {
 }
 
 /// Workloads with equal node selector and architecture pass the same nodes.
-type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>);
+pub(crate) type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>);
+
+pub(crate) fn filter_key(workload: &WorkloadReq) -> FilterKey<'_> {
+    (&workload.node_selector, &workload.arch)
+}
 
 /// The static filters' verdicts for one [`FilterKey`].
 pub(crate) struct Statics {
@@ -102,9 +106,7 @@ impl<'a> Fleet<'a> {
     /// The static verdicts for `workload`'s filters, computed on first use.
     pub fn statics(&mut self, workload: &'a WorkloadReq) -> &Statics {
         let (nodes, index) = (self.nodes, self.index);
-        self.statics
-            .entry((&workload.node_selector, &workload.arch))
-            .or_insert_with(|| Statics::new(workload, nodes, index))
+        self.statics.entry(filter_key(workload)).or_insert_with(|| Statics::new(workload, nodes, index))
     }
 
     /// Places every slot of `workload` on the nodes' remaining capacity, into `out` (cleared
@@ -142,10 +144,7 @@ impl<'a> Fleet<'a> {
     /// first group holding a node at the best rank any node could have (the *floor*).
     fn place_replicas(&mut self, workload: &'a WorkloadReq, out: &mut Outcome) {
         let (nodes, index) = (self.nodes, self.index);
-        let statics = self
-            .statics
-            .entry((&workload.node_selector, &workload.arch))
-            .or_insert_with(|| Statics::new(workload, nodes, index));
+        let statics = self.statics.entry(filter_key(workload)).or_insert_with(|| Statics::new(workload, nodes, index));
         let Scratch { on_node, touched, in_zone, hist, zone_hist, groups } = &mut self.scratch;
         let free = &mut self.free;
         let passes = &statics.passes[..];

@@ -78,7 +78,7 @@ type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>);
 
 /// Fixed number of rendezvous groups (independent of the node count, so a node's group never
 /// changes when others come or go).
-pub const GROUPS: usize = 64;
+const GROUPS: usize = 64;
 
 /// Node hashes and their groups, computed once per placement.
 struct NodeIndex {

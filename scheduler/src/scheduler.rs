@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::filter::{Free, static_passes};
-use crate::fleet::{Fleet, Outcome, UNPLACED};
+use crate::fleet::{FilterKey, Fleet, Outcome, UNPLACED, filter_key};
 use crate::index::{NodeIndex, canonical};
 use crate::placement::{Placement, emit, emit_failures};
 use crate::{NodeInfo, Slot, WorkloadKind, WorkloadReq};
@@ -224,9 +224,6 @@ enum Lost {
     LastOfZone,
 }
 
-/// Workloads with equal node selector and architecture pass the same nodes.
-type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>);
-
 /// The last call's placement replayed beside the new one, workload by workload in key order.
 struct Replay<'a> {
     /// Old canonical index to new canonical index, or [`UNPLACED`].
@@ -326,7 +323,7 @@ impl<'a> Replay<'a> {
 
     /// What the lost nodes mean for `workload`'s filter, computed once per filter.
     fn lost(&mut self, workload: &'a WorkloadReq, fleet: &mut Fleet<'a>) -> Lost {
-        let key = (&workload.node_selector, &workload.arch);
+        let key = filter_key(workload);
         if let Some(verdict) = self.lost_verdicts.get(&key) {
             return *verdict;
         }
