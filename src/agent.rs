@@ -31,6 +31,11 @@ pub struct AgentConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Cluster membership, mesh and replication.
     pub cluster: ClusterOptions,
+    /// Data-plane lanes (threads serving gateway traffic and forwarded requests); 0 serves
+    /// them on the main runtime. Default: one per core. See [`crate::dataplane`].
+    pub lanes: usize,
+    /// UDP port of the first lane's endpoint (the others follow); default: any free ports.
+    pub lane_ports: Option<u16>,
 }
 
 impl AgentConfig {
@@ -45,6 +50,8 @@ impl AgentConfig {
             capacity_memory_mib: None,
             labels: Default::default(),
             cluster: ClusterOptions::default(),
+            lanes: crate::dataplane::default_lanes(),
+            lane_ports: None,
         }
     }
 
@@ -185,6 +192,10 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
     let api_addr = api_listener.local_addr()?;
     let gateway_addr = gw_listener.local_addr()?;
 
+    let lane_sockets = match config.lanes {
+        0 => None,
+        n => Some(crate::dataplane::Sockets::bind(n, config.cluster.listen_cluster.ip(), config.lane_ports)?),
+    };
     let info = NodeInfo {
         api: format!("http://{api_addr}"),
         gateway: format!("http://{gateway_addr}"),
@@ -195,6 +206,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         arch: std::env::consts::ARCH.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_ms: crate::store::now_ms(),
+        lanes: lane_sockets.as_ref().map(|s| s.ports()).transpose()?.unwrap_or_default(),
         ..NodeInfo::default()
     };
     let peering = Peering::start(&data_dir, &config.node_name, &config.cluster, store.clone(), info)
@@ -231,11 +243,22 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         crate::logs::LOGS_CHANNEL,
         Arc::new(crate::logs::LogsServer { reconciler: reconciler.clone(), node: config.node_name.clone() }),
     );
+    let mut tasks = Vec::new();
+    if let Some(sockets) = lane_sockets {
+        let plane = crate::dataplane::start(sockets, peering.identity(), &routes, &shutdown_rx).await?;
+        forwarder.set_lanes(plane.endpoints);
+        routes.set_lanes(plane.lanes);
+        tasks.extend(plane.done.into_iter().map(|done| {
+            tokio::spawn(async move {
+                let _ = done.await;
+            })
+        }));
+    }
     let weak = Arc::downgrade(&peering);
     forwarder.spawn_probes(move || weak.upgrade().map(|p| p.peers()), Peering::probe_request());
     // First pass before serving, so restarted workloads are back as soon as we answer.
     reconciler.pass().await;
-    let mut tasks = vec![reconciler.spawn()];
+    tasks.push(reconciler.spawn());
 
     let api = Arc::new(Api {
         store,

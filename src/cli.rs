@@ -125,6 +125,14 @@ pub struct AgentArgs {
     /// Gateway listener for Services (port 0: any free port).
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen_gateway: SocketAddr,
+    /// Data-plane threads ("lanes") serving gateway traffic and forwarded requests, each with
+    /// its own QUIC endpoint on a UDP port of the cluster address (default: one per core; 0:
+    /// all on the cluster endpoint and the shared runtime).
+    #[arg(long)]
+    pub lanes: Option<usize>,
+    /// UDP port of the first lane (the others take the next ports); default: any free ports.
+    #[arg(long)]
+    pub lane_ports: Option<u16>,
     /// Node name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -277,6 +285,10 @@ fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
     let mut config = AgentConfig::new(cli.data_dir());
     config.listen_api = a.listen_api;
     config.listen_gateway = a.listen_gateway;
+    if let Some(n) = a.lanes {
+        config.lanes = n;
+    }
+    config.lane_ports = a.lane_ports;
     if let Some(n) = &a.node_name {
         config.node_name = n.clone();
     }

@@ -21,12 +21,11 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures::StreamExt as _;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt as _, StreamBody};
@@ -100,23 +99,62 @@ pub struct PeerHealth {
     lost: Notify,
     /// Forwarded requests in flight to this peer.
     pub in_flight: AtomicU32,
+    /// When (ms since the Unix epoch) its data-plane ports last failed to connect: for a
+    /// while after, its cluster address is used instead.
+    lanes_failed_ms: AtomicU64,
 }
 
 impl PeerHealth {
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
     }
+
+    fn lanes_usable(&self) -> bool {
+        let failed = self.lanes_failed_ms.load(Ordering::Relaxed);
+        failed == 0 || crate::store::now_ms().saturating_sub(failed) > LANE_RETRY.as_millis() as u64
+    }
+}
+
+/// How long a peer whose data-plane ports did not connect is reached on its cluster address.
+const LANE_RETRY: Duration = Duration::from_secs(30);
+
+thread_local! {
+    /// The data-plane lane this thread drives, if it is one (see [`crate::dataplane`]).
+    static LANE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks the current thread as the one driving data-plane lane `index`: requests it forwards
+/// go out through that lane's endpoint.
+pub fn enter_lane(index: usize) {
+    LANE.with(|l| l.set(Some(index)));
 }
 
 /// Sends requests to peers and tracks their health.
+///
+/// Requests go out through the endpoint of the data-plane lane the calling thread drives, to
+/// the peer's lane of the same index ([`crate::dataplane`]), so a forwarded request stays on
+/// one thread on both nodes; from any other thread, and to a peer without lanes, through the
+/// cluster endpoint.
 pub struct Forwarder {
     mesh: Arc<Mesh>,
+    lanes: std::sync::OnceLock<Vec<Arc<Mesh>>>,
     peers: DashMap<String, Arc<PeerHealth>>,
 }
 
 impl Forwarder {
     pub fn new(mesh: Arc<Mesh>) -> Arc<Forwarder> {
-        Arc::new(Forwarder { mesh, peers: DashMap::new() })
+        Arc::new(Forwarder { mesh, lanes: std::sync::OnceLock::new(), peers: DashMap::new() })
+    }
+
+    /// The lanes' endpoints, by lane index (once, when the data plane is up).
+    pub fn set_lanes(&self, lanes: Vec<Arc<Mesh>>) {
+        let _ = self.lanes.set(lanes);
+    }
+
+    /// The calling thread's lane: its index and endpoint.
+    fn lane(&self) -> Option<(usize, &Arc<Mesh>)> {
+        let index = LANE.with(|l| l.get())?;
+        Some((index, self.lanes.get()?.get(index)?))
     }
 
     pub fn health(&self, node: &str) -> Arc<PeerHealth> {
@@ -139,6 +177,9 @@ impl Forwarder {
         }
         h.lost.notify_waiters();
         self.mesh.drop_connection(node);
+        for lane in self.lanes.get().into_iter().flatten() {
+            lane.drop_connection(node);
+        }
     }
 
     fn mark_up(&self, node: &str) {
@@ -178,11 +219,41 @@ impl Forwarder {
         });
     }
 
+    /// Opens the request's stream: on this thread's lane to the peer's lane of the same index
+    /// when both have lanes, else (or when that does not connect) on the cluster endpoints.
+    async fn open(
+        &self,
+        node: &str,
+        addr: SocketAddr,
+        lanes: &[u16],
+        health: &PeerHealth,
+        head: &[u8],
+        deadline: Duration,
+    ) -> Result<(SendStream, RecvStream), MeshError> {
+        if let Some((index, mesh)) = self.lane()
+            && !lanes.is_empty()
+            && health.lanes_usable()
+        {
+            let lane = SocketAddr::new(addr.ip(), lanes[index % lanes.len()]);
+            match mesh.open_stream(STREAM_CHANNEL, node, lane, head, deadline).await {
+                // Nothing was sent: the cluster address may still work (a firewall that lets
+                // only the cluster port through).
+                Err(e @ (MeshError::Connect { .. } | MeshError::Tls { .. })) => {
+                    tracing::warn!(peer = %node, %lane, error = %e, "peer's data-plane port does not connect: using its cluster address");
+                    health.lanes_failed_ms.store(crate::store::now_ms().max(1), Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        self.mesh.open_stream(STREAM_CHANNEL, node, addr, head, deadline).await
+    }
+
     /// Forwards one request to `node`. The response body streams from the peer.
     pub async fn send<B>(
         &self,
         node: &str,
         addr: SocketAddr,
+        lanes: &[u16],
         head: &ForwardHead,
         body: B,
         deadline: Duration,
@@ -203,15 +274,14 @@ impl Forwarder {
         let _guard = InFlight(health.clone());
         // Errors carry whether the connection itself failed (then the peer leaves rotation).
         let exchange = async {
-            let (send, mut recv) =
-                self.mesh.open_stream(STREAM_CHANNEL, node, addr, &head_bytes, deadline).await.map_err(
-                    |e| match e {
-                        MeshError::Connect { .. } | MeshError::Tls { .. } | MeshError::Closed => {
-                            (ForwardError::NotDelivered(e.to_string()), true)
-                        }
-                        e => (ForwardError::Unknown(e.to_string()), true),
-                    },
-                )?;
+            let (send, mut recv) = self.open(node, addr, lanes, &health, &head_bytes, deadline).await.map_err(
+                |e| match e {
+                    MeshError::Connect { .. } | MeshError::Tls { .. } | MeshError::Closed => {
+                        (ForwardError::NotDelivered(e.to_string()), true)
+                    }
+                    e => (ForwardError::Unknown(e.to_string()), true),
+                },
+            )?;
             if body.is_end_stream() {
                 // No body (most GETs): finish now instead of spawning a pump.
                 let mut send = send;
@@ -355,22 +425,64 @@ where
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A body read from a QUIC stream until it finishes.
+///
+/// The stream is read one step ahead: when a chunk is the last one (its packet carried the
+/// FIN), the end is consumed at once and the stream dropped. A reader that stops at
+/// `Content-Length`, as hyper does, therefore never drops a stream with its end unread,
+/// which would make quinn send STOP_SENDING: a packet, and an ACK for it, per request.
 fn recv_body(recv: RecvStream) -> ResponseBody {
-    let stream = futures::stream::unfold(recv, |mut recv| async move {
-        match recv.read_chunk(CHUNK, true).await {
-            Ok(Some(chunk)) => Some((Ok::<_, BoxError>(Frame::data(chunk.bytes)), recv)),
-            Ok(None) => None,
-            Err(e) => Some((Err(Box::new(e) as BoxError), recv)),
+    body_after(recv, None)
+}
+
+/// One read of a stream that is ready now: `None` if it would wait.
+fn read_now(recv: &mut RecvStream) -> Option<Result<Option<Bytes>, quinn::ReadError>> {
+    use futures::FutureExt as _;
+    recv.read_chunk(CHUNK, true).now_or_never().map(|r| r.map(|c| c.map(|c| c.bytes)))
+}
+
+/// [`recv_body`] whose first read already happened (`first`), if it did.
+fn body_after(recv: RecvStream, first: Option<Result<Bytes, quinn::ReadError>>) -> ResponseBody {
+    /// Where the reader is: `ahead` is a read made early, delivered before reading again.
+    struct State {
+        recv: Option<RecvStream>,
+        ahead: Option<Result<Bytes, quinn::ReadError>>,
+    }
+    let stream = futures::stream::unfold(State { recv: Some(recv), ahead: first }, |mut st| async move {
+        let item = match st.ahead.take() {
+            Some(item) => item,
+            None => match st.recv.as_mut()?.read_chunk(CHUNK, true).await {
+                Ok(Some(chunk)) => Ok(chunk.bytes),
+                Ok(None) => return None,
+                Err(e) => Err(e),
+            },
+        };
+        match (&item, st.recv.as_mut()) {
+            (Ok(_), Some(recv)) => match read_now(recv) {
+                // The end is here: consume it now and let the stream go.
+                Some(Ok(None)) => st.recv = None,
+                Some(Ok(Some(next))) => st.ahead = Some(Ok(next)),
+                Some(Err(e)) => st.ahead = Some(Err(e)),
+                None => {}
+            },
+            // After an error there is nothing more to read.
+            (Err(_), _) => st.recv = None,
+            (Ok(_), None) => {}
         }
-    });
-    // After an error the stream would repeat it forever; stop after the first.
-    let mut failed = false;
-    let stream = stream.take_while(move |item| {
-        let go = !failed;
-        failed |= item.is_err();
-        futures::future::ready(go)
+        let frame = item.map(Frame::data).map_err(|e| Box::new(e) as BoxError);
+        Some((frame, st))
     });
     StreamBody::new(stream).boxed_unsync()
+}
+
+/// The body of a forwarded request: empty without touching the stream again when it already
+/// ended (a GET arrives with its FIN), so the stream is not stopped when the guest ignores it.
+fn request_body(mut recv: RecvStream) -> ResponseBody {
+    match read_now(&mut recv) {
+        Some(Ok(None)) => http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        Some(Ok(Some(first))) => body_after(recv, Some(Ok(first))),
+        Some(Err(e)) => body_after(recv, Some(Err(e))),
+        None => body_after(recv, None),
+    }
 }
 
 /// Serves forwarded requests with this node's local replicas.
@@ -430,7 +542,7 @@ async fn serve(
     if let Some(from) = &peer.node_id {
         builder = builder.header("x-wasmfleet-forwarded-by", from.as_str());
     }
-    let body = recv_body(recv).map_err(|e| wasmfleet_runtime::WasiHttpError::InternalError(Some(e.to_string())));
+    let body = request_body(recv).map_err(|e| wasmfleet_runtime::WasiHttpError::InternalError(Some(e.to_string())));
     let req = match builder.body(body) {
         Ok(r) => r,
         Err(e) => {

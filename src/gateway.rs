@@ -36,7 +36,9 @@ const MAX_ATTEMPTS: usize = 3;
 #[derive(Clone)]
 pub enum Backend {
     Local(HttpService),
-    Remote { addr: SocketAddr, health: Arc<PeerHealth> },
+    /// On a peer, reached at its cluster address or one of its data-plane `lanes` (UDP ports
+    /// on the same address, possibly none).
+    Remote { addr: SocketAddr, lanes: Arc<[u16]>, health: Arc<PeerHealth> },
 }
 
 /// One replica that can serve a Service.
@@ -170,6 +172,7 @@ impl RoutingTable {
 pub struct Routes {
     table: Arc<RwLock<Arc<RoutingTable>>>,
     forwarder: Arc<OnceLock<Arc<Forwarder>>>,
+    lanes: Arc<OnceLock<Arc<crate::dataplane::Lanes>>>,
     /// Notified whenever a new table is stored.
     changed: Arc<tokio::sync::Notify>,
 }
@@ -211,6 +214,13 @@ impl Routes {
     }
     pub fn forwarder(&self) -> Option<&Arc<Forwarder>> {
         self.forwarder.get()
+    }
+    /// Hands accepted connections to the data plane's lanes (set once, when it is up).
+    pub fn set_lanes(&self, lanes: Arc<crate::dataplane::Lanes>) {
+        let _ = self.lanes.set(lanes);
+    }
+    pub fn lanes(&self) -> Option<&Arc<crate::dataplane::Lanes>> {
+        self.lanes.get()
     }
 }
 
@@ -350,7 +360,7 @@ where
     let mut last_error = None;
     for attempt in 0..MAX_ATTEMPTS {
         let Some(ep) = route.pick_remote(&tried) else { break };
-        let Backend::Remote { addr, .. } = &ep.backend else { break };
+        let Backend::Remote { addr, lanes, .. } = &ep.backend else { break };
         tried.push(ep.node.clone());
         head.replica = Some(ep.replica.clone());
         if attempt > 0 {
@@ -359,9 +369,9 @@ where
         route.forwarded.fetch_add(1, Ordering::Relaxed);
         let result = match (&replay, streaming.take()) {
             (Some(bytes), _) => {
-                forwarder.send(&ep.node, *addr, &head, Full::new(bytes.clone()), DEFAULT_DEADLINE).await
+                forwarder.send(&ep.node, *addr, lanes, &head, Full::new(bytes.clone()), DEFAULT_DEADLINE).await
             }
-            (None, Some(body)) => forwarder.send(&ep.node, *addr, &head, body, DEFAULT_DEADLINE).await,
+            (None, Some(body)) => forwarder.send(&ep.node, *addr, lanes, &head, body, DEFAULT_DEADLINE).await,
             (None, None) => break,
         };
         match result {
@@ -389,7 +399,8 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` turns true.
+/// Serves HTTP/1.1 on `listener` until `shutdown` turns true. Accepted connections go to the
+/// data plane's lanes when it runs ([`Routes::set_lanes`]), else are served here.
 pub fn spawn_listener(
     listener: TcpListener,
     routes: Routes,
@@ -411,19 +422,28 @@ pub fn spawn_listener(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let routes = routes.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let routes = routes.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&routes, binding, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+            let stream = match routes.lanes() {
+                Some(lanes) => match lanes.hand_off(stream, binding) {
+                    Ok(()) => continue,
+                    Err(stream) => stream,
+                },
+                None => stream,
+            };
+            tokio::spawn(serve_connection(stream, routes.clone(), binding));
         }
     })
+}
+
+/// Serves one HTTP/1.1 connection (keep-alive) until the client closes it.
+pub async fn serve_connection(stream: tokio::net::TcpStream, routes: Routes, binding: Binding) {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let routes = routes.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&routes, binding, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 /// Routes a component's outgoing `wasi:http` request for `http://<service>[.<namespace>...]/`

@@ -12,6 +12,7 @@ pub mod api;
 pub mod blobs;
 pub mod cli;
 pub mod client;
+pub mod dataplane;
 pub mod demo;
 pub mod forward;
 pub mod gateway;

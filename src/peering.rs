@@ -108,6 +108,10 @@ pub struct NodeInfo {
     pub arch: String,
     pub version: String,
     pub started_ms: u64,
+    /// UDP ports of the data-plane lanes on the cluster address, by lane index (none: the
+    /// cluster endpoint serves forwarded requests alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<u16>,
 }
 
 /// A replica as a node publishes it in gossip (key `replicas`, a JSON list): short field
@@ -238,6 +242,8 @@ pub struct Peering {
     /// Whether gossip started with any seed (a join, or peers seen alive before a restart):
     /// without one this node has never known another member.
     seeded: bool,
+    /// This node's certificate and key (the data-plane lanes' endpoints use them too).
+    identity: NodeIdentity,
 }
 
 impl std::fmt::Debug for Peering {
@@ -376,7 +382,7 @@ impl Peering {
             let state = handler_state.clone();
             async move { state.handle(peer, req).await.map_err(|e| format!("{e:#}")) }
         };
-        let mesh_config = MeshConfig::new(opts.listen_cluster, identity);
+        let mesh_config = MeshConfig::new(opts.listen_cluster, identity.clone());
         let mesh =
             Arc::new(Mesh::bind(mesh_config, Arc::new(handler)).await.context("binding the cluster (QUIC) listener")?);
         let blobs = BlobTransfer::new(mesh.clone(), store.clone());
@@ -434,6 +440,7 @@ impl Peering {
             gossip_addr,
             write_quorum: opts.write_quorum,
             seeded,
+            identity,
         });
         peering.clone().spawn_anti_entropy();
         Ok(peering)
@@ -455,6 +462,11 @@ impl Peering {
 
     pub fn node_id(&self) -> &str {
         &self.shared.node_id
+    }
+
+    /// This node's cluster identity.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
     }
 
     /// The request the gateway's health probes send.

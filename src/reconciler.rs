@@ -1036,6 +1036,7 @@ impl Reconciler {
             if let Some(forwarder) = &forwarder {
                 for peer in peers {
                     let Some(addr) = peer.cluster else { continue };
+                    let lanes: Arc<[u16]> = peer.info.as_ref().map(|i| i.lanes.as_slice()).unwrap_or_default().into();
                     for r in peer.replicas.iter().filter(|r| r.http && r.ready) {
                         let Some(labels) = labels_of.get(&r.owner) else { continue };
                         let in_namespace = r.owner.parse::<ObjectKey>().is_ok_and(|o| o.namespace == key.namespace);
@@ -1045,7 +1046,11 @@ impl Reconciler {
                         endpoints.push(Endpoint {
                             replica: r.name.clone(),
                             node: peer.name.clone(),
-                            backend: Backend::Remote { addr, health: forwarder.health(&peer.name) },
+                            backend: Backend::Remote {
+                                addr,
+                                lanes: lanes.clone(),
+                                health: forwarder.health(&peer.name),
+                            },
                             ready: Arc::new(AtomicBool::new(true)),
                         });
                     }

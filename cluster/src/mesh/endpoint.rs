@@ -92,6 +92,21 @@ impl Mesh {
     /// Binds the endpoint and starts serving requests with `handler`.
     pub async fn bind(config: MeshConfig, handler: Arc<dyn Handler>) -> Result<Mesh, MeshError> {
         config.validate()?;
+        let socket =
+            std::net::UdpSocket::bind(config.listen).map_err(|source| MeshError::Bind { addr: config.listen, source })?;
+        Self::bind_socket(config, socket, handler)
+    }
+
+    /// [`Mesh::bind`] on a socket bound already (`config.listen` is then ignored): for a
+    /// port that must be known before the endpoint can be made. Must run inside the tokio
+    /// runtime that is to drive the endpoint, whose tasks it spawns there.
+    pub fn bind_socket(
+        config: MeshConfig,
+        socket: std::net::UdpSocket,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Mesh, MeshError> {
+        config.validate()?;
+        let addr = socket.local_addr().unwrap_or(config.listen);
         let server_tls = if config.accept_joiners {
             pki::server_config_allowing_joiners(&config.identity)?
         } else {
@@ -105,8 +120,9 @@ impl Mesh {
         let client_crypto = QuicClientConfig::try_from(client_tls).map_err(|e| tls_config(&e))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
         client_config.transport_config(transport);
-        let endpoint = Endpoint::server(server, config.listen)
-            .map_err(|source| MeshError::Bind { addr: config.listen, source })?;
+        let runtime = quinn::default_runtime().ok_or(MeshError::InvalidConfig { reason: "no tokio runtime" })?;
+        let endpoint = Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+            .map_err(|source| MeshError::Bind { addr, source })?;
         let server = Arc::new(Server {
             handler,
             streams: std::array::from_fn(|_| std::sync::OnceLock::new()),
@@ -243,7 +259,7 @@ impl Mesh {
     }
 
     /// Closes every connection, tells the peers, and waits (bounded) until that is sent.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         self.shut();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
