@@ -84,11 +84,7 @@ pub struct Lanes {
 impl Lanes {
     /// Gives an accepted connection to the next lane; hands it back if it cannot (no lane
     /// is running any more), for the caller to serve.
-    pub fn hand_off(
-        &self,
-        stream: tokio::net::TcpStream,
-        binding: Binding,
-    ) -> Result<(), tokio::net::TcpStream> {
+    pub fn hand_off(&self, stream: tokio::net::TcpStream, binding: Binding) -> Result<(), tokio::net::TcpStream> {
         let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len().max(1);
         let Some(inbox) = self.inboxes.get(lane) else { return Err(stream) };
         // A std stream can move between runtimes; it is registered again on the lane's.
@@ -141,7 +137,8 @@ pub async fn start(
         let (inbox, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
-        let lane = Lane { index, socket, identity: identity.clone(), routes: routes.clone(), shutdown: shutdown.clone() };
+        let lane =
+            Lane { index, socket, identity: identity.clone(), routes: routes.clone(), shutdown: shutdown.clone() };
         std::thread::Builder::new()
             .name(format!("lane-{index}"))
             .spawn(move || {
@@ -177,10 +174,12 @@ struct Lane {
 impl Lane {
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Handoff>, ready: oneshot::Sender<Result<Arc<Mesh>>>) {
         enter_lane(self.index);
-        let mut config = MeshConfig::new(self.socket.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))), self.identity);
+        let mut config =
+            MeshConfig::new(self.socket.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))), self.identity);
         // Members only, and only forwarded-request streams: no joiners, no calls.
         config.accept_joiners = false;
-        let no_calls = |_: PeerInfo, _: Bytes| async { Err::<Bytes, _>("a data-plane lane serves no calls".to_string()) };
+        let no_calls =
+            |_: PeerInfo, _: Bytes| async { Err::<Bytes, _>("a data-plane lane serves no calls".to_string()) };
         let mesh = match Mesh::bind_socket(config, self.socket, Arc::new(no_calls)) {
             Ok(mesh) => Arc::new(mesh),
             Err(e) => {

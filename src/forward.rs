@@ -274,14 +274,13 @@ impl Forwarder {
         let _guard = InFlight(health.clone());
         // Errors carry whether the connection itself failed (then the peer leaves rotation).
         let exchange = async {
-            let (send, mut recv) = self.open(node, addr, lanes, &health, &head_bytes, deadline).await.map_err(
-                |e| match e {
+            let (send, mut recv) =
+                self.open(node, addr, lanes, &health, &head_bytes, deadline).await.map_err(|e| match e {
                     MeshError::Connect { .. } | MeshError::Tls { .. } | MeshError::Closed => {
                         (ForwardError::NotDelivered(e.to_string()), true)
                     }
                     e => (ForwardError::Unknown(e.to_string()), true),
-                },
-            )?;
+                })?;
             if body.is_end_stream() {
                 // No body (most GETs): finish now instead of spawning a pump.
                 let mut send = send;

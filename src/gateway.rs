@@ -38,7 +38,11 @@ pub enum Backend {
     Local(HttpService),
     /// On a peer, reached at its cluster address or one of its data-plane `lanes` (UDP ports
     /// on the same address, possibly none).
-    Remote { addr: SocketAddr, lanes: Arc<[u16]>, health: Arc<PeerHealth> },
+    Remote {
+        addr: SocketAddr,
+        lanes: Arc<[u16]>,
+        health: Arc<PeerHealth>,
+    },
 }
 
 /// One replica that can serve a Service.
@@ -440,10 +444,8 @@ pub async fn serve_connection(stream: tokio::net::TcpStream, routes: Routes, bin
         let routes = routes.clone();
         async move { Ok::<_, std::convert::Infallible>(route(&routes, binding, req).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc)
-        .await;
+    let _ =
+        hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc).await;
 }
 
 /// Routes a component's outgoing `wasi:http` request for `http://<service>[.<namespace>...]/`

@@ -92,8 +92,8 @@ impl Mesh {
     /// Binds the endpoint and starts serving requests with `handler`.
     pub async fn bind(config: MeshConfig, handler: Arc<dyn Handler>) -> Result<Mesh, MeshError> {
         config.validate()?;
-        let socket =
-            std::net::UdpSocket::bind(config.listen).map_err(|source| MeshError::Bind { addr: config.listen, source })?;
+        let socket = std::net::UdpSocket::bind(config.listen)
+            .map_err(|source| MeshError::Bind { addr: config.listen, source })?;
         Self::bind_socket(config, socket, handler)
     }
 
