@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,9 +99,10 @@ pub struct PeerHealth {
     lost: Notify,
     /// Forwarded requests in flight to this peer.
     pub in_flight: AtomicU32,
-    /// When (ms since the Unix epoch) its data-plane ports last failed to connect: for a
-    /// while after, its cluster address is used instead.
-    lanes_failed_ms: AtomicU64,
+    /// The data-plane lane port that last failed to connect, and when (ms since the Unix
+    /// epoch): for [`LANE_RETRY`] after, that port is not tried again (its cluster address
+    /// serves instead); a port the peer advertises anew (after a restart) is tried at once.
+    lane_failed: std::sync::Mutex<Option<(u16, u64)>>,
 }
 
 impl PeerHealth {
@@ -109,14 +110,23 @@ impl PeerHealth {
         self.down.load(Ordering::Relaxed)
     }
 
-    fn lanes_usable(&self) -> bool {
-        let failed = self.lanes_failed_ms.load(Ordering::Relaxed);
-        failed == 0 || crate::store::now_ms().saturating_sub(failed) > LANE_RETRY.as_millis() as u64
+    fn lane_usable(&self, port: u16) -> bool {
+        match *self.lane_failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((failed, at)) if failed == port => {
+                crate::store::now_ms().saturating_sub(at) > LANE_RETRY.as_millis() as u64
+            }
+            _ => true,
+        }
+    }
+
+    fn lane_failed(&self, port: u16) {
+        *self.lane_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some((port, crate::store::now_ms()));
     }
 }
 
-/// How long a peer whose data-plane ports did not connect is reached on its cluster address.
-const LANE_RETRY: Duration = Duration::from_secs(30);
+/// How long a peer's data-plane lane port that did not connect is left alone. Connecting
+/// to a port that drops packets takes the handshake timeout, so this is rare.
+const LANE_RETRY: Duration = Duration::from_secs(300);
 
 thread_local! {
     /// The data-plane lane this thread drives, if it is one (see [`crate::dataplane`]).
@@ -231,16 +241,16 @@ impl Forwarder {
         deadline: Duration,
     ) -> Result<(SendStream, RecvStream), MeshError> {
         if let Some((index, mesh)) = self.lane()
-            && !lanes.is_empty()
-            && health.lanes_usable()
+            && let Some(&port) = lanes.get(index % lanes.len().max(1))
+            && health.lane_usable(port)
         {
-            let lane = SocketAddr::new(addr.ip(), lanes[index % lanes.len()]);
+            let lane = SocketAddr::new(addr.ip(), port);
             match mesh.open_stream(STREAM_CHANNEL, node, lane, head, deadline).await {
                 // Nothing was sent: the cluster address may still work (a firewall that lets
                 // only the cluster port through).
                 Err(e @ (MeshError::Connect { .. } | MeshError::Tls { .. })) => {
                     tracing::warn!(peer = %node, %lane, error = %e, "peer's data-plane port does not connect: using its cluster address");
-                    health.lanes_failed_ms.store(crate::store::now_ms().max(1), Ordering::Relaxed);
+                    health.lane_failed(port);
                 }
                 other => return other,
             }
@@ -568,4 +578,90 @@ async fn serve(
     let Ok(head) = rmp_serde::to_vec_named(&head) else { return };
     let Ok(prefix) = wire::encode_frame(&[&head], &[], MAX_HEAD_BYTES) else { return };
     pump_body(body, send, prefix).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmfleet_cluster::mesh::MeshConfig;
+    use wasmfleet_cluster::pki::ClusterCa;
+
+    /// Answers every forwarded request with 200 from replica `0`.
+    struct Answer(&'static str);
+
+    impl StreamHandler for Answer {
+        fn handle_stream(
+            &self,
+            _peer: PeerInfo,
+            _head: Bytes,
+            _deadline: Duration,
+            mut send: SendStream,
+            _recv: RecvStream,
+        ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            let replica = self.0.to_string();
+            Box::pin(async move {
+                answer(&mut send, &ForwardAnswer::Response { status: 200, headers: Vec::new(), replica }).await;
+                let _ = send.finish();
+            })
+        }
+    }
+
+    async fn endpoint(ca: &ClusterCa, node: &str, answers_as: &'static str) -> Arc<Mesh> {
+        let config = MeshConfig::new("127.0.0.1:0".parse().unwrap(), ca.issue(node).unwrap());
+        let no_calls = |_: PeerInfo, _: Bytes| async { Err::<Bytes, String>("no calls here".into()) };
+        let mesh = Arc::new(Mesh::bind(config, Arc::new(no_calls)).await.unwrap());
+        mesh.set_stream_handler(STREAM_CHANNEL, Arc::new(Answer(answers_as)));
+        mesh
+    }
+
+    fn get() -> ForwardHead {
+        ForwardHead {
+            namespace: "default".into(),
+            service: "hello".into(),
+            replica: None,
+            method: "GET".into(),
+            uri: "/".into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Which endpoint of `b` served a GET sent with `lanes`.
+    async fn served_by(forwarder: &Forwarder, b: SocketAddr, lanes: &[u16]) -> String {
+        let empty = http_body_util::Empty::<Bytes>::new();
+        let resp = forwarder.send("b", b, lanes, &get(), empty, Duration::from_secs(10)).await.unwrap();
+        resp.headers()["x-wasmfleet-replica"].to_str().unwrap().to_string()
+    }
+
+    // A current-thread runtime: the test's thread is the lane.
+    #[tokio::test]
+    async fn a_lane_forwards_to_the_peers_lane_and_falls_back_to_its_cluster_address() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let forwarder = Forwarder::new(endpoint(&ca, "a", "-").await);
+        forwarder.set_lanes(vec![endpoint(&ca, "a", "-").await]);
+        let (b_cluster, b_lane) = (endpoint(&ca, "b", "cluster").await, endpoint(&ca, "b", "lane").await);
+        let b = b_cluster.local_addr().unwrap();
+        let lane = b_lane.local_addr().unwrap().port();
+
+        // Off a lane thread, and to a peer without lanes: the cluster endpoints.
+        assert_eq!(served_by(&forwarder, b, &[lane]).await, "cluster");
+        enter_lane(0);
+        assert_eq!(served_by(&forwarder, b, &[]).await, "cluster");
+        // On lane 0: the peer's lane 0.
+        assert_eq!(served_by(&forwarder, b, &[lane]).await, "lane");
+        assert_eq!(b_lane.open_connections(), 1);
+
+        // A lane port nothing answers on: the request still goes through, on the cluster
+        // address, and the peer's lanes are left alone for a while.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead_port = dead.local_addr().unwrap().port();
+        drop(dead);
+        assert_eq!(served_by(&forwarder, b, &[dead_port]).await, "cluster");
+        assert!(!forwarder.health("b").lane_usable(dead_port));
+        assert!(!forwarder.health("b").is_down(), "a lane that does not connect is no reason to leave rotation");
+        let started = std::time::Instant::now();
+        assert_eq!(served_by(&forwarder, b, &[dead_port]).await, "cluster");
+        assert!(started.elapsed() < Duration::from_millis(500), "the dead lane was tried again");
+        // A lane the peer advertises anew (it restarted) is used at once.
+        assert_eq!(served_by(&forwarder, b, &[lane]).await, "lane");
+    }
 }

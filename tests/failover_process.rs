@@ -313,3 +313,37 @@ fn a_node_restarted_without_network_runs_its_last_assignment_at_once() {
         (ready_replicas(&c, "web").len() == 3).then_some(())
     });
 }
+
+/// A node with `--lanes 0` serves forwarded requests on its cluster endpoint, and forwards
+/// from it; a node with lanes reaches it there. Both ways work in one cluster.
+#[test]
+fn nodes_with_and_without_lanes_forward_to_each_other() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Agent::start_node(da.path(), "node-a", &["--labels", "role=a", "--lanes", "0"]);
+    let t = token(&a);
+    let b = Agent::start_node(
+        db.path(),
+        "node-b",
+        &["--labels", "role=b", "--lanes", "2", "--join", &a.cluster, "--token", &t],
+    );
+    wait_for("2 alive nodes", Duration::from_secs(20), || (alive_nodes(&a) == 2 && alive_nodes(&b) == 2).then_some(()));
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&stdout(&a.cli(&["get", "nodes", "-o", "json"]))).unwrap();
+    let lanes = |name: &str| {
+        let node = nodes.iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("{name} in {nodes:?}"));
+        node["info"]["lanes"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!((lanes("node-a"), lanes("node-b")), (0, 2));
+    ok(a.cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    let pinned = |name: &str, role: &str| {
+        deployment(name, 1).replacen("    spec:\n", &format!("    spec:\n      nodeSelector: {{role: {role}}}\n"), 1)
+    };
+    apply(&a, &da.path().join("on-a.yaml"), &pinned("on-a", "a"));
+    apply(&a, &da.path().join("on-b.yaml"), &pinned("on-b", "b"));
+    for (gateway, host, node) in [(&a.gateway, "on-b", "node-b"), (&b.gateway, "on-a", "node-a")] {
+        let served = wait_for(&format!("{host} through the other node's gateway"), Duration::from_secs(30), || {
+            let (status, body, _) = http_get(&format!("{gateway}/"), host).ok()?;
+            (status == 200).then_some(body)
+        });
+        assert!(served.contains(&format!("node={node}")), "{host}: {served}");
+    }
+}
