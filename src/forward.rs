@@ -2,9 +2,9 @@
 //! that has one, over the existing QUIC connection to it (one stream per request).
 //!
 //! Wire, on one mesh stream ([`Mesh::open_stream`]):
-//! - caller → peer: the opening frame carries a [`ForwardHead`] (MessagePack): Service,
-//!   preferred replica, method, path and headers; then the request body as raw stream bytes,
-//!   ended by finishing the stream.
+//! - caller → peer: the opening frame carries a [`ForwardHead`] (MessagePack, fields as an
+//!   array; the older map form decodes too): Service, preferred replica, method, path and
+//!   headers; then the request body as raw stream bytes, ended by finishing the stream.
 //! - peer → caller: one length-prefixed frame with a [`ForwardAnswer`], then (for a response)
 //!   the body as raw bytes, ended by finishing the stream; a body that fails midway resets it.
 //!
@@ -279,7 +279,7 @@ impl Forwarder {
         if health.is_down() {
             return Err(ForwardError::NotDelivered(format!("{node} is unreachable")));
         }
-        let head_bytes = rmp_serde::to_vec_named(head).map_err(|e| ForwardError::NotDelivered(e.to_string()))?;
+        let head_bytes = rmp_serde::to_vec(head).map_err(|e| ForwardError::NotDelivered(e.to_string()))?;
         health.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(health.clone());
         // Errors carry whether the connection itself failed (then the peer leaves rotation).
@@ -514,7 +514,7 @@ impl StreamHandler for ForwardServer {
 }
 
 async fn answer(send: &mut SendStream, answer: &ForwardAnswer) -> bool {
-    let Ok(bytes) = rmp_serde::to_vec_named(answer) else { return false };
+    let Ok(bytes) = rmp_serde::to_vec(answer) else { return false };
     wire::write_frame(send, &[&bytes], MAX_HEAD_BYTES).await.is_ok()
 }
 
@@ -575,7 +575,7 @@ async fn serve(
         replica: endpoint.replica.clone(),
     };
     // The answer frame leaves with the first body bytes.
-    let Ok(head) = rmp_serde::to_vec_named(&head) else { return };
+    let Ok(head) = rmp_serde::to_vec(&head) else { return };
     let Ok(prefix) = wire::encode_frame(&[&head], &[], MAX_HEAD_BYTES) else { return };
     pump_body(body, send, prefix).await;
 }
@@ -630,6 +630,21 @@ mod tests {
         let empty = http_body_util::Empty::<Bytes>::new();
         let resp = forwarder.send("b", b, lanes, &get(), empty, Duration::from_secs(10)).await.unwrap();
         resp.headers()["x-wasmfleet-replica"].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn heads_and_answers_encode_compactly_and_the_named_form_still_decodes() {
+        let compact = rmp_serde::to_vec(&get()).unwrap();
+        let named = rmp_serde::to_vec_named(&get()).unwrap();
+        assert!(compact.len() < named.len());
+        for bytes in [compact, named] {
+            assert_eq!(rmp_serde::from_slice::<ForwardHead>(&bytes).unwrap().uri, "/");
+        }
+        let answer = ForwardAnswer::Response { status: 204, headers: Vec::new(), replica: "r".into() };
+        for bytes in [rmp_serde::to_vec(&answer).unwrap(), rmp_serde::to_vec_named(&answer).unwrap()] {
+            let decoded = rmp_serde::from_slice::<ForwardAnswer>(&bytes).unwrap();
+            assert!(matches!(decoded, ForwardAnswer::Response { status: 204, .. }), "{decoded:?}");
+        }
     }
 
     // A current-thread runtime: the test's thread is the lane.
