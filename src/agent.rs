@@ -63,9 +63,21 @@ impl AgentConfig {
             self.cluster.token.is_none() || !self.cluster.join.is_empty(),
             "--token needs --join HOST:PORT (a member's cluster address)"
         );
+        anyhow::ensure!(
+            self.lanes <= MAX_LANES,
+            "--lanes {}: at most {MAX_LANES} (one per core is the default and usually best)",
+            self.lanes
+        );
+        anyhow::ensure!(
+            self.lane_ports.is_none() || self.lanes > 0,
+            "--lane-ports needs lanes: it is ignored with --lanes 0"
+        );
         Ok(())
     }
 }
+
+/// Most data-plane lanes an agent runs.
+pub const MAX_LANES: usize = 256;
 
 /// The machine's host name, or `node`.
 pub fn default_node_name() -> String {
@@ -284,4 +296,21 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
     let api_url = format!("http://{api_addr}");
     write_private(&data_dir.join("api.addr"), api_url.as_bytes())?;
     Ok(AgentHandle { api_addr, gateway_addr, data_dir, token, reconciler, peering, shutdown_tx, leave_rx, tasks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_settings_are_checked() {
+        let mut config = AgentConfig::new(PathBuf::from("/nonexistent"));
+        config.node_name = "n".into();
+        assert!(config.validate().is_ok());
+        config.lanes = MAX_LANES + 1;
+        assert!(config.validate().unwrap_err().to_string().contains("--lanes 257"));
+        config.lanes = 0;
+        config.lane_ports = Some(9000);
+        assert!(config.validate().unwrap_err().to_string().contains("--lane-ports needs lanes"));
+    }
 }
