@@ -104,14 +104,6 @@ impl Lanes {
             },
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.inboxes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.inboxes.is_empty()
-    }
 }
 
 /// A started data plane: the lanes, their endpoints (by lane) and their threads.

@@ -440,57 +440,70 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// `Content-Length`, as hyper does, therefore never drops a stream with its end unread,
 /// which would make quinn send STOP_SENDING: a packet, and an ACK for it, per request.
 fn recv_body(recv: RecvStream) -> ResponseBody {
-    body_after(recv, None)
-}
-
-/// One read of a stream that is ready now: `None` if it would wait.
-fn read_now(recv: &mut RecvStream) -> Option<Result<Option<Bytes>, quinn::ReadError>> {
-    use futures::FutureExt as _;
-    recv.read_chunk(CHUNK, true).now_or_never().map(|r| r.map(|c| c.map(|c| c.bytes)))
-}
-
-/// [`recv_body`] whose first read already happened (`first`), if it did.
-fn body_after(recv: RecvStream, first: Option<Result<Bytes, quinn::ReadError>>) -> ResponseBody {
-    /// Where the reader is: `ahead` is a read made early, delivered before reading again.
-    struct State {
-        recv: Option<RecvStream>,
-        ahead: Option<Result<Bytes, quinn::ReadError>>,
-    }
-    let stream = futures::stream::unfold(State { recv: Some(recv), ahead: first }, |mut st| async move {
-        let item = match st.ahead.take() {
-            Some(item) => item,
-            None => match st.recv.as_mut()?.read_chunk(CHUNK, true).await {
-                Ok(Some(chunk)) => Ok(chunk.bytes),
-                Ok(None) => return None,
-                Err(e) => Err(e),
-            },
-        };
-        match (&item, st.recv.as_mut()) {
-            (Ok(_), Some(recv)) => match read_now(recv) {
-                // The end is here: consume it now and let the stream go.
-                Some(Ok(None)) => st.recv = None,
-                Some(Ok(Some(next))) => st.ahead = Some(Ok(next)),
-                Some(Err(e)) => st.ahead = Some(Err(e)),
-                None => {}
-            },
-            // After an error there is nothing more to read.
-            (Err(_), _) => st.recv = None,
-            (Ok(_), None) => {}
-        }
-        let frame = item.map(Frame::data).map_err(|e| Box::new(e) as BoxError);
-        Some((frame, st))
-    });
-    StreamBody::new(stream).boxed_unsync()
+    BodyReader::new(recv).into_body()
 }
 
 /// The body of a forwarded request: empty without touching the stream again when it already
 /// ended (a GET arrives with its FIN), so the stream is not stopped when the guest ignores it.
-fn request_body(mut recv: RecvStream) -> ResponseBody {
-    match read_now(&mut recv) {
-        Some(Ok(None)) => http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync(),
-        Some(Ok(Some(first))) => body_after(recv, Some(Ok(first))),
-        Some(Err(e)) => body_after(recv, Some(Err(e))),
-        None => body_after(recv, None),
+fn request_body(recv: RecvStream) -> ResponseBody {
+    let mut reader = BodyReader::new(recv);
+    reader.look_ahead();
+    if reader.finished() {
+        return http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
+    }
+    reader.into_body()
+}
+
+/// Reads a stream one step ahead (see [`recv_body`]).
+struct BodyReader {
+    /// `None` once the end or an error was read.
+    recv: Option<RecvStream>,
+    /// A read made early, delivered before reading again.
+    ahead: Option<Result<Bytes, quinn::ReadError>>,
+}
+
+impl BodyReader {
+    fn new(recv: RecvStream) -> Self {
+        BodyReader { recv: Some(recv), ahead: None }
+    }
+
+    fn finished(&self) -> bool {
+        self.recv.is_none() && self.ahead.is_none()
+    }
+
+    /// Reads what is ready now, without waiting: the end (the stream goes) or the next read.
+    fn look_ahead(&mut self) {
+        use futures::FutureExt as _;
+        let Some(recv) = self.recv.as_mut() else { return };
+        match recv.read_chunk(CHUNK, true).now_or_never() {
+            None => {}
+            Some(Ok(None)) => self.recv = None,
+            Some(Ok(Some(chunk))) => self.ahead = Some(Ok(chunk.bytes)),
+            Some(Err(e)) => {
+                self.ahead = Some(Err(e));
+                self.recv = None;
+            }
+        }
+    }
+
+    fn into_body(self) -> ResponseBody {
+        let stream = futures::stream::unfold(self, |mut reader| async move {
+            let item = match reader.ahead.take() {
+                Some(item) => item,
+                None => match reader.recv.as_mut()?.read_chunk(CHUNK, true).await {
+                    Ok(Some(chunk)) => Ok(chunk.bytes),
+                    Ok(None) => return None,
+                    Err(e) => {
+                        // After an error there is nothing more to read.
+                        reader.recv = None;
+                        Err(e)
+                    }
+                },
+            };
+            reader.look_ahead();
+            Some((item.map(Frame::data).map_err(|e| Box::new(e) as BoxError), reader))
+        });
+        StreamBody::new(stream).boxed_unsync()
     }
 }
 

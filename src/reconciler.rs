@@ -1015,6 +1015,9 @@ impl Reconciler {
             .filter_map(|(_, o)| Some((o.key().to_string(), o.pod_template()?.workload().labels)))
             .collect();
         let forwarder = self.inner.routes.forwarder().cloned();
+        // Each peer's data-plane lane ports, shared by its endpoints of every Service.
+        let peer_lanes: Vec<Arc<[u16]>> =
+            peers.iter().map(|p| p.info.as_ref().map(|i| i.lanes.as_slice()).unwrap_or_default().into()).collect();
         for (_, obj) in objects {
             let Object::Service(svc) = obj else { continue };
             let key = obj.key();
@@ -1034,9 +1037,8 @@ impl Reconciler {
                 }
             }
             if let Some(forwarder) = &forwarder {
-                for peer in peers {
+                for (peer, lanes) in peers.iter().zip(&peer_lanes) {
                     let Some(addr) = peer.cluster else { continue };
-                    let lanes: Arc<[u16]> = peer.info.as_ref().map(|i| i.lanes.as_slice()).unwrap_or_default().into();
                     for r in peer.replicas.iter().filter(|r| r.http && r.ready) {
                         let Some(labels) = labels_of.get(&r.owner) else { continue };
                         let in_namespace = r.owner.parse::<ObjectKey>().is_ok_and(|o| o.namespace == key.namespace);
