@@ -141,7 +141,7 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "$line"
 done
 stat1=$(cpu_stat)
-echo "steal during the run: $(echo "$stat0 $stat1" | awk '{d=$3-$1; printf "%.0f%%", d>0 ? 100*($4-$2)/d : 0}')"
+echo "steal during the run: $(echo "$stat0 $stat1" | awk '{d=$3-$1; printf "%.0f%%", (d > 0) ? 100*($4-$2)/d : 0}')"
 printf '1 connection:   the hop adds %s us at p50 (median of %s rounds: %s; goal <= 150 us)\n' \
   "$(median <"$tmp/hop")" "$ROUNDS" "$(tr '\n' ' ' <"$tmp/hop" | sed 's/ $//')"
 printf '32 connections: remote/local throughput %sx (median of %s rounds: %s; goal >= 0.7x)\n' \
