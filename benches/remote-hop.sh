@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmfleet-target}"
 DURATION="${DURATION:-3s}"
 ROUNDS="${ROUNDS:-5}"
+EDGE_ARGS="${EDGE_ARGS:-}"   # extra agent flags for the forwarding node, e.g. "--lanes 1"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q
 BIN="$CARGO_TARGET_DIR/release/wasmfleet"
@@ -45,7 +46,7 @@ agent() { # name extra-args...
 agent web --labels role=web
 CLUSTER=$(awk '/cluster listening on/ {print $4}' "$tmp/web.out")
 TOKEN=$("$BIN" --data-dir "$tmp/web" token create)
-agent edge --join "$CLUSTER" --join-token "$TOKEN"
+agent edge --join "$CLUSTER" --join-token "$TOKEN" $EDGE_ARGS
 GW_LOCAL=$(awk '/gateway listening on/ {print $4}' "$tmp/web.out")
 GW_REMOTE=$(awk '/gateway listening on/ {print $4}' "$tmp/edge.out")
 export WASMFLEET_DATA_DIR="$tmp/web"
@@ -114,7 +115,8 @@ for gw in "$GW_LOCAL" "$GW_REMOTE" $GW_NGINX; do wrk -t1 -c8 -d2s -H 'Host: hell
 # steal: the share of this VM's CPU time the hypervisor gave to others during the run
 cpu_stat() { awk '/^cpu / {t=0; for (i=2; i<=NF; i++) t+=$i; print t, $9}' /proc/stat; }
 stat0=$(cpu_stat)
-names="local remote"; [ -n "$GW_NGINX" ] && names="local remote nginx"
+names="local remote"
+[ -n "$GW_NGINX" ] && names="$names nginx"
 url() { case $1 in local) echo "$GW_LOCAL" ;; remote) echo "$GW_REMOTE" ;; nginx) echo "$GW_NGINX" ;; esac; }
 for round in $(seq 1 "$ROUNDS"); do
   for c in 1 32; do
@@ -127,26 +129,25 @@ for round in $(seq 1 "$ROUNDS"); do
       for name in $names; do rps <"$tmp/$name-32.txt" >"$tmp/$name-32.r$round"; done
     fi
   done
-  L1=$(cat "$tmp/local-1.r$round"); R1=$(cat "$tmp/remote-1.r$round")
-  L32=$(cat "$tmp/local-32.r$round"); R32=$(cat "$tmp/remote-32.r$round")
-  awk -v a="$L1" -v b="$R1" 'BEGIN {printf "%.0f\n", b-a}' >>"$tmp/hop"
-  awk -v a="$L32" -v b="$R32" 'BEGIN {printf "%.3f\n", b/a}' >>"$tmp/ratio"
-  line="round $round: p50 local $L1 us, remote $R1 us; 32 connections: local $L32, remote $R32 req/s"
-  if [ -n "$GW_NGINX" ]; then
-    N1=$(cat "$tmp/nginx-1.r$round"); N32=$(cat "$tmp/nginx-32.r$round")
-    awk -v a="$L1" -v b="$N1" 'BEGIN {printf "%.0f\n", b-a}' >>"$tmp/nhop"
-    awk -v a="$L32" -v b="$N32" 'BEGIN {printf "%.3f\n", b/a}' >>"$tmp/nratio"
-    line="$line; nginx $N1 us, $N32 req/s"
-  fi
+  L1=$(cat "$tmp/local-1.r$round"); L32=$(cat "$tmp/local-32.r$round")
+  line="round $round: local $L1 us, $L32 req/s"
+  for name in $names; do
+    [ "$name" = local ] && continue
+    X1=$(cat "$tmp/$name-1.r$round"); X32=$(cat "$tmp/$name-32.r$round")
+    awk -v a="$L1" -v b="$X1" 'BEGIN {printf "%.0f\n", b-a}' >>"$tmp/$name.hop"
+    awk -v a="$L32" -v b="$X32" 'BEGIN {printf "%.3f\n", b/a}' >>"$tmp/$name.ratio"
+    line="$line; $name $X1 us, $X32 req/s"
+  done
   echo "$line"
 done
 stat1=$(cpu_stat)
 echo "steal during the run: $(echo "$stat0 $stat1" | awk '{d=$3-$1; printf "%.0f%%", (d > 0) ? 100*($4-$2)/d : 0}')"
+list() { tr '\n' ' ' <"$1" | sed 's/ $//'; }
 printf '1 connection:   the hop adds %s us at p50 (median of %s rounds: %s; goal <= 150 us)\n' \
-  "$(median <"$tmp/hop")" "$ROUNDS" "$(tr '\n' ' ' <"$tmp/hop" | sed 's/ $//')"
+  "$(median <"$tmp/remote.hop")" "$ROUNDS" "$(list "$tmp/remote.hop")"
 printf '32 connections: remote/local throughput %sx (median of %s rounds: %s; goal >= 0.7x)\n' \
-  "$(median <"$tmp/ratio")" "$ROUNDS" "$(tr '\n' ' ' <"$tmp/ratio" | sed 's/ $//')"
+  "$(median <"$tmp/remote.ratio")" "$ROUNDS" "$(list "$tmp/remote.ratio")"
 if [ -n "$GW_NGINX" ]; then
-  printf 'reference, nginx proxy hop: adds %s us at 1 connection, %sx at 32 (medians)\n' \
-    "$(median <"$tmp/nhop")" "$(median <"$tmp/nratio")"
+  printf 'reference, nginx proxy hop: adds %s us at 1 connection (%s), %sx at 32 (%s)\n' \
+    "$(median <"$tmp/nginx.hop")" "$(list "$tmp/nginx.hop")" "$(median <"$tmp/nginx.ratio")" "$(list "$tmp/nginx.ratio")"
 fi
