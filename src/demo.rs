@@ -259,6 +259,13 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// A request latency: fractions of a millisecond where they matter (a sub-millisecond p99
+/// must not print as "0 ms").
+fn latency_ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 { format!("{ms:.2} ms") } else { format!("{ms:.0} ms") }
+}
+
 /// What one kill cost.
 struct Outcome {
     detected: Duration,
@@ -447,10 +454,8 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
     let after = phase(recovered_offset, Duration::MAX);
     let failed = samples.iter().filter(|s| !s.ok).count();
     if print {
-        let p99 = |v: &[Sample]| ms(percentile(v.iter().map(|s| s.latency).collect(), 0.99));
-        let p50 = |v: &[Sample]| {
-            format!("{:.2} ms", percentile(v.iter().map(|s| s.latency).collect(), 0.5).as_secs_f64() * 1e3)
-        };
+        let p99 = |v: &[Sample]| latency_ms(percentile(v.iter().map(|s| s.latency).collect(), 0.99));
+        let p50 = |v: &[Sample]| latency_ms(percentile(v.iter().map(|s| s.latency).collect(), 0.5));
         println!(
             "\nTraffic: {} clients through {}'s gateway ({}), then kill -9 {victim_name} (pid {pid}):",
             args.clients,
@@ -464,7 +469,7 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
         println!("  t={:<10} {} sees {victim_name} dead (gossip, phi-accrual)", ms(detected), nodes[via].name);
         println!("  t={:<10} {} ready hello replicas again, none on {victim_name}", ms(replaced), args.replicas);
         println!("  requests: {} sent, {failed} failed", samples.len());
-        let max = |v: &[Sample]| ms(v.iter().map(|s| s.latency).max().unwrap_or_default());
+        let max = |v: &[Sample]| latency_ms(v.iter().map(|s| s.latency).max().unwrap_or_default());
         println!("  latency   p50 / p99 / max");
         for (label, v) in [("before", &before), ("during", &during), ("after", &after)] {
             println!("    {label:<7} {} / {} / {}   ({} requests)", p50(v), p99(v), max(v), v.len());
@@ -483,4 +488,16 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
         }
     }
     Ok(Outcome { detected, replaced, requests: samples.len(), failed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_keep_their_fractions_below_ten_ms() {
+        assert_eq!(latency_ms(Duration::from_micros(170)), "0.17 ms");
+        assert_eq!(latency_ms(Duration::from_micros(9_994)), "9.99 ms");
+        assert_eq!(latency_ms(Duration::from_micros(12_400)), "12 ms");
+    }
 }
