@@ -454,8 +454,7 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
     let after = phase(recovered_offset, Duration::MAX);
     let failed = samples.iter().filter(|s| !s.ok).count();
     if print {
-        let p99 = |v: &[Sample]| latency_ms(percentile(v.iter().map(|s| s.latency).collect(), 0.99));
-        let p50 = |v: &[Sample]| latency_ms(percentile(v.iter().map(|s| s.latency).collect(), 0.5));
+        let pct = |v: &[Sample], q: f64| latency_ms(percentile(v.iter().map(|s| s.latency).collect(), q));
         println!(
             "\nTraffic: {} clients through {}'s gateway ({}), then kill -9 {victim_name} (pid {pid}):",
             args.clients,
@@ -472,7 +471,7 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
         let max = |v: &[Sample]| latency_ms(v.iter().map(|s| s.latency).max().unwrap_or_default());
         println!("  latency   p50 / p99 / max");
         for (label, v) in [("before", &before), ("during", &during), ("after", &after)] {
-            println!("    {label:<7} {} / {} / {}   ({} requests)", p50(v), p99(v), max(v), v.len());
+            println!("    {label:<7} {} / {} / {}   ({} requests)", pct(v, 0.5), pct(v, 0.99), max(v), v.len());
         }
         for e in errors.iter().take(3) {
             println!("  error: {e}");
