@@ -36,8 +36,6 @@ pub struct AgentConfig {
     pub lanes: usize,
     /// UDP port of the first lane's endpoint (the others follow); default: any free ports.
     pub lane_ports: Option<u16>,
-    /// Pin lane *i* to the *i*-th allowed CPU (see [`crate::dataplane::pin_to_cpu`]).
-    pub pin_lanes: bool,
 }
 
 impl AgentConfig {
@@ -54,7 +52,6 @@ impl AgentConfig {
             cluster: ClusterOptions::default(),
             lanes: crate::dataplane::default_lanes(),
             lane_ports: None,
-            pin_lanes: false,
         }
     }
 
@@ -75,7 +72,6 @@ impl AgentConfig {
             self.lane_ports.is_none() || self.lanes > 0,
             "--lane-ports needs lanes: it is ignored with --lanes 0"
         );
-        anyhow::ensure!(!self.pin_lanes || self.lanes > 0, "--pin-lanes needs lanes: there are none with --lanes 0");
         Ok(())
     }
 }
@@ -261,7 +257,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
     );
     let mut tasks = Vec::new();
     if let Some(sockets) = lane_sockets {
-        let plane = crate::dataplane::start(sockets, peering.identity(), &routes, &shutdown_rx, config.pin_lanes).await?;
+        let plane = crate::dataplane::start(sockets, peering.identity(), &routes, &shutdown_rx).await?;
         forwarder.set_lanes(plane.endpoints);
         routes.set_lanes(plane.lanes);
         tasks.extend(plane.done.into_iter().map(|done| {

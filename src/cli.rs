@@ -133,11 +133,6 @@ pub struct AgentArgs {
     /// UDP port of the first lane (the others take the next ports); default: any free ports.
     #[arg(long)]
     pub lane_ports: Option<u16>,
-    /// Pin lane i to the i-th CPU this process may run on (thread per core, like nginx's
-    /// `worker_cpu_affinity auto`): a request forwarded between two agents on one host then
-    /// stays on one core end to end.
-    #[arg(long)]
-    pub pin_lanes: bool,
     /// Node name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -294,7 +289,6 @@ fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
         config.lanes = n;
     }
     config.lane_ports = a.lane_ports;
-    config.pin_lanes = a.pin_lanes;
     if let Some(n) = &a.node_name {
         config.node_name = n.clone();
     }

@@ -121,7 +121,6 @@ pub async fn start(
     identity: &NodeIdentity,
     routes: &Routes,
     shutdown: &watch::Receiver<bool>,
-    pin: bool,
 ) -> Result<DataPlane> {
     let mut inboxes = Vec::new();
     let mut endpoints = Vec::new();
@@ -135,9 +134,6 @@ pub async fn start(
         std::thread::Builder::new()
             .name(format!("lane-{index}"))
             .spawn(move || {
-                if pin && let Err(e) = pin_to_cpu(index) {
-                    tracing::warn!(lane = index, error = %e, "could not pin the lane to a CPU");
-                }
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
@@ -157,35 +153,6 @@ pub async fn start(
         done.push(done_rx);
     }
     Ok(DataPlane { lanes: Arc::new(Lanes { inboxes, next: AtomicUsize::new(0) }), endpoints, done })
-}
-
-/// Pins the calling thread to the `index`-th CPU (modulo their number) of those it may run on
-/// now, so that the lanes of a process under a CPU set spread over that set.
-#[cfg(target_os = "linux")]
-pub fn pin_to_cpu(index: usize) -> std::io::Result<usize> {
-    // SAFETY: cpu_set_t is plain data; the calls get its size and a valid pointer.
-    unsafe {
-        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &allowed)).collect();
-        let Some(&cpu) = cpus.get(index % cpus.len().max(1)) else {
-            return Err(std::io::Error::other("no CPU is allowed"));
-        };
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(cpu)
-    }
-}
-
-/// Pinning is only implemented on Linux.
-#[cfg(not(target_os = "linux"))]
-pub fn pin_to_cpu(_index: usize) -> std::io::Result<usize> {
-    Err(std::io::Error::other("pinning threads is only implemented on Linux"))
 }
 
 struct Lane {
