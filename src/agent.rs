@@ -11,12 +11,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wasmfleet_runtime::{Runtime, RuntimeConfig};
 
-use crate::api::{Api, router};
-use crate::forward::{ForwardServer, Forwarder};
-use crate::gateway::{Binding, Routes, spawn_listener};
+use crate::control::api::{Api, router};
+use crate::dataplane::forward::{ForwardServer, Forwarder};
+use crate::dataplane::gateway::{Binding, Routes, spawn_listener};
 use crate::peering::{ClusterOptions, NodeInfo, Peering};
-use crate::reconciler::{NodeCapacity, Reconciler};
-use crate::store::Store;
+use crate::reconcile::{NodeCapacity, Reconciler};
+use crate::state::{Store, write_private};
 
 /// Settings of an agent.
 #[derive(Clone, Debug)]
@@ -50,7 +50,7 @@ impl AgentConfig {
             capacity_memory_mib: None,
             labels: Default::default(),
             cluster: ClusterOptions::default(),
-            lanes: crate::dataplane::default_lanes(),
+            lanes: crate::dataplane::lanes::default_lanes(),
             lane_ports: None,
         }
     }
@@ -149,24 +149,6 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String> {
     Ok(token)
 }
 
-/// Writes a file readable by its owner only (0600), atomically (temporary name, fsync, rename).
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 fn node_id(data_dir: &Path) -> Result<u64> {
     let path = data_dir.join("node-id");
     if let Some(id) = std::fs::read_to_string(&path).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok()) {
@@ -206,7 +188,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
 
     let lane_sockets = match config.lanes {
         0 => None,
-        n => Some(crate::dataplane::Sockets::bind(n, config.cluster.listen_cluster.ip(), config.lane_ports)?),
+        n => Some(crate::dataplane::lanes::Sockets::bind(n, config.cluster.listen_cluster.ip(), config.lane_ports)?),
     };
     let info = NodeInfo {
         api: format!("http://{api_addr}"),
@@ -217,7 +199,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         max_instances: sizing.instances.max(1) * 4,
         arch: std::env::consts::ARCH.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        started_ms: crate::store::now_ms(),
+        started_ms: crate::clock::now_ms(),
         lanes: lane_sockets.as_ref().map(|s| s.ports()).transpose()?.unwrap_or_default(),
         ..NodeInfo::default()
     };
@@ -248,16 +230,17 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
     // Traffic between nodes: forwarded requests in, and out with health probes.
     let forwarder = Forwarder::new(peering.mesh().clone());
     routes.set_forwarder(forwarder.clone());
-    peering
-        .mesh()
-        .set_stream_handler(crate::forward::STREAM_CHANNEL, Arc::new(ForwardServer { routes: routes.clone() }));
     peering.mesh().set_stream_handler(
-        crate::logs::LOGS_CHANNEL,
-        Arc::new(crate::logs::LogsServer { reconciler: reconciler.clone(), node: config.node_name.clone() }),
+        crate::dataplane::forward::STREAM_CHANNEL,
+        Arc::new(ForwardServer { routes: routes.clone() }),
+    );
+    peering.mesh().set_stream_handler(
+        crate::control::logs::LOGS_CHANNEL,
+        Arc::new(crate::control::logs::LogsServer { reconciler: reconciler.clone(), node: config.node_name.clone() }),
     );
     let mut tasks = Vec::new();
     if let Some(sockets) = lane_sockets {
-        let plane = crate::dataplane::start(sockets, peering.identity(), &routes, &shutdown_rx).await?;
+        let plane = crate::dataplane::lanes::start(sockets, peering.identity(), &routes, &shutdown_rx).await?;
         forwarder.set_lanes(plane.endpoints);
         routes.set_lanes(plane.lanes);
         tasks.extend(plane.done.into_iter().map(|done| {

@@ -8,16 +8,11 @@
 //! [`cli`] and [`client`] are the command line; [`demo`] is the quick start.
 
 pub mod agent;
-pub mod api;
-pub mod blobs;
 pub mod cli;
-pub mod client;
+pub mod clock;
+pub mod control;
 pub mod dataplane;
-pub mod demo;
-pub mod forward;
-pub mod gateway;
-pub mod logs;
 pub mod manifest;
 pub mod peering;
-pub mod reconciler;
-pub mod store;
+pub mod reconcile;
+pub mod state;

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, anyhow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::ErrorBody;
+use crate::control::api::ErrorBody;
 
 /// Where and how to reach an agent.
 #[derive(Clone, Debug)]

@@ -20,7 +20,7 @@
 //! only the cluster port).
 //!
 //! [`NodeInfo::lanes`]: crate::peering::NodeInfo::lanes
-//! [`Forwarder`]: crate::forward::Forwarder
+//! [`Forwarder`]: crate::dataplane::forward::Forwarder
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use wasmfleet_cluster::mesh::{Mesh, MeshConfig, PeerInfo};
 use wasmfleet_cluster::pki::NodeIdentity;
 
-use crate::forward::{ForwardServer, STREAM_CHANNEL, enter_lane};
-use crate::gateway::{Binding, Routes, serve_connection};
+use crate::dataplane::forward::{ForwardServer, STREAM_CHANNEL, enter_lane};
+use crate::dataplane::gateway::{Binding, Routes, serve_connection};
 
 /// The default number of lanes: one per core.
 pub fn default_lanes() -> usize {

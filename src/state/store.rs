@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -19,6 +18,7 @@ use tokio::sync::watch;
 use wasmfleet_cluster::{Hlc, Version};
 use wasmfleet_runtime::{Digest, ModuleKind};
 
+use crate::clock::now_ms;
 use crate::manifest::{Kind, Object, ObjectKey};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -73,6 +73,9 @@ pub enum ApplyAction {
     Configured,
     Unchanged,
 }
+
+/// Largest module blob a node accepts (an upload, or a copy from a peer).
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
 
 /// Summary-key prefix of module tags.
 pub const TAG_PREFIX: &str = "tag/";
@@ -166,10 +169,6 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Store {

@@ -17,12 +17,11 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use wasmfleet_runtime::{Digest, ModuleKind, Runtime};
 
+use crate::clock::now_ms;
 use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey};
-use crate::reconciler::{ObjectStatus, Reconciler, ReplicaStatus};
-use crate::store::{ApplyAction, ModuleRecord, Store, StoreError, StoredObject, now_ms};
+use crate::reconcile::{ObjectStatus, Reconciler, ReplicaStatus};
+use crate::state::{ApplyAction, MAX_MODULE_BYTES, ModuleRecord, Store, StoreError, StoredObject};
 
-/// Largest module upload.
-pub const MAX_MODULE_BYTES: usize = 64 << 20;
 /// Largest manifest or JSON request.
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
@@ -164,7 +163,7 @@ impl Api {
                 pushed_ms: now_ms(),
             };
             self.store.set_tag(&rec)?;
-            copies = copies.min(self.peering.replicate(&[format!("{}{n}", crate::store::TAG_PREFIX)]).await);
+            copies = copies.min(self.peering.replicate(&[format!("{}{n}", crate::state::TAG_PREFIX)]).await);
         }
         Ok(PushResponse {
             copies,
@@ -539,18 +538,18 @@ async fn logs(
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
-    let req = crate::logs::LogsRequest {
+    let req = crate::control::logs::LogsRequest {
         namespace: ns.clone(),
         name: name.clone(),
         tail: q.tail,
         follow: q.follow.unwrap_or(false),
     };
-    let logs = crate::logs::cluster_logs(&a.reconciler, &a.peering, &a.node, &req).await;
+    let logs = crate::control::logs::cluster_logs(&a.reconciler, &a.peering, &a.node, &req).await;
     let known = [Kind::Deployment, Kind::Job, Kind::DaemonSet].into_iter().any(|kind| {
         let key = ObjectKey { kind, namespace: ns.clone(), name: name.clone() };
         a.store.get(&key).ok().flatten().is_some()
     });
-    if logs.snapshot.is_empty() && !known && crate::logs::local_buffers(&a.reconciler, &ns, &name).is_empty() {
+    if logs.snapshot.is_empty() && !known && crate::control::logs::local_buffers(&a.reconciler, &ns, &name).is_empty() {
         return Err(ApiError::NotFound {
             what: format!("logs for {ns}/{name} (no deployment, job, daemonset or replica by that name has run)"),
         });

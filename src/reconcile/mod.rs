@@ -27,10 +27,11 @@ use wasmfleet_runtime::{
 };
 use wasmfleet_scheduler::{NodeInfo, WorkloadKind, WorkloadReq};
 
-use crate::gateway::{Backend, Binding, Endpoint, Routes, RoutingTable, ServiceRoute};
+use crate::clock::now_ms;
+use crate::dataplane::gateway::{Backend, Binding, Endpoint, Routes, RoutingTable, ServiceRoute};
 use crate::manifest::{Kind, Object, ObjectKey, RestartPolicy, WorkloadTemplate, selector_matches};
-use crate::peering::{GossipReplica, PeerView};
-use crate::store::{JobRecord, Store, StoredObject, now_ms};
+use crate::peering::{GossipReplica, PeerView, ReplicaPhase};
+use crate::state::{JobRecord, Store, StoredObject};
 use wasmfleet_cluster::membership::MemberState;
 
 const LOG_BYTES: usize = 256 * 1024;
@@ -86,7 +87,7 @@ pub struct ReplicaStatus {
     pub revision: String,
     pub module: String,
     pub kind: String,
-    pub phase: String,
+    pub phase: ReplicaPhase,
     pub ready: bool,
     pub restarts: u32,
     pub started_ms: u64,
@@ -331,7 +332,7 @@ impl Reconciler {
                     revision: r.revision.clone(),
                     module: String::new(),
                     kind: if r.http { "http" } else { "command" }.to_string(),
-                    phase: r.phase.clone(),
+                    phase: r.phase,
                     ready: r.ready,
                     restarts: r.restarts,
                     started_ms: r.started_ms,
@@ -534,7 +535,7 @@ impl Reconciler {
         let mut elsewhere: HashMap<(String, u32), Vec<Elsewhere<'_>>> = HashMap::new();
         for v in &alive_views {
             for r in &v.replicas {
-                let running = matches!(r.phase.as_str(), "Running" | "Pending" | "NotReady" | "Starting");
+                let running = r.phase.is_active();
                 elsewhere.entry((r.owner.clone(), r.index)).or_default().push((v.name.as_str(), r.ready, running));
             }
         }
@@ -824,7 +825,7 @@ impl Reconciler {
         if let Err(e) = self.inner.store.set_job_record(key, &rec) {
             tracing::error!(job = %key, error = %e, "cannot record job progress");
         } else if let Some(peering) = self.inner.peering.get().cloned() {
-            let summary_key = format!("{}{key}", crate::store::JOB_PREFIX);
+            let summary_key = format!("{}{key}", crate::state::JOB_PREFIX);
             tokio::spawn(async move {
                 peering.replicate(&[summary_key]).await;
             });
@@ -914,7 +915,7 @@ impl Reconciler {
         }
         spec.allowed_outbound_hosts = w.allowed_outbound_hosts.clone();
         spec.service_router = Some(wasmfleet_runtime::OutboundRouter {
-            router: Arc::new(crate::gateway::ServiceCalls { routes: self.inner.routes.clone() }),
+            router: Arc::new(crate::dataplane::gateway::ServiceCalls { routes: self.inner.routes.clone() }),
             namespace: key.owner.namespace.as_str().into(),
         });
         let mut limits = Limits::default();
@@ -967,7 +968,7 @@ impl Reconciler {
         let (kind, phase, restarts, message, stats) = match &r.runner {
             Runner::Http { service, .. } => (
                 "http".to_string(),
-                if ready { "Running" } else { "NotReady" }.to_string(),
+                if ready { ReplicaPhase::Running } else { ReplicaPhase::NotReady },
                 0,
                 None,
                 Some(service.stats()),
@@ -976,7 +977,7 @@ impl Reconciler {
                 let s = h.status();
                 (
                     "command".to_string(),
-                    format!("{:?}", s.phase),
+                    ReplicaPhase::of_command(s.phase),
                     s.restarts,
                     s.last_exit.map(|e| format!("last run: {e}")),
                     None,
@@ -1103,7 +1104,7 @@ impl Reconciler {
             }) {
                 Ok(l) => {
                     tracing::info!(%addr, "service port listening");
-                    let h = crate::gateway::spawn_listener(
+                    let h = crate::dataplane::gateway::spawn_listener(
                         l,
                         self.inner.routes.clone(),
                         Binding::Port(port),
@@ -1138,7 +1139,7 @@ fn gossip_replica(st: &ReplicaStatus) -> GossipReplica {
         index,
         name: st.name.clone(),
         revision: st.revision.clone(),
-        phase: st.phase.clone(),
+        phase: st.phase,
         ready: st.ready,
         restarts: st.restarts,
         http: st.kind == "http",
@@ -1218,7 +1219,7 @@ fn write_if_newer(on_disk: &Mutex<u64>, path: &std::path::Path, generation: u64,
     if *last >= generation {
         return;
     }
-    match crate::agent::write_private(path, bytes) {
+    match crate::state::write_private(path, bytes) {
         Ok(()) => *last = generation,
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not record this node's assignment"),
     }

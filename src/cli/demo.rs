@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 
-use crate::client::Client;
+use crate::control::client::Client;
 use crate::peering::NodeView;
-use crate::reconciler::ReplicaStatus;
+use crate::reconcile::ReplicaStatus;
 
 /// The `hello` component, built from `modules/hello` and embedded in the binary.
 pub const HELLO_WASM: &[u8] = include_bytes!(concat!(env!("WASMFLEET_MODULES_DIR"), "/hello.wasm"));
 /// The manifest the demo applies.
-pub const HELLO_YAML: &str = include_str!("../examples/hello.yaml");
+pub const HELLO_YAML: &str = include_str!("../../examples/hello.yaml");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Via {

@@ -1,5 +1,7 @@
 //! The command line: `wasmfleet agent`, and kubectl-like client commands.
 
+pub mod demo;
+
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,11 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wasmfleet_runtime::{Preopen, Runtime, RuntimeConfig, Stdio, WorkloadSpec};
 
 use crate::agent::{AgentConfig, default_data_dir, spawn_agent};
-use crate::api::{ApplyResult, ObjectView, PushResponse};
-use crate::client::{Client, encode};
+use crate::control::api::{ApplyResult, ObjectView, PushResponse};
+use crate::control::client::{Client, encode};
 use crate::manifest::{self, Kind, ObjectKey};
-use crate::reconciler::ReplicaStatus;
-use crate::store::ModuleRecord;
+use crate::reconcile::ReplicaStatus;
+use crate::state::ModuleRecord;
 
 const MIB: u64 = 1 << 20;
 
@@ -41,7 +43,7 @@ pub enum Command {
     /// Run a node: the agent with its API, gateway and workloads.
     Agent(Box<AgentArgs>),
     /// Start a local agent in a temporary data dir, deploy `hello`, and show it answering.
-    Demo(crate::demo::DemoArgs),
+    Demo(crate::cli::demo::DemoArgs),
     /// Push a module (a .wasm file) into the node's store under NAME:TAG.
     Push { name: String, file: PathBuf },
     /// Create or update objects from YAML manifests (files, directories, or - for stdin).
@@ -212,7 +214,7 @@ impl Cli {
 pub fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Agent(a) => run_agent(&cli, a),
-        Command::Demo(d) => crate::demo::run(d, cli.data_dir.clone()),
+        Command::Demo(d) => crate::cli::demo::run(d, cli.data_dir.clone()),
         Command::Push { name, file } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let r: PushResponse =
@@ -446,7 +448,7 @@ pub fn kubectl_name(key: &ObjectKey) -> String {
 }
 
 fn age(ms: u64) -> String {
-    let now = crate::store::now_ms();
+    let now = crate::clock::now_ms();
     let s = now.saturating_sub(ms) / 1000;
     match s {
         0..120 => format!("{s}s"),
@@ -509,7 +511,7 @@ fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Res
                     let mut row = vec![
                         r.name.clone(),
                         if r.ready { "1/1" } else { "0/1" }.to_string(),
-                        r.phase.clone(),
+                        r.phase.to_string(),
                         r.restarts.to_string(),
                         age(r.started_ms),
                     ];

@@ -30,8 +30,7 @@ use wasmfleet_cluster::mesh::frame as wire;
 use wasmfleet_cluster::mesh::{Mesh, PeerInfo, RecvStream, SendStream, StreamHandler};
 use wasmfleet_runtime::Digest;
 
-use crate::api::MAX_MODULE_BYTES;
-use crate::store::{BlobWriter, Store};
+use crate::state::{BlobWriter, MAX_MODULE_BYTES, Store};
 
 /// The mesh stream channel of blob transfers.
 pub const BLOB_CHANNEL: u8 = 1;

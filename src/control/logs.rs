@@ -21,7 +21,7 @@ use wasmfleet_runtime::{LogBuffer, LogLine};
 
 use crate::manifest::{Kind, ObjectKey};
 use crate::peering::Peering;
-use crate::reconciler::Reconciler;
+use crate::reconcile::Reconciler;
 
 /// The mesh stream channel of log streams.
 pub const LOGS_CHANNEL: u8 = 2;

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wasmfleet_runtime::{HttpService, ResponseBody};
 
-use crate::forward::{DEFAULT_DEADLINE, ForwardError, ForwardHead, Forwarder, PeerHealth, wire_headers};
+use crate::dataplane::forward::{DEFAULT_DEADLINE, ForwardError, ForwardHead, Forwarder, PeerHealth, wire_headers};
 use crate::manifest::ObjectKey;
 
 /// Request bodies up to this size are buffered when forwarded, so they can be retried.
@@ -176,7 +176,7 @@ impl RoutingTable {
 pub struct Routes {
     table: Arc<RwLock<Arc<RoutingTable>>>,
     forwarder: Arc<OnceLock<Arc<Forwarder>>>,
-    lanes: Arc<OnceLock<Arc<crate::dataplane::Lanes>>>,
+    lanes: Arc<OnceLock<Arc<crate::dataplane::lanes::Lanes>>>,
     /// Notified whenever a new table is stored.
     changed: Arc<tokio::sync::Notify>,
 }
@@ -220,10 +220,10 @@ impl Routes {
         self.forwarder.get()
     }
     /// Hands accepted connections to the data plane's lanes (set once, when it is up).
-    pub fn set_lanes(&self, lanes: Arc<crate::dataplane::Lanes>) {
+    pub fn set_lanes(&self, lanes: Arc<crate::dataplane::lanes::Lanes>) {
         let _ = self.lanes.set(lanes);
     }
-    pub fn lanes(&self) -> Option<&Arc<crate::dataplane::Lanes>> {
+    pub fn lanes(&self) -> Option<&Arc<crate::dataplane::lanes::Lanes>> {
         self.lanes.get()
     }
 }

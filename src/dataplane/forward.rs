@@ -35,7 +35,7 @@ use wasmfleet_cluster::mesh::frame as wire;
 use wasmfleet_cluster::mesh::{Mesh, MeshError, PeerInfo, RecvStream, SendStream, StreamHandler};
 use wasmfleet_runtime::ResponseBody;
 
-use crate::gateway::Routes;
+use crate::dataplane::gateway::Routes;
 use crate::manifest::{Kind, ObjectKey};
 
 /// The mesh stream channel of forwarded requests.
@@ -113,14 +113,14 @@ impl PeerHealth {
     fn lane_usable(&self, port: u16) -> bool {
         match *self.lane_failed.lock().unwrap_or_else(|e| e.into_inner()) {
             Some((failed, at)) if failed == port => {
-                crate::store::now_ms().saturating_sub(at) > LANE_RETRY.as_millis() as u64
+                crate::clock::now_ms().saturating_sub(at) > LANE_RETRY.as_millis() as u64
             }
             _ => true,
         }
     }
 
     fn lane_failed(&self, port: u16) {
-        *self.lane_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some((port, crate::store::now_ms()));
+        *self.lane_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some((port, crate::clock::now_ms()));
     }
 }
 

@@ -13,7 +13,12 @@
 //!   node gossips and pulls what is newer. Module blobs are copied to peers at push time and
 //!   fetched from a peer, digest-verified, when a node needs one it lacks.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod blobs;
+pub mod view;
+
+pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaPhase};
+
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,10 +36,11 @@ use wasmfleet_cluster::seal::GossipKey;
 use wasmfleet_cluster::token::{JoinToken, random_secret, secret_proof, verify_secret_proof};
 use wasmfleet_runtime::Digest;
 
-use crate::agent::write_private;
-use crate::blobs::BlobTransfer;
+use crate::clock::now_ms;
 use crate::manifest::ObjectKey;
-use crate::store::{JOB_PREFIX, JobRecord, ModuleRecord, Store, StoredObject, TAG_PREFIX, now_ms};
+use crate::peering::blobs::BlobTransfer;
+use crate::state::write_private;
+use crate::state::{JOB_PREFIX, JobRecord, ModuleRecord, Store, StoredObject, TAG_PREFIX};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 /// Dead nodes are forgotten after 15 minutes; deletes are remembered twice as long.
@@ -88,80 +94,6 @@ struct ClusterFile {
 struct IssuedToken {
     secret: String,
     expires_at_ms: u64,
-}
-
-/// What this node publishes about itself in gossip (key `info`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct NodeInfo {
-    pub cluster: String,
-    pub api: String,
-    pub gateway: String,
-    #[serde(default)]
-    pub zone: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub memory_mib: u64,
-    pub cpu_millis: u64,
-    /// Replicas this node can run at once (Wasm instance slots).
-    #[serde(default)]
-    pub max_instances: u32,
-    pub arch: String,
-    pub version: String,
-    pub started_ms: u64,
-    /// UDP ports of the data-plane lanes on the cluster address, by lane index (none: the
-    /// cluster endpoint serves forwarded requests alone).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lanes: Vec<u16>,
-}
-
-/// A replica as a node publishes it in gossip (key `replicas`, a JSON list): short field
-/// names keep the value small (chitchat values must stay far below 64 KB).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct GossipReplica {
-    /// Owner object key, `Kind/namespace/name`.
-    #[serde(rename = "o")]
-    pub owner: String,
-    #[serde(rename = "i")]
-    pub index: u32,
-    #[serde(rename = "n")]
-    pub name: String,
-    #[serde(rename = "r")]
-    pub revision: String,
-    #[serde(rename = "p")]
-    pub phase: String,
-    #[serde(rename = "y")]
-    pub ready: bool,
-    #[serde(rename = "c", default)]
-    pub restarts: u32,
-    /// Serves HTTP (a `wasi:http/proxy` component).
-    #[serde(rename = "h", default)]
-    pub http: bool,
-    #[serde(rename = "s", default)]
-    pub started_ms: u64,
-    /// Requests in flight (HTTP replicas).
-    #[serde(rename = "f", default)]
-    pub in_flight: u32,
-}
-
-/// Another node as seen through gossip, with what it runs.
-#[derive(Clone, Debug)]
-pub struct PeerView {
-    pub name: String,
-    pub state: MemberState,
-    pub cluster: Option<SocketAddr>,
-    pub info: Option<NodeInfo>,
-    pub replicas: Vec<GossipReplica>,
-}
-
-/// A node as the API reports it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NodeView {
-    pub name: String,
-    pub state: String,
-    pub info: Option<NodeInfo>,
-    pub generation: u64,
-    pub in_sync: bool,
-    pub this_node: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -620,7 +552,7 @@ impl Peering {
     /// Copies a module blob (streamed) to peers; returns the copies (this node included).
     pub async fn replicate_blob(self: &Arc<Self>, digest: Digest, bytes: Bytes) -> usize {
         let this = self.clone();
-        self.fan_out(crate::blobs::PUT_TIMEOUT, move |_, name, addr| {
+        self.fan_out(crate::peering::blobs::PUT_TIMEOUT, move |_, name, addr| {
             let (this, bytes) = (this.clone(), bytes.clone());
             async move {
                 match this.blobs.put(&name, addr, digest, bytes).await {

@@ -1,0 +1,9 @@
+//! The data plane: every request for a Service, from the first byte to the replica.
+//!
+//! - [`gateway`]: the routing table, Host/port routing, local dispatch and failover retries;
+//! - [`forward`]: requests forwarded to another node over QUIC, and serving those that arrive;
+//! - [`lanes`]: data-plane threads, each with its own runtime and QUIC endpoint.
+
+pub mod forward;
+pub mod gateway;
+pub mod lanes;
