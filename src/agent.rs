@@ -216,17 +216,17 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         max_instances: sizing.instances.max(1) * 4,
         labels: config.labels.clone(),
     };
-    let reconciler = Reconciler::new(
-        config.node_name.clone(),
-        store.clone(),
-        runtime.clone(),
+    let reconciler = Reconciler::new(crate::reconcile::Parts {
+        node: config.node_name.clone(),
+        store: store.clone(),
+        runtime: runtime.clone(),
+        peering: peering.clone(),
         capacity,
-        routes.clone(),
-        gateway_addr.ip(),
-        data_dir.clone(),
-        shutdown_rx.clone(),
-    );
-    reconciler.set_peering(peering.clone());
+        routes: routes.clone(),
+        gateway_ip: gateway_addr.ip(),
+        data_dir: data_dir.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
     // Traffic between nodes: forwarded requests in, and out with health probes.
     let forwarder = Forwarder::new(peering.mesh().clone());
     routes.set_forwarder(forwarder.clone());
@@ -236,7 +236,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
     );
     peering.mesh().set_stream_handler(
         crate::control::logs::LOGS_CHANNEL,
-        Arc::new(crate::control::logs::LogsServer { reconciler: reconciler.clone(), node: config.node_name.clone() }),
+        Arc::new(crate::control::logs::LogsServer { logs: reconciler.logs(), node: config.node_name.clone() }),
     );
     let mut tasks = Vec::new();
     if let Some(sockets) = lane_sockets {

@@ -544,12 +544,15 @@ async fn logs(
         tail: q.tail,
         follow: q.follow.unwrap_or(false),
     };
-    let logs = crate::control::logs::cluster_logs(&a.reconciler, &a.peering, &a.node, &req).await;
+    let logs = crate::control::logs::cluster_logs(&a.reconciler.logs(), &a.peering, &a.node, &req).await;
     let known = [Kind::Deployment, Kind::Job, Kind::DaemonSet].into_iter().any(|kind| {
         let key = ObjectKey { kind, namespace: ns.clone(), name: name.clone() };
         a.store.get(&key).ok().flatten().is_some()
     });
-    if logs.snapshot.is_empty() && !known && crate::control::logs::local_buffers(&a.reconciler, &ns, &name).is_empty() {
+    if logs.snapshot.is_empty()
+        && !known
+        && crate::control::logs::local_buffers(&a.reconciler.logs(), &ns, &name).is_empty()
+    {
         return Err(ApiError::NotFound {
             what: format!("logs for {ns}/{name} (no deployment, job, daemonset or replica by that name has run)"),
         });

@@ -21,7 +21,7 @@ use wasmfleet_runtime::{LogBuffer, LogLine};
 
 use crate::manifest::{Kind, ObjectKey};
 use crate::peering::Peering;
-use crate::reconcile::Reconciler;
+use crate::reconcile::ReplicaLogs;
 
 /// The mesh stream channel of log streams.
 pub const LOGS_CHANNEL: u8 = 2;
@@ -59,12 +59,12 @@ impl LogRecord {
 }
 
 /// This node's log buffers for `name` (an object or one of its replicas), by replica name.
-pub fn local_buffers(reconciler: &Reconciler, namespace: &str, name: &str) -> BTreeMap<String, Arc<LogBuffer>> {
+pub fn local_buffers(logs: &ReplicaLogs, namespace: &str, name: &str) -> BTreeMap<String, Arc<LogBuffer>> {
     let kinds = [Kind::Deployment, Kind::Job, Kind::DaemonSet];
     let mut buffers = BTreeMap::new();
     for kind in kinds {
         let key = ObjectKey { kind, namespace: namespace.to_string(), name: name.to_string() };
-        buffers.extend(reconciler.logs(&key));
+        buffers.extend(logs.of(&key));
     }
     if buffers.is_empty() {
         // A replica name: `hello-1`, or `agent-<node>` for a DaemonSet's.
@@ -72,7 +72,7 @@ pub fn local_buffers(reconciler: &Reconciler, namespace: &str, name: &str) -> BT
         while let Some((prefix, _)) = owner.rsplit_once('-') {
             for kind in kinds {
                 let key = ObjectKey { kind, namespace: namespace.to_string(), name: prefix.to_string() };
-                buffers.extend(reconciler.logs(&key).into_iter().filter(|(r, _)| r == name));
+                buffers.extend(logs.of(&key).into_iter().filter(|(r, _)| r == name));
             }
             if !buffers.is_empty() {
                 break;
@@ -129,7 +129,7 @@ fn follow(buffers: BTreeMap<String, Arc<LogBuffer>>, node: &str, tx: &mpsc::Send
 
 /// Serves this node's logs to peers.
 pub struct LogsServer {
-    pub reconciler: Reconciler,
+    pub logs: Arc<ReplicaLogs>,
     pub node: String,
 }
 
@@ -142,13 +142,13 @@ impl StreamHandler for LogsServer {
         mut send: SendStream,
         mut recv: RecvStream,
     ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        let (reconciler, node) = (self.reconciler.clone(), self.node.clone());
+        let (logs, node) = (self.logs.clone(), self.node.clone());
         Box::pin(async move {
             let Ok(req) = rmp_serde::from_slice::<LogsRequest>(&head) else {
                 let _ = send.finish();
                 return;
             };
-            let buffers = local_buffers(&reconciler, &req.namespace, &req.name);
+            let buffers = local_buffers(&logs, &req.namespace, &req.name);
             let mut out = Vec::new();
             for record in snapshot(&buffers, &node, req.tail) {
                 out.extend_from_slice(&record.ndjson());
@@ -184,8 +184,8 @@ pub struct ClusterLogs {
 }
 
 /// Logs of `req.name` from this node and every live peer.
-pub async fn cluster_logs(reconciler: &Reconciler, peering: &Peering, node: &str, req: &LogsRequest) -> ClusterLogs {
-    let buffers = local_buffers(reconciler, &req.namespace, &req.name);
+pub async fn cluster_logs(logs: &ReplicaLogs, peering: &Peering, node: &str, req: &LogsRequest) -> ClusterLogs {
+    let buffers = local_buffers(logs, &req.namespace, &req.name);
     let mut all = snapshot(&buffers, node, req.tail);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let head = rmp_serde::to_vec_named(req).unwrap_or_default();

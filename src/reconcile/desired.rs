@@ -1,0 +1,393 @@
+//! The desired step: what this node must run, stop and record, as a pure function.
+//!
+//! Inputs are values: the stored objects, the Job records, the placement the scheduler
+//! computed, what live peers publish, what runs here now, the boot state, and `now` (time since
+//! the agent started). Nothing here reads a clock, a file or the network, and nothing is
+//! async: the reconciler's loop ([`super`]) gathers the inputs, calls [`workloads`] and
+//! [`plan`], and carries out the [`Plan`]. Every rule the node follows about *which* replica
+//! runs *where* and *when* lives here, where unit and property tests reach it:
+//!
+//! - **placement**: a slot runs here when the scheduler assigns it here;
+//! - **boot grace**: a restarted node that has known peers but sees none yet runs exactly the
+//!   slots it was last assigned (from `assigned.json`), until it sees a peer or
+//!   [`BOOT_GRACE`] passes; a node that never knew another member is the whole cluster;
+//! - **make-before-break, same node**: a new revision starts beside the serving replica and
+//!   takes over once ready, or after [`TAKEOVER_GRACE`];
+//! - **make-before-break, across nodes**: a Deployment replica assigned elsewhere keeps
+//!   serving here until its new node reports it ready, or [`MOVE_GRACE`] passes;
+//! - **Jobs**: a completion index recorded done never runs again; a Job replica a live peer
+//!   runs stays there; a running Job replica finishes where it is; Jobs wait [`JOB_SETTLE`]
+//!   after start so a node that has not heard of its peers yet does not start theirs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use wasmfleet_runtime::Digest;
+use wasmfleet_scheduler::{Placement, WorkloadKind, WorkloadReq};
+
+use super::{ObjectStatus, ReplicaKey};
+use crate::manifest::{Kind, Object, ObjectKey, PodTemplateSpec, WorkloadTemplate};
+use crate::peering::PeerView;
+use crate::state::{JobRecord, StoredObject};
+
+/// How long a new revision may take to become ready before it replaces the old one anyway.
+pub const TAKEOVER_GRACE: Duration = Duration::from_secs(30);
+/// How long a replica assigned elsewhere keeps serving here while its new node is not ready.
+pub const MOVE_GRACE: Duration = Duration::from_secs(20);
+/// After start, Jobs wait this long for membership to settle.
+pub const JOB_SETTLE: Duration = Duration::from_secs(2);
+/// After a restart, until a live peer is seen or this long has passed, the node runs the
+/// replicas it was last assigned.
+pub const BOOT_GRACE: Duration = Duration::from_secs(5);
+
+/// What one replica slot runs: its template, resolved module and revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlotSpec {
+    pub template: WorkloadTemplate,
+    pub digest: Digest,
+    pub revision: String,
+    /// Failed runs allowed before the replica gives up (Jobs only: what is left of
+    /// `backoffLimit`).
+    pub max_failures: Option<u32>,
+}
+
+/// A Job's settings, as the passes need them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobSpec {
+    pub completions: u32,
+    pub parallelism: u32,
+    pub backoff_limit: u32,
+    /// The object's generation: records of an older one are reset.
+    pub generation: u64,
+}
+
+/// The cluster's workloads, derived from the stored objects and Job records.
+#[derive(Debug, Default)]
+pub struct Workloads {
+    /// Every Deployment and Job slot in the cluster (Jobs: the pending indices that may run).
+    pub slots: BTreeMap<ReplicaKey, SlotSpec>,
+    /// DaemonSets: one replica on every eligible node.
+    pub daemonsets: BTreeMap<ObjectKey, SlotSpec>,
+    /// What the scheduler places.
+    pub requests: Vec<WorkloadReq>,
+    pub jobs: BTreeMap<ObjectKey, JobSpec>,
+    /// Every module the desired state uses (loaded ahead of need).
+    pub digests: BTreeSet<Digest>,
+    /// Status derived from the objects alone (desired counts, Job progress, messages).
+    pub status: HashMap<ObjectKey, ObjectStatus>,
+}
+
+/// Derives the cluster's workloads. `job_records` holds the stored record of each Job that
+/// has one; a record of an older generation counts as none.
+pub fn workloads(objects: &[(StoredObject, Object)], job_records: &HashMap<ObjectKey, JobRecord>) -> Workloads {
+    let mut out = Workloads::default();
+    for (rec, obj) in objects {
+        let Some(tpl) = obj.pod_template() else { continue };
+        let w = tpl.workload();
+        let key = obj.key();
+        let Some(digest) = rec.resolved.get(&w.image).copied() else {
+            out.status.entry(key).or_default().messages.push(format!("image {} is not resolved", w.image));
+            continue;
+        };
+        out.digests.insert(digest);
+        let spec = SlotSpec { revision: revision_of(tpl, digest), template: w, digest, max_failures: None };
+        let mut req = WorkloadReq {
+            key: key.to_string(),
+            kind: WorkloadKind::Deployment,
+            replicas: 0,
+            memory_mib: spec.template.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0),
+            cpu_millis: spec.template.cpu_millis.unwrap_or(0),
+            node_selector: spec.template.node_selector.clone(),
+            arch: None,
+        };
+        match obj {
+            Object::Deployment(d) => {
+                req.replicas = d.spec.replicas();
+                out.status.entry(key.clone()).or_default().desired = req.replicas;
+                for i in 0..req.replicas {
+                    out.slots.insert(ReplicaKey::new(key.clone(), i), spec.clone());
+                }
+            }
+            Object::DaemonSet(_) => {
+                req.kind = WorkloadKind::DaemonSet;
+                out.daemonsets.insert(key.clone(), spec);
+            }
+            Object::Job(j) => {
+                let job = JobSpec {
+                    completions: j.spec.completions(),
+                    parallelism: j.spec.parallelism(),
+                    backoff_limit: j.spec.backoff_limit(),
+                    generation: rec.generation,
+                };
+                let record = current_record(job_records.get(&key), job.generation);
+                let st = out.status.entry(key.clone()).or_default();
+                st.desired = job.completions;
+                st.succeeded = record.done.len() as u32;
+                st.failed = record.failed;
+                st.complete = record.complete;
+                if record.failed_permanently {
+                    st.messages.push(format!("job failed: backoffLimit {} reached", job.backoff_limit));
+                }
+                out.jobs.insert(key.clone(), job);
+                if record.complete || record.failed_permanently {
+                    continue;
+                }
+                // Slots are completion indices; the pending ones run, `parallelism` at a time.
+                req.kind = WorkloadKind::Job;
+                req.replicas = job.completions;
+                let allowed = (job.backoff_limit + 1).saturating_sub(record.failed).max(1);
+                let pending = (0..job.completions).filter(|i| !record.done.contains(i)).take(job.parallelism as usize);
+                for i in pending {
+                    let spec = SlotSpec { max_failures: Some(allowed), ..spec.clone() };
+                    out.slots.insert(ReplicaKey::new(key.clone(), i), spec);
+                }
+            }
+            Object::Service(_) => continue,
+        }
+        out.requests.push(req);
+    }
+    out
+}
+
+/// The record of the current generation: the stored one, or a fresh one if it is missing or
+/// of an older generation.
+pub fn current_record(stored: Option<&JobRecord>, generation: u64) -> JobRecord {
+    match stored {
+        Some(r) if r.generation == generation => r.clone(),
+        _ => JobRecord { generation, ..Default::default() },
+    }
+}
+
+/// A short, stable revision id for a pod template and its resolved module.
+pub fn revision_of(tpl: &PodTemplateSpec, digest: Digest) -> String {
+    let mut bytes = serde_json::to_vec(tpl).unwrap_or_default();
+    bytes.extend_from_slice(&digest.0);
+    Digest::of(&bytes).hex()[..10].to_string()
+}
+
+/// How a replica is named in `assigned.json`.
+pub fn assigned_id(key: &ReplicaKey) -> String {
+    format!("{}#{}", key.owner, key.index)
+}
+
+/// What the node knows about its own start.
+#[derive(Clone, Debug, Default)]
+pub struct Boot {
+    /// The node is part of a cluster layer (false: a bare node, e.g. in unit tests).
+    pub clustered: bool,
+    /// Gossip started with seeds: this node has known other members.
+    pub has_known_peers: bool,
+    /// What `assigned.json` held when the process started.
+    pub last_assigned: Option<BTreeSet<String>>,
+}
+
+/// A replica running on this node, as the plan needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Local {
+    pub revision: String,
+    pub ready: bool,
+    /// A command still running (Jobs finish where they run).
+    pub running: bool,
+}
+
+/// A new revision started beside the serving replica, not yet taken over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incoming {
+    pub revision: String,
+    pub ready: bool,
+    /// When it started (time since the agent started).
+    pub since: Duration,
+}
+
+/// Everything [`plan`] looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    pub node: &'a str,
+    /// Time since the agent started.
+    pub now: Duration,
+    pub workloads: &'a Workloads,
+    pub placement: &'a Placement,
+    /// Live peers (not this node) and what they publish.
+    pub peers: &'a [PeerView],
+    pub boot: &'a Boot,
+    /// Replicas serving here.
+    pub local: &'a BTreeMap<ReplicaKey, Local>,
+    /// New revisions waiting beside them.
+    pub incoming: &'a BTreeMap<ReplicaKey, Incoming>,
+    /// Replicas assigned elsewhere that keep serving here, since when.
+    pub moving: &'a BTreeMap<ReplicaKey, Duration>,
+}
+
+/// One thing the loop must do, in the order given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start `key`'s desired revision. If a replica serves the slot already, the new one waits
+    /// beside it unless it is ready at once (see [`takes_over_at_start`]).
+    Start(ReplicaKey),
+    /// The waiting new revision takes over; the old replica is retired.
+    Promote(ReplicaKey),
+    /// Stop the waiting new revision (outdated, or its slot left this node).
+    StopIncoming(ReplicaKey),
+    /// Stop a serving replica, after the new routing table is published.
+    Retire(ReplicaKey),
+}
+
+/// What this node must do now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// The slots this node runs, with their specs.
+    pub desired: BTreeMap<ReplicaKey, SlotSpec>,
+    pub actions: Vec<Action>,
+    /// The `moving` map for the next pass.
+    pub moving: BTreeMap<ReplicaKey, Duration>,
+    /// The assignment to keep in `assigned.json`; `None` while booting (the old one stands).
+    pub assignment: Option<BTreeSet<String>>,
+    /// Still in the boot grace: running the last assignment.
+    pub booting: bool,
+    /// Messages per object (unschedulable slots).
+    pub messages: Vec<(ObjectKey, String)>,
+}
+
+/// Whether a replica started for a slot that another replica serves replaces it at once:
+/// only when it is ready at once (no readiness probe to pass).
+pub fn takes_over_at_start(new_ready: bool) -> bool {
+    new_ready
+}
+
+/// Whether this node is still in its boot grace.
+pub fn booting(boot: &Boot, peers_alive: usize, now: Duration) -> bool {
+    boot.clustered && boot.has_known_peers && peers_alive == 0 && now < BOOT_GRACE
+}
+
+/// Where a replica of another node stands.
+struct Elsewhere<'a> {
+    node: &'a str,
+    ready: bool,
+    active: bool,
+}
+
+/// Slot to node, and what peers run, by (owner, index).
+struct Views<'a> {
+    node_of: HashMap<ReplicaKey, &'a str>,
+    elsewhere: HashMap<(String, u32), Vec<Elsewhere<'a>>>,
+}
+
+impl<'a> Views<'a> {
+    fn new(inp: &Inputs<'a>) -> Views<'a> {
+        let node_of = inp
+            .placement
+            .assignments
+            .iter()
+            .filter_map(|(slot, node)| Some((ReplicaKey::new(slot.key.parse().ok()?, slot.index), node.as_str())))
+            .collect();
+        let mut elsewhere: HashMap<(String, u32), Vec<Elsewhere<'a>>> = HashMap::new();
+        for peer in inp.peers {
+            for r in &peer.replicas {
+                let e = Elsewhere { node: &peer.name, ready: r.ready, active: r.phase.is_active() };
+                elsewhere.entry((r.owner.clone(), r.index)).or_default().push(e);
+            }
+        }
+        Views { node_of, elsewhere }
+    }
+
+    fn of(&self, key: &ReplicaKey) -> &[Elsewhere<'a>] {
+        self.elsewhere.get(&(key.owner.to_string(), key.index)).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// Computes what this node must run, start, promote and stop.
+pub fn plan(inp: Inputs<'_>) -> Plan {
+    let views = Views::new(&inp);
+    let mut out = Plan { booting: booting(inp.boot, inp.peers.len(), inp.now), ..Plan::default() };
+    for u in &inp.placement.unschedulable {
+        if let Ok(owner) = u.slot.key.parse::<ObjectKey>() {
+            let msg = format!("replica {} unschedulable: {}", u.slot.index, u.reason);
+            if !out.messages.iter().any(|(o, m)| *o == owner && *m == msg) {
+                out.messages.push((owner, msg));
+            }
+        }
+    }
+    out.desired = runs_here(&inp, &views, out.booting);
+    if !out.booting {
+        out.assignment = Some(out.desired.keys().filter(|k| k.node.is_none()).map(assigned_id).collect());
+    }
+    out.actions = converge(&inp, &out.desired);
+    for (key, local) in inp.local.iter().filter(|(k, _)| !out.desired.contains_key(*k)) {
+        match keeps_serving(&inp, &views, key) {
+            Some(since) => {
+                out.moving.insert(key.clone(), since);
+            }
+            None if key.owner.kind == Kind::Job && inp.workloads.jobs.contains_key(&key.owner) && local.running => {}
+            None => out.actions.push(Action::Retire(key.clone())),
+        }
+    }
+    out
+}
+
+/// The slots this node runs: those placed here (while booting: those last assigned here), but
+/// not a Job replica before membership settled or while a live peer runs it.
+fn runs_here(inp: &Inputs<'_>, views: &Views<'_>, booting: bool) -> BTreeMap<ReplicaKey, SlotSpec> {
+    static NOTHING: BTreeSet<String> = BTreeSet::new();
+    let last = inp.boot.last_assigned.as_ref().unwrap_or(&NOTHING);
+    let settled = !inp.boot.clustered || inp.now >= JOB_SETTLE;
+    let mut out = BTreeMap::new();
+    for (key, spec) in &inp.workloads.slots {
+        let mine =
+            if booting { last.contains(&assigned_id(key)) } else { views.node_of.get(key).copied() == Some(inp.node) };
+        let job_waits = key.owner.kind == Kind::Job && (!settled || views.of(key).iter().any(|e| e.active));
+        if mine && !job_waits {
+            out.insert(key.clone(), spec.clone());
+        }
+    }
+    for (owner, spec) in &inp.workloads.daemonsets {
+        if inp.placement.slots_on(inp.node).any(|slot| slot.key == owner.to_string()) {
+            let key = ReplicaKey { owner: owner.clone(), index: 0, node: Some(inp.node.to_string()) };
+            out.insert(key, spec.clone());
+        }
+    }
+    out
+}
+
+/// For each desired slot: start its revision, let a waiting new revision take over, or leave
+/// it alone; and stop waiting revisions of slots that left.
+fn converge(inp: &Inputs<'_>, desired: &BTreeMap<ReplicaKey, SlotSpec>) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (key, spec) in desired {
+        let waiting = inp.incoming.get(key);
+        if inp.local.get(key).is_some_and(|r| r.revision == spec.revision) {
+            if waiting.is_some() {
+                actions.push(Action::StopIncoming(key.clone()));
+            }
+            continue;
+        }
+        match waiting {
+            Some(new) if new.revision == spec.revision => {
+                if new.ready || inp.now.saturating_sub(new.since) >= TAKEOVER_GRACE {
+                    actions.push(Action::Promote(key.clone()));
+                }
+            }
+            Some(_) => actions.extend([Action::StopIncoming(key.clone()), Action::Start(key.clone())]),
+            None => actions.push(Action::Start(key.clone())),
+        }
+    }
+    for key in inp.incoming.keys().filter(|k| !desired.contains_key(*k)) {
+        actions.push(Action::StopIncoming(key.clone()));
+    }
+    actions
+}
+
+/// Make-before-break across nodes: a Deployment replica whose slot moved to another node
+/// serves here until that node reports it ready, or the grace passes. Returns since when it
+/// has been moving, while it keeps serving.
+fn keeps_serving(inp: &Inputs<'_>, views: &Views<'_>, key: &ReplicaKey) -> Option<Duration> {
+    if key.owner.kind != Kind::Deployment {
+        return None;
+    }
+    let new_node = views.node_of.get(key)?;
+    let ready_there = views.of(key).iter().any(|e| e.node == *new_node && e.ready);
+    let since = *inp.moving.get(key).unwrap_or(&inp.now);
+    (!ready_there && inp.now.saturating_sub(since) < MOVE_GRACE).then_some(since)
+}
+
+#[cfg(test)]
+mod tests;
