@@ -257,6 +257,8 @@ impl Reconciler {
             }
             inner.running.lock().await.stop_all().await;
             inner.close_ports();
+            // The table holds the replicas, whose outbound router holds the routes: drop it.
+            inner.routes.store(crate::dataplane::gateway::RoutingTable::default());
         })
     }
 

@@ -125,7 +125,7 @@ impl Mesh {
             .map_err(|source| MeshError::Bind { addr, source })?;
         let server = Arc::new(Server {
             handler,
-            streams: std::array::from_fn(|_| std::sync::OnceLock::new()),
+            streams: std::array::from_fn(|_| std::sync::RwLock::new(None)),
             max_frame_bytes: config.max_frame_bytes,
             log_limit: RateLimit::new(Duration::from_secs(1)),
         });
@@ -148,7 +148,10 @@ impl Mesh {
     /// # Panics
     /// If `channel` is not below [`STREAM_CHANNELS`](frame::STREAM_CHANNELS).
     pub fn set_stream_handler(&self, channel: u8, handler: Arc<dyn StreamHandler>) {
-        let _ = self.server.streams[usize::from(channel)].set(handler);
+        let mut slot = self.server.streams[usize::from(channel)].write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() && !self.closed.load(Ordering::SeqCst) {
+            *slot = Some(handler);
+        }
     }
 
     /// Opens a stream on `channel` to `node_id` at `addr` whose first frame carries `head`;
@@ -272,6 +275,9 @@ impl Mesh {
     fn shut(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.accept_task.abort();
+        for slot in &self.server.streams {
+            slot.write().unwrap_or_else(|e| e.into_inner()).take();
+        }
         self.endpoint.close(CLOSE_SHUTDOWN, b"shutdown");
     }
 
@@ -481,7 +487,9 @@ fn frame_error(addr: SocketAddr, e: FrameError, connecting: bool) -> MeshError {
 /// Server side state shared by all connections.
 struct Server {
     handler: Arc<dyn Handler>,
-    streams: [std::sync::OnceLock<Arc<dyn StreamHandler>>; frame::STREAM_CHANNELS],
+    /// Handlers of stream channels; cleared on shutdown, so that a handler holding what holds
+    /// the mesh (the gateway's routes hold the forwarder, which holds the mesh) is no cycle.
+    streams: [std::sync::RwLock<Option<Arc<dyn StreamHandler>>>; frame::STREAM_CHANNELS],
     max_frame_bytes: usize,
     log_limit: RateLimit,
 }
@@ -602,7 +610,10 @@ async fn serve_stream(
     let deadline = Duration::from_millis(u64::from(header.deadline_ms));
     if header.kind == frame::KIND_STREAM {
         // Streams are for cluster members only, never for a joining node.
-        let handler = server.streams.get(usize::from(header.channel)).and_then(|h| h.get());
+        let handler = server
+            .streams
+            .get(usize::from(header.channel))
+            .and_then(|h| h.read().unwrap_or_else(|e| e.into_inner()).clone());
         match (&peer.node_id, handler) {
             (Some(_), Some(streams)) => streams.handle_stream(peer, body, deadline, send, recv).await,
             _ => {
