@@ -2,10 +2,19 @@
 //! (`wasmfleet-scheduler`) and cluster state (`wasmfleet-cluster`) into one agent with a control
 //! API, an HTTP gateway and a kubectl-like CLI.
 //!
-//! Layout: [`manifest`] parses Kubernetes-shaped YAML; [`store`] keeps desired state and module
-//! blobs durable on disk; [`reconciler`] turns desired state into running replicas; [`gateway`]
-//! routes HTTP to ready replicas; [`api`] is the control API; [`agent`] starts a node;
-//! [`cli`] and [`client`] are the command line; [`demo`] is the quick start.
+//! Modules, lowest first (a module uses only those above it in this list; `tests/layers.rs`
+//! fails on any import circle):
+//!
+//! - [`clock`]: wall-clock reads for the I/O shell;
+//! - [`manifest`]: Kubernetes-shaped YAML to typed, validated objects;
+//! - [`state`]: the durable store of desired state, module tags, Job records and blobs;
+//! - [`peering`]: this node in the cluster: identity and joining, gossip views, replication of
+//!   the store, module transfer;
+//! - [`dataplane`]: the gateway, forwarding over QUIC, and the data-plane lanes;
+//! - [`reconcile`]: the pure desired step and the loop that carries it out;
+//! - [`control`]: the HTTP API, its client, and the cluster-wide log service;
+//! - [`agent`]: starts a node (wires all of the above);
+//! - [`cli`]: the command line and the demo.
 
 pub mod agent;
 pub mod cli;

@@ -678,7 +678,8 @@ fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
                         .iter()
                         .map(|p| if p.bound { format!("{}", p.port) } else { format!("{}(unbound)", p.port) })
                         .collect();
-                    let eps: Vec<String> = o.status.endpoints.iter().filter(|e| e.1).map(|e| e.0.clone()).collect();
+                    let eps: Vec<String> =
+                        o.status.endpoints.iter().filter(|e| e.ready).map(|e| e.replica.clone()).collect();
                     let mut r = vec![
                         o.key.name.clone(),
                         s(&o.object, "/spec/type")
@@ -796,8 +797,8 @@ fn describe(cli: &Cli, kind: &str, name: &str) -> Result<i32> {
     }
     if !st.endpoints.is_empty() {
         println!("Endpoints:");
-        for (e, ready) in &st.endpoints {
-            println!("  {e}\t{}", if *ready { "ready" } else { "not ready" });
+        for e in &st.endpoints {
+            println!("  {}\t{}", e.replica, if e.ready { "ready" } else { "not ready" });
         }
     }
     if k != Kind::Service {

@@ -11,7 +11,7 @@
 //! [`ForwardAnswer::Unavailable`] means no replica saw the request, so the caller may retry
 //! any request elsewhere. If the connection fails after the request left, the outcome is
 //! unknown and only idempotent requests are retried (the gateway decides, see
-//! [`crate::gateway`]).
+//! [`crate::dataplane::gateway`]).
 //!
 //! Peer health: a probe loop pings every live peer every [`PROBE_INTERVAL`]; a peer that
 //! does not answer within [`PROBE_TIMEOUT`], or whose connection fails under a forwarded

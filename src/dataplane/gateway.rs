@@ -5,7 +5,7 @@
 //! `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local`); on a Service's own port (opened as
 //! LoadBalancer/NodePort would) the port decides. A ready local replica serves if there is
 //! one (power of two choices on in-flight requests, rotated round-robin); otherwise the
-//! request is forwarded over QUIC to a ready replica on another node ([`crate::forward`]),
+//! request is forwarded over QUIC to a ready replica on another node ([`crate::dataplane::forward`]),
 //! chosen the same way among reachable peers. When a peer fails before its response starts,
 //! the request is retried on another replica: always if it was not delivered, and for
 //! idempotent methods with a small body also when the outcome is unknown.

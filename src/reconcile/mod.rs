@@ -103,6 +103,13 @@ pub struct ReplicaStatus {
     pub stats: Option<ServiceStats>,
 }
 
+/// An endpoint of a Service: a replica (`name@node`) and whether it takes traffic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EndpointStatus {
+    pub replica: String,
+    pub ready: bool,
+}
+
 /// Per-object status the API shows next to the spec.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ObjectStatus {
@@ -111,8 +118,8 @@ pub struct ObjectStatus {
     pub messages: Vec<String>,
     /// Services: node ports and whether they could be bound.
     pub ports: Vec<PortStatus>,
-    /// Services: endpoints (`replica@node`) and readiness.
-    pub endpoints: Vec<(String, bool)>,
+    /// Services: endpoints and readiness.
+    pub endpoints: Vec<EndpointStatus>,
     /// Jobs.
     pub succeeded: u32,
     pub failed: u32,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::task::JoinHandle;
 
 use super::replicas::{Replica, Runner};
-use super::{Inner, ObjectStatus, PortStatus, ReplicaKey};
+use super::{EndpointStatus, Inner, ObjectStatus, PortStatus, ReplicaKey};
 use crate::dataplane::gateway::{Backend, Binding, Endpoint, RoutingTable, ServiceRoute};
 use crate::manifest::{Object, ObjectKey, Service, ServiceType, selector_matches};
 use crate::peering::PeerView;
@@ -44,10 +44,13 @@ impl Inner {
             let st = status.entry(key.clone()).or_default();
             st.endpoints = endpoints
                 .iter()
-                .map(|e| (format!("{}@{}", e.replica, e.node), e.ready.load(Ordering::Relaxed)))
+                .map(|e| EndpointStatus {
+                    replica: format!("{}@{}", e.replica, e.node),
+                    ready: e.ready.load(Ordering::Relaxed),
+                })
                 .collect();
             st.desired = endpoints.len() as u32;
-            st.ready = st.endpoints.iter().filter(|e| e.1).count() as u32;
+            st.ready = st.endpoints.iter().filter(|e| e.ready).count() as u32;
             let route = Arc::new(ServiceRoute::new(key.clone(), endpoints));
             for p in node_ports(svc) {
                 wanted_ports.insert(p, route.clone());
