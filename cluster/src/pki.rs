@@ -10,6 +10,10 @@
 //! Certificates are parsed with a small DER reader of our own (the module `der` below): it
 //! reads only what we need (the subject, the public key, the DNS names) and rejects anything
 //! malformed without panicking, since peer certificates are untrusted input.
+//!
+//! Map: [`PkiError`]; [`ClusterCa`] (generate, load, issue); [`NodeIdentity`] (load, save,
+//! check); node ids and fingerprints; the rustls configurations (server, server accepting
+//! joiners, client, join client pinning the CA); the pinned-CA verifier; the DER reader.
 
 use std::fmt;
 use std::fs;

@@ -7,6 +7,12 @@
 //! support. They are declared so that the validator can name them with a reason; on a validated
 //! object they are always `None`. Fields typed [`Ignored`] are accepted and dropped (read-only
 //! fields that `kubectl get -o yaml` prints).
+//!
+//! Map: scalar helpers ([`Ignored`], [`Quantity`], [`IntOrString`]) and enums (restart policy,
+//! protocol, Service type, strategies) first; then [`ObjectMeta`] and [`LabelSelector`]; then one
+//! block per kind, object then spec ([`Deployment`], [`Service`], [`Job`], [`DaemonSet`]); last
+//! the pod template and what it holds ([`PodTemplateSpec`], [`PodSpec`], [`Container`], env,
+//! ports, resources, volume mounts, probes, volumes).
 
 use std::collections::BTreeMap;
 use std::fmt;

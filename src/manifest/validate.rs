@@ -2,6 +2,10 @@
 //! selectors, restart policies, ports) and wasmfleet's (one module per replica, which Kubernetes
 //! fields have no meaning for Wasm). Each problem is an [`Issue`] with a field path; the parser
 //! turns issues into located [`ManifestError`](super::ManifestError)s.
+//!
+//! Map: [`validate`] dispatches by kind; then metadata and names, selectors, Deployment
+//! strategies, the pod template (restart policy, node selector, annotations), volumes, the
+//! container (image, env, ports, resources, unsupported fields), probes, and Services.
 
 use std::collections::{BTreeMap, BTreeSet};
 

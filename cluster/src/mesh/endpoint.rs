@@ -4,6 +4,11 @@
 //! A connection is cached only after the hello stream has completed both ways: with TLS 1.3
 //! the client's handshake finishes before the server has checked the client certificate, so a
 //! refusal only shows on first use.
+//!
+//! Map: the [`Mesh`] (bind, stream handlers, calls and streams to peers, shutdown) and its
+//! per-peer connection slots; then the client side (connect with hello, one request on a
+//! connection, error mapping); then the server side (accept loop, serving a connection, the
+//! hello, the peer's node id from its certificate, one stream: RPC or a stream channel).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
