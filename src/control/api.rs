@@ -284,55 +284,11 @@ impl Api {
         Ok(v)
     }
 
-    /// Prometheus text format.
-    pub fn metrics(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        let _ = writeln!(out, "# TYPE wasmfleet_replica_requests_total counter");
-        let replicas = self.reconciler.replicas();
-        for r in &replicas {
-            if let Some(s) = &r.stats {
-                let l = format!("replica=\"{}\",namespace=\"{}\"", r.name, r.namespace);
-                let _ = writeln!(out, "wasmfleet_replica_requests_total{{{l}}} {}", s.requests);
-                let _ = writeln!(out, "wasmfleet_replica_in_flight{{{l}}} {}", s.in_flight);
-                let _ = writeln!(out, "wasmfleet_replica_rejected_total{{{l}}} {}", s.rejected);
-                let _ = writeln!(out, "wasmfleet_replica_traps_total{{{l}}} {}", s.traps);
-                let _ = writeln!(out, "wasmfleet_replica_timeouts_total{{{l}}} {}", s.timeouts);
-                let _ = writeln!(out, "wasmfleet_replica_oom_total{{{l}}} {}", s.out_of_memory);
-            }
-        }
-        let _ = writeln!(out, "# TYPE wasmfleet_replica_restarts_total counter");
-        for r in &replicas {
-            let _ = writeln!(
-                out,
-                "wasmfleet_replica_restarts_total{{replica=\"{}\",namespace=\"{}\"}} {}",
-                r.name, r.namespace, r.restarts
-            );
-            let _ = writeln!(
-                out,
-                "wasmfleet_replica_ready{{replica=\"{}\",namespace=\"{}\"}} {}",
-                r.name,
-                r.namespace,
-                u8::from(r.ready)
-            );
-        }
-        let table = self.reconciler.routes().load();
-        let _ = writeln!(out, "# TYPE wasmfleet_gateway_requests_total counter");
-        for s in &table.services {
-            let l = format!("service=\"{}\",namespace=\"{}\"", s.key.name, s.key.namespace);
-            let _ = writeln!(
-                out,
-                "wasmfleet_gateway_requests_total{{{l}}} {}",
-                s.requests.load(std::sync::atomic::Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "wasmfleet_gateway_unavailable_total{{{l}}} {}",
-                s.unavailable.load(std::sync::atomic::Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "wasmfleet_uptime_seconds {}", self.started.elapsed().as_secs());
-        out
+    /// Prometheus metrics in OpenMetrics text ([`crate::control::metrics`]).
+    pub fn metrics(&self) -> ApiResult<String> {
+        let gateway = self.reconciler.routes().metrics();
+        crate::control::metrics::render(gateway, &self.reconciler.replicas(), self.started.elapsed())
+            .map_err(|_| ApiError::Internal("encoding the metrics failed".into()))
     }
 }
 
@@ -523,7 +479,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/metrics",
             get(|State(a): State<AppState>| async move {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], a.metrics())
+                a.metrics().map(|text| ([(header::CONTENT_TYPE, crate::control::metrics::CONTENT_TYPE)], text))
             }),
         )
         .route_layer(middleware::from_fn_with_state(api.clone(), auth))

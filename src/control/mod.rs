@@ -1,6 +1,7 @@
-//! The control plane of one node: the HTTP API ([`api`]), its client ([`client`]) and the
-//! cluster-wide log service ([`logs`]).
+//! The control plane of one node: the HTTP API ([`api`]), its client ([`client`]), the
+//! cluster-wide log service ([`logs`]) and the `/metrics` text ([`metrics`]).
 
 pub mod api;
 pub mod client;
 pub mod logs;
+pub mod metrics;

@@ -573,7 +573,9 @@ async fn serve(
             return;
         }
     };
-    route.requests.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let metrics = route.metrics(&routes);
+    metrics.requests.inc();
     let resp = match tokio::time::timeout(deadline, service.handle(req)).await {
         Ok(resp) => resp,
         Err(_) => wasmfleet_runtime::error_response(
@@ -581,6 +583,7 @@ async fn serve(
             &format!("no response within the caller's deadline of {deadline:?}"),
         ),
     };
+    metrics.observe_latency(started.elapsed());
     let (parts, body) = resp.into_parts();
     let head = ForwardAnswer::Response {
         status: parts.status.as_u16(),

@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use wasmfleet_runtime::{HttpService, ResponseBody};
 
 use crate::dataplane::forward::{DEFAULT_DEADLINE, ForwardError, ForwardHead, Forwarder, PeerHealth, wire_headers};
+use crate::dataplane::metrics::{GatewayMetrics, ServiceMetrics};
 use crate::manifest::ObjectKey;
 
 /// Request bodies up to this size are buffered when forwarded, so they can be retried.
@@ -79,28 +80,24 @@ impl Endpoint {
     }
 }
 
-/// A Service and its endpoints.
+/// A Service and its endpoints. Rebuilt on every reconcile pass; its counters are not in it
+/// but in the node's [`GatewayMetrics`], found through [`Routes`] ([`ServiceRoute::metrics`]).
 pub struct ServiceRoute {
     pub key: ObjectKey,
     pub endpoints: Vec<Endpoint>,
     rr: AtomicUsize,
-    pub requests: AtomicU64,
-    pub unavailable: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub retried: AtomicU64,
+    /// Handles to this Service's series, bound when the route is stored or first used.
+    metrics: OnceLock<ServiceMetrics>,
 }
 
 impl ServiceRoute {
     pub fn new(key: ObjectKey, endpoints: Vec<Endpoint>) -> Self {
-        ServiceRoute {
-            key,
-            endpoints,
-            rr: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            unavailable: AtomicU64::new(0),
-            forwarded: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-        }
+        ServiceRoute { key, endpoints, rr: AtomicUsize::new(0), metrics: OnceLock::new() }
+    }
+
+    /// This Service's counters and latency histogram, which outlive the route.
+    pub fn metrics(&self, routes: &Routes) -> &ServiceMetrics {
+        self.metrics.get_or_init(|| routes.metrics().service(&self.key))
     }
 
     pub fn ready_count(&self) -> usize {
@@ -179,15 +176,31 @@ pub struct Routes {
     lanes: Arc<OnceLock<Arc<crate::dataplane::lanes::Lanes>>>,
     /// Notified whenever a new table is stored.
     changed: Arc<tokio::sync::Notify>,
+    /// Per-Service counters and histograms, registered once and kept across tables.
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Routes {
     pub fn load(&self) -> Arc<RoutingTable> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+    /// Stores a new table. Its routes are bound to their Services' metrics, and the series of
+    /// Services that left the table are dropped.
     pub fn store(&self, table: RoutingTable) {
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        for route in &table.services {
+            route.metrics(self);
+        }
+        let new = Arc::new(table);
+        let old = std::mem::replace(&mut *self.table.write().unwrap_or_else(|e| e.into_inner()), new.clone());
+        for key in old.by_key.keys().filter(|k| !new.by_key.contains_key(*k)) {
+            self.metrics.forget(key);
+        }
         self.changed.notify_waiters();
+    }
+
+    /// The gateway's metrics on this node (see [`crate::dataplane::metrics`]).
+    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
+        &self.metrics
     }
 
     /// `route`, or its newer version once it has a usable endpoint: a Service with none holds
@@ -294,24 +307,29 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<wasmfleet_runtime::WasiHttpError> + std::error::Error + Send + Sync + 'static,
 {
-    route.requests.fetch_add(1, Ordering::Relaxed);
-    if let Some(ep) = route.pick_local(None)
+    let started = Instant::now();
+    let metrics = route.metrics(routes);
+    metrics.requests.inc();
+    let resp = if let Some(ep) = route.pick_local(None)
         && let Some(service) = ep.local_service()
     {
         let mut resp = service.handle(req).await;
         if let Ok(v) = http::HeaderValue::from_str(&ep.replica) {
             resp.headers_mut().insert("x-wasmfleet-replica", v);
         }
-        return resp;
-    }
-    match routes.forwarder() {
-        Some(forwarder) => forward(forwarder, route, req).await,
-        None => unavailable(route, None),
-    }
+        resp
+    } else {
+        match routes.forwarder() {
+            Some(forwarder) => forward(forwarder, route, metrics, req).await,
+            None => unavailable(route, metrics, None),
+        }
+    };
+    metrics.observe_latency(started.elapsed());
+    resp
 }
 
-fn unavailable(route: &ServiceRoute, last_error: Option<String>) -> Response<ResponseBody> {
-    route.unavailable.fetch_add(1, Ordering::Relaxed);
+fn unavailable(route: &ServiceRoute, metrics: &ServiceMetrics, last_error: Option<String>) -> Response<ResponseBody> {
+    metrics.unavailable.inc();
     let why = match last_error {
         Some(e) => format!("; last attempt: {e}"),
         None => String::new(),
@@ -333,7 +351,12 @@ fn idempotent(method: &Method) -> bool {
 }
 
 /// Forwards to a replica on another node, retrying on another one when that is safe.
-async fn forward<B>(forwarder: &Forwarder, route: &ServiceRoute, req: Request<B>) -> Response<ResponseBody>
+async fn forward<B>(
+    forwarder: &Forwarder,
+    route: &ServiceRoute,
+    metrics: &ServiceMetrics,
+    req: Request<B>,
+) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -368,9 +391,9 @@ where
         tried.push(ep.node.clone());
         head.replica = Some(ep.replica.clone());
         if attempt > 0 {
-            route.retried.fetch_add(1, Ordering::Relaxed);
+            metrics.retried.inc();
         }
-        route.forwarded.fetch_add(1, Ordering::Relaxed);
+        metrics.forwarded.inc();
         let result = match (&replay, streaming.take()) {
             (Some(bytes), _) => {
                 forwarder.send(&ep.node, *addr, lanes, &head, Full::new(bytes.clone()), DEFAULT_DEADLINE).await
@@ -393,7 +416,7 @@ where
             }
         }
     }
-    unavailable(route, last_error)
+    unavailable(route, metrics, last_error)
 }
 
 fn strip_port(host: &str) -> &str {
@@ -479,5 +502,62 @@ impl wasmfleet_runtime::ServiceRouter for ServiceCalls {
                 body.map_err(|e| wasmfleet_runtime::WasiHttpError::InternalError(Some(e.to_string()))).boxed_unsync()
             }))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Kind;
+
+    fn hello() -> ObjectKey {
+        ObjectKey { kind: Kind::Service, namespace: "default".into(), name: "hello".into() }
+    }
+
+    fn get() -> Request<impl http_body::Body<Data = bytes::Bytes, Error = wasmfleet_runtime::WasiHttpError>> {
+        let body = Full::new(bytes::Bytes::new()).map_err(|never| -> wasmfleet_runtime::WasiHttpError { match never {} });
+        Request::builder().uri("/").body(body).unwrap()
+    }
+
+    /// The reconciler builds a new [`ServiceRoute`] for every Service on every pass.
+    fn rebuild(routes: &Routes, services: &[ObjectKey]) {
+        let mut table = RoutingTable::default();
+        for key in services {
+            table.insert(Arc::new(ServiceRoute::new(key.clone(), Vec::new())));
+        }
+        routes.store(table);
+    }
+
+    #[tokio::test]
+    async fn counters_survive_a_route_rebuild_and_are_exported() {
+        let routes = Routes::default();
+        for _pass in 0..3 {
+            rebuild(&routes, &[hello()]);
+            let route = routes.load().by_key[&hello()].clone();
+            let resp = dispatch(&routes, &route, get()).await;
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let m = routes.metrics().service(&hello());
+        assert_eq!((m.requests.get(), m.unavailable.get()), (3, 3));
+
+        let mut text = String::new();
+        routes.metrics().encode(&mut text).unwrap();
+        let series = r#"{service="hello",namespace="default"}"#;
+        for line in [
+            format!("wasmfleet_gateway_requests_total{series} 3"),
+            format!("wasmfleet_gateway_unavailable_total{series} 3"),
+            format!("wasmfleet_gateway_forwarded_total{series} 0"),
+            format!("wasmfleet_gateway_retried_total{series} 0"),
+            format!("wasmfleet_gateway_request_duration_seconds_count{series} 3"),
+            "# TYPE wasmfleet_gateway_request_duration_seconds histogram".to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line `{line}` in:\n{text}");
+        }
+
+        // A Service that is deleted takes its series with it.
+        rebuild(&routes, &[]);
+        let mut text = String::new();
+        routes.metrics().encode(&mut text).unwrap();
+        assert!(!text.contains("service=\"hello\""), "{text}");
     }
 }

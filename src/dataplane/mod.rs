@@ -2,8 +2,10 @@
 //!
 //! - [`gateway`]: the routing table, Host/port routing, local dispatch and failover retries;
 //! - [`forward`]: requests forwarded to another node over QUIC, and serving those that arrive;
-//! - [`lanes`]: data-plane threads, each with its own runtime and QUIC endpoint.
+//! - [`lanes`]: data-plane threads, each with its own runtime and QUIC endpoint;
+//! - [`metrics`]: per-Service counters and latency histograms, kept across routing tables.
 
 pub mod forward;
 pub mod gateway;
 pub mod lanes;
+pub mod metrics;
