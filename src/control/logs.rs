@@ -177,6 +177,44 @@ impl StreamHandler for LogsServer {
     }
 }
 
+/// How reading one line from a peer went.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (with its `\n`, unless the stream ended without one) is in the buffer.
+    Read,
+    /// The stream ended.
+    End,
+    /// The line is longer than the limit: the stream is no good, drop it.
+    TooLong,
+}
+
+/// Reads one line into `line` (cleared first); a line longer than `max` bytes is `TooLong`.
+async fn read_line_bounded<R>(reader: &mut R, line: &mut Vec<u8>, max: usize) -> std::io::Result<Line>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    line.clear();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if line.is_empty() { Line::End } else { Line::Read });
+        }
+        let (chunk, complete) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        if line.len() + chunk.len() > max {
+            return Ok(Line::TooLong);
+        }
+        line.extend_from_slice(chunk);
+        let used = chunk.len();
+        reader.consume(used);
+        if complete {
+            return Ok(Line::Read);
+        }
+    }
+}
+
 /// What `logs` answers: the merged snapshot, and (when following) the lines after it.
 pub struct ClusterLogs {
     pub snapshot: Vec<LogRecord>,
@@ -197,15 +235,13 @@ pub async fn cluster_logs(logs: &ReplicaLogs, peering: &Peering, node: &str, req
             let (mut send, recv) = mesh.open_stream(LOGS_CHANNEL, &peer, addr, &head, PEER_TIMEOUT).await.ok()?;
             let mut lines = tokio::io::BufReader::new(recv);
             let mut records = Vec::new();
-            let mut line = String::new();
+            let mut line = Vec::new();
             let read_snapshot = async {
                 loop {
-                    line.clear();
-                    match lines.read_line(&mut line).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(_) if line.trim().is_empty() => return true,
-                        Ok(n) if n > MAX_LINE => return false,
-                        Ok(_) => records.extend(serde_json::from_str::<LogRecord>(&line).ok()),
+                    match read_line_bounded(&mut lines, &mut line, MAX_LINE).await {
+                        Ok(Line::End | Line::TooLong) | Err(_) => return false,
+                        Ok(Line::Read) if line.trim_ascii().is_empty() => return true,
+                        Ok(Line::Read) => records.extend(serde_json::from_slice::<LogRecord>(&line).ok()),
                     }
                 }
             };
@@ -223,13 +259,13 @@ pub async fn cluster_logs(logs: &ReplicaLogs, peering: &Peering, node: &str, req
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _send = send; // Kept open: finishing it tells the peer to stop.
-                let mut line = String::new();
+                let mut line = Vec::new();
                 loop {
-                    line.clear();
-                    match lines.read_line(&mut line).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) if line.len() > MAX_LINE => return,
-                        Ok(_) => {
+                    match read_line_bounded(&mut lines, &mut line, MAX_LINE).await {
+                        Ok(Line::End | Line::TooLong) | Err(_) => return,
+                        // Passed on as they are: only whole UTF-8 lines.
+                        Ok(Line::Read) if std::str::from_utf8(&line).is_err() => return,
+                        Ok(Line::Read) => {
                             if tx.send(Bytes::from(std::mem::take(&mut line))).await.is_err() {
                                 return;
                             }
@@ -245,4 +281,37 @@ pub async fn cluster_logs(logs: &ReplicaLogs, peering: &Peering, node: &str, req
     }
     drop(tx);
     ClusterLogs { snapshot: all, follow: req.follow.then_some(rx) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, BufReader};
+
+    #[tokio::test]
+    async fn lines_are_read_one_by_one() {
+        let mut reader = BufReader::new(&b"a\nbb\n\nlast"[..]);
+        let mut line = Vec::new();
+        for want in [&b"a\n"[..], b"bb\n", b"\n", b"last"] {
+            assert_eq!(read_line_bounded(&mut reader, &mut line, 16).await.unwrap(), Line::Read);
+            assert_eq!(line, want);
+        }
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 16).await.unwrap(), Line::End);
+        let mut reader = BufReader::new(&b"0123456789\n"[..]);
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 11).await.unwrap(), Line::Read);
+        let mut reader = BufReader::new(&b"0123456789\n"[..]);
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).await.unwrap(), Line::TooLong);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_ends_its_line_is_cut_off_at_the_limit() {
+        // 64 lines' worth of bytes and no newline.
+        let sent = 64 * MAX_LINE as u64;
+        let mut reader = BufReader::new(tokio::io::repeat(b'x').take(sent));
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, MAX_LINE).await.unwrap(), Line::TooLong);
+        let pulled = sent - reader.get_ref().limit();
+        assert!(pulled <= (MAX_LINE + 64 * 1024) as u64, "read {pulled} bytes for a line limited to {MAX_LINE}");
+        assert!(line.capacity() <= 2 * MAX_LINE, "held {} bytes", line.capacity());
+    }
 }
