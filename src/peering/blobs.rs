@@ -296,14 +296,8 @@ async fn serve_put(
             bail!("module of {size} bytes is over the limit of {MAX_MODULE_BYTES}");
         }
         // Chunks are hashed and written on a blocking thread while the next ones arrive.
-        let mut writer = store.blob_writer(digest)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
-        let disk = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
-            for chunk in rx {
-                writer.write(&chunk)?;
-            }
-            Ok(writer)
-        });
+        let writer = store.blob_writer(digest)?;
+        let (tx, disk) = spawn_disk_writer(writer, |w: &mut BlobWriter, chunk: &[u8]| Ok(w.write(chunk)?));
         let mut have = 0u64;
         let mut magic = Vec::with_capacity(4);
         let received = async {
@@ -323,7 +317,7 @@ async fn serve_put(
                 if have > size {
                     bail!("more than the announced {size} bytes");
                 }
-                if tx.send(chunk.bytes).is_err() {
+                if !tx.send(chunk.bytes).await {
                     break;
                 }
             }
@@ -347,6 +341,38 @@ async fn serve_put(
     wire::write_frame(&mut send, &[&rmp_serde::to_vec_named(&answer)?], MAX_ANSWER_BYTES).await?;
     let _ = send.finish();
     outcome
+}
+
+/// How many chunks may wait for the disk.
+const DISK_QUEUE: usize = 16;
+
+/// The async end of [`spawn_disk_writer`].
+struct DiskQueue(tokio::sync::mpsc::Sender<Bytes>);
+
+impl DiskQueue {
+    /// Queues a chunk, waiting (without blocking the thread) while the queue is full; false
+    /// once the writer has stopped.
+    async fn send(&self, chunk: Bytes) -> bool {
+        self.0.send(chunk).await.is_ok()
+    }
+}
+
+/// Runs `write(&mut sink, chunk)` for every chunk queued on the returned [`DiskQueue`], on a
+/// blocking thread; stops at the first error. The handle yields the sink once the queue is
+/// dropped.
+fn spawn_disk_writer<W, F>(mut sink: W, mut write: F) -> (DiskQueue, tokio::task::JoinHandle<Result<W>>)
+where
+    W: Send + 'static,
+    F: FnMut(&mut W, &[u8]) -> Result<()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(DISK_QUEUE);
+    let disk = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            write(&mut sink, &chunk)?;
+        }
+        Ok(sink)
+    });
+    (DiskQueue(tx), disk)
 }
 
 #[cfg(test)]
@@ -444,5 +470,40 @@ mod tests {
         // Refused transfers leave nothing behind: the one good blob is all there is.
         let files: Vec<_> = std::fs::read_dir(b.store.blob_path(&digest).parent().unwrap()).unwrap().collect();
         assert_eq!(files.len(), 1, "{files:?}");
+    }
+
+    /// A disk slower than the network must not stall the async thread that receives: on a
+    /// single-threaded runtime, the task that lets the disk go on must still get to run.
+    #[test]
+    fn a_slow_disk_does_not_block_the_async_thread() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let written = rt.block_on(async {
+                let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+                let (queue, disk) = spawn_disk_writer(0usize, move |written: &mut usize, chunk: &[u8]| {
+                    if *written == 0 {
+                        // The disk is stuck until the gate opens.
+                        let _ = gate_rx.recv();
+                    }
+                    *written += chunk.len();
+                    Ok(())
+                });
+                let opener = tokio::spawn(async move {
+                    let _ = gate_tx.send(());
+                });
+                for _ in 0..4 * DISK_QUEUE {
+                    assert!(queue.send(Bytes::from_static(b"chunk")).await);
+                }
+                drop(queue);
+                opener.await.unwrap();
+                disk.await.unwrap().unwrap()
+            });
+            let _ = done_tx.send(written);
+        });
+        let written = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the async thread blocked on a full disk queue (a blocking send in async code)");
+        assert_eq!(written, 4 * DISK_QUEUE * 5);
     }
 }
