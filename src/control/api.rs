@@ -177,70 +177,8 @@ impl Api {
     }
 
     /// Parses, validates, resolves images and stores every object, or nothing.
-    pub fn apply(&self, source: &str, text: &str) -> ApiResult<Vec<ApplyResult>> {
-        let objects = manifest::parse_str(source, text).map_err(ApiError::Invalid)?;
-        let mut errors = Vec::new();
-        let mut resolved_objects = Vec::new();
-        for (i, obj) in objects.into_iter().enumerate() {
-            let mut resolved = BTreeMap::new();
-            if let Some(tpl) = obj.pod_template() {
-                let w = tpl.workload();
-                match self.resolve_image(&w.image) {
-                    Ok(rec) => {
-                        let bad_kind = match obj.kind() {
-                            Kind::Job if !rec.kind.is_command() => {
-                                Some("a Job runs a command (wasi:cli/command or wasip1), but")
-                            }
-                            _ => None,
-                        };
-                        if let Some(why) = bad_kind {
-                            errors.push(format!("{}: {why} image {} is a {}", obj.key(), w.image, rec.kind.describe()));
-                        }
-                        let max = self.runtime.sizing().instance_memory_bytes;
-                        if let Some(m) = w.memory_bytes
-                            && m > max
-                        {
-                            errors.push(format!(
-                                "{}: resources.limits.memory {} MiB is above this node's per-instance maximum of {} MiB",
-                                obj.key(),
-                                m >> 20,
-                                max >> 20
-                            ));
-                        }
-                        resolved.insert(w.image.clone(), rec.digest);
-                    }
-                    Err(e) => errors.push(format!("{} (document {}): {e}", obj.key(), i + 1)),
-                }
-            }
-            resolved_objects.push((obj, resolved));
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::BadRequest(errors.join("; ")));
-        }
-        let results = self.store.apply(resolved_objects)?;
-        Ok(results.into_iter().map(|(key, action)| ApplyResult { key, action }).collect())
-    }
-
-    fn resolve_image(&self, image: &str) -> Result<ModuleRecord, String> {
-        if let Some(d) = image.strip_prefix("sha256:").and_then(|_| Digest::parse(image)) {
-            if !self.store.has_blob(&d) {
-                return Err(format!("module {d} is not in this node's store: push the file first"));
-            }
-            let bytes = self.store.read_blob(&d).map_err(|e| e.to_string())?.unwrap_or_default();
-            let info = self.runtime.load(&bytes).map_err(|e| e.to_string())?;
-            return Ok(ModuleRecord {
-                name: image.into(),
-                digest: d,
-                kind: info.kind(),
-                size_bytes: bytes.len() as u64,
-                pushed_ms: 0,
-            });
-        }
-        let name = with_tag(image);
-        self.store
-            .get_tag(&name)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("image `{name}` not found: push it with `wasmfleet push {name} FILE.wasm`"))
+    pub async fn apply(&self, source: String, text: String) -> ApiResult<Vec<ApplyResult>> {
+        apply_manifest(self.store.clone(), self.runtime.clone(), source, text).await
     }
 
     pub fn list(&self, kind: Kind) -> ApiResult<Vec<ObjectView>> {
@@ -290,6 +228,89 @@ impl Api {
         crate::control::metrics::render(gateway, &self.reconciler.replicas(), self.started.elapsed())
             .map_err(|_| ApiError::Internal("encoding the metrics failed".into()))
     }
+}
+
+/// Parses, validates, resolves images (compiling `sha256:` ones) and stores every object, or
+/// nothing; on a blocking thread.
+pub async fn apply_manifest(
+    store: Arc<Store>,
+    runtime: Arc<Runtime>,
+    source: String,
+    text: String,
+) -> ApiResult<Vec<ApplyResult>> {
+    // Compiling a module takes milliseconds to seconds and the store write syncs to disk:
+    // both on a blocking thread, never on an async worker.
+    tokio::task::spawn_blocking(move || apply_manifest_blocking(&store, &runtime, &source, &text))
+        .await
+        .map_err(|e| ApiError::Internal(format!("apply task failed: {e}")))?
+}
+
+/// [`apply_manifest`] on the calling thread: it compiles modules and writes the store.
+fn apply_manifest_blocking(store: &Store, runtime: &Runtime, source: &str, text: &str) -> ApiResult<Vec<ApplyResult>> {
+    let objects = manifest::parse_str(source, text).map_err(ApiError::Invalid)?;
+    let mut errors = Vec::new();
+    let mut resolved_objects = Vec::new();
+    for (i, obj) in objects.into_iter().enumerate() {
+        let mut resolved = BTreeMap::new();
+        if let Some(tpl) = obj.pod_template() {
+            let w = tpl.workload();
+            match resolve_image(store, runtime, &w.image) {
+                Ok(rec) => {
+                    let bad_kind = match obj.kind() {
+                        Kind::Job if !rec.kind.is_command() => {
+                            Some("a Job runs a command (wasi:cli/command or wasip1), but")
+                        }
+                        _ => None,
+                    };
+                    if let Some(why) = bad_kind {
+                        errors.push(format!("{}: {why} image {} is a {}", obj.key(), w.image, rec.kind.describe()));
+                    }
+                    let max = runtime.sizing().instance_memory_bytes;
+                    if let Some(m) = w.memory_bytes
+                        && m > max
+                    {
+                        errors.push(format!(
+                            "{}: resources.limits.memory {} MiB is above this node's per-instance maximum of {} MiB",
+                            obj.key(),
+                            m >> 20,
+                            max >> 20
+                        ));
+                    }
+                    resolved.insert(w.image.clone(), rec.digest);
+                }
+                Err(e) => errors.push(format!("{} (document {}): {e}", obj.key(), i + 1)),
+            }
+        }
+        resolved_objects.push((obj, resolved));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::BadRequest(errors.join("; ")));
+    }
+    let results = store.apply(resolved_objects)?;
+    Ok(results.into_iter().map(|(key, action)| ApplyResult { key, action }).collect())
+}
+
+/// The module an `image:` names; a `sha256:` digest is compiled to learn its kind.
+fn resolve_image(store: &Store, runtime: &Runtime, image: &str) -> Result<ModuleRecord, String> {
+    if let Some(d) = image.strip_prefix("sha256:").and_then(|_| Digest::parse(image)) {
+        if !store.has_blob(&d) {
+            return Err(format!("module {d} is not in this node's store: push the file first"));
+        }
+        let bytes = store.read_blob(&d).map_err(|e| e.to_string())?.unwrap_or_default();
+        let info = runtime.load(&bytes).map_err(|e| e.to_string())?;
+        return Ok(ModuleRecord {
+            name: image.into(),
+            digest: d,
+            kind: info.kind(),
+            size_bytes: bytes.len() as u64,
+            pushed_ms: 0,
+        });
+    }
+    let name = with_tag(image);
+    store
+        .get_tag(&name)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("image `{name}` not found: push it with `wasmfleet push {name} FILE.wasm`"))
 }
 
 fn with_tag(name: &str) -> String {
@@ -406,7 +427,7 @@ pub fn router(api: Arc<Api>) -> Router {
             post(|State(a): State<AppState>, Query(q): Query<ApplyQuery>, body: Bytes| async move {
                 let text = std::str::from_utf8(&body)
                     .map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
-                let results = a.apply(q.source.as_deref().unwrap_or("-"), text)?;
+                let results = a.apply(q.source.unwrap_or_else(|| "-".into()), text.to_string()).await?;
                 let keys: Vec<String> = results.iter().map(|r| r.key.to_string()).collect();
                 Ok::<_, ApiError>(replicated(&a, &keys, results).await)
             }),
@@ -529,5 +550,46 @@ async fn logs(
 impl From<ManifestError> for ApiError {
     fn from(e: ManifestError) -> Self {
         ApiError::Invalid(vec![e])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use wasmfleet_runtime::RuntimeConfig;
+
+    use super::*;
+
+    const HELLO_WASM: &[u8] = include_bytes!(concat!(env!("WASMFLEET_MODULES_DIR"), "/hello.wasm"));
+
+    fn deployment(image: &str) -> String {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: hello\nspec:\n  selector:\n    matchLabels:\n      app: hello\n  template:\n    metadata:\n      labels:\n        app: hello\n    spec:\n      containers:\n        - name: hello\n          image: {image}\n"
+        )
+    }
+
+    /// Applying a `sha256:` image compiles the module: that must not hold the async thread
+    /// (here the runtime's only one), so other tasks keep running meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn apply_compiles_off_the_async_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 1).unwrap());
+        let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+        let digest = store.put_blob(HELLO_WASM).unwrap();
+        let turns = Arc::new(AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let turns = turns.clone();
+            async move {
+                loop {
+                    turns.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let applied = apply_manifest(store, runtime, "hello.yaml".into(), deployment(&digest.to_string())).await;
+        ticker.abort();
+        assert_eq!(applied.unwrap().len(), 1);
+        assert!(turns.load(Ordering::Relaxed) > 0, "no other task ran while the module compiled");
     }
 }
