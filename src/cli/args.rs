@@ -35,11 +35,18 @@ pub enum Command {
     /// Start a local agent in a temporary data dir, deploy `hello`, and show it answering.
     Demo(crate::cli::demo::DemoArgs),
     /// Push a module (a .wasm file) into the node's store under NAME:TAG.
-    Push { name: String, file: PathBuf },
+    Push {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
     /// Create or update objects from YAML manifests (files, directories, or - for stdin).
     Apply {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// List objects: deployments, services, jobs, daemonsets, replicas, modules, node.
     Get {
@@ -56,6 +63,8 @@ pub enum Command {
         name: Option<String>,
         #[arg(short = 'f', long = "filename")]
         files: Vec<String>,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Print the logs of a deployment, job, daemonset or replica.
     Logs {
@@ -72,6 +81,8 @@ pub enum Command {
         name: String,
         #[arg(long)]
         replicas: u32,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Run a command module once, locally, like `wasmtime run` (exit code passed through).
     Run(RunArgs),
@@ -90,6 +101,23 @@ pub enum Command {
     Leave,
     /// Print the version.
     Version,
+}
+
+/// Options of the commands that write (apply, delete, scale, push).
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct WriteArgs {
+    /// Exit non-zero when a write is not durable on as many nodes as the write quorum asks
+    /// (it is stored on the node that answered, and reaches the others when they catch up).
+    #[arg(long)]
+    pub wait_durable: bool,
+}
+
+impl WriteArgs {
+    /// The exit code of a write that went through: 1 when it fell short of its quorum and
+    /// `--wait-durable` asks for it.
+    pub fn exit_code(&self, durable: bool) -> i32 {
+        if self.wait_durable && !durable { 1 } else { 0 }
+    }
 }
 
 #[derive(Subcommand, Debug)]

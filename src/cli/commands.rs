@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use wasmfleet_runtime::{Preopen, Runtime, RuntimeConfig, Stdio, WorkloadSpec};
 
 use crate::agent::{AgentConfig, spawn_agent};
-use crate::control::api::{ApplyResult, ObjectView, PushResponse};
+use crate::control::api::{ApplyResult, Durability, ObjectView, PushResponse};
 use crate::control::client::encode;
 use crate::manifest::{self, Kind, ObjectKey};
 use crate::reconcile::ReplicaStatus;
@@ -108,9 +108,24 @@ pub(super) fn looks_like_path(image: &str) -> bool {
     image.ends_with(".wasm") || image.starts_with("./") || image.starts_with("../") || image.starts_with('/')
 }
 
-pub(super) fn apply(cli: &Cli, files: &[String]) -> Result<i32> {
+/// Says on stderr when a write is not durable on its quorum; returns whether it is.
+pub(super) fn report_durability(durability: Option<Durability>) -> bool {
+    match durability {
+        Some(d) if !d.met() => {
+            eprintln!(
+                "warning: durable on {} of {} nodes (stored on the node that answered; the others get it when they catch up)",
+                d.copies, d.wanted
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
+pub(super) fn apply(cli: &Cli, files: &[String], write: WriteArgs) -> Result<i32> {
     let client = cli.client()?;
     let mut failed = false;
+    let mut durable = true;
     for (source, text, base) in read_manifests(files)? {
         let objects = match manifest::parse_str(&source, &text) {
             Ok(o) => o,
@@ -136,33 +151,36 @@ pub(super) fn apply(cli: &Cli, files: &[String]) -> Result<i32> {
                     bail!("{source}: image {} looks like a file path but no such file exists", c.image)
                 };
                 let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                let r: PushResponse = client.post_bytes("/v1/modules", "application/wasm", &bytes)?;
+                let written = client.write_bytes::<PushResponse>("/v1/modules", "application/wasm", &bytes)?;
+                let r = written.body;
                 eprintln!("uploaded {} as {} ({})", path.display(), r.digest, r.kind_description);
+                durable &= report_durability(written.durability);
                 c.image = r.digest.to_string();
                 rewritten = true;
             }
         }
         let body = if rewritten { objects.iter().map(|o| o.to_yaml()).collect::<Vec<_>>().join("---\n") } else { text };
-        let (results, copies): (Vec<ApplyResult>, Option<usize>) = match client.post_bytes_counted(
+        let written = match client.write_bytes::<Vec<ApplyResult>>(
             &format!("/v1/apply?source={}", encode(&source)),
             "application/yaml",
             body.as_bytes(),
         ) {
-            Ok(r) => r,
+            Ok(w) => w,
             Err(e) => {
                 eprintln!("error: {source}: {e:#}");
                 failed = true;
                 continue;
             }
         };
-        for r in results {
+        for r in written.body {
             println!("{} {}", kubectl_name(&r.key), serde_json::to_value(r.action)?.as_str().unwrap_or(""));
         }
-        if let Some(n) = copies.filter(|n| *n > 1) {
-            eprintln!("(durable on {n} nodes)");
+        match written.durability {
+            Some(d) if d.met() && d.copies > 1 => eprintln!("(durable on {} nodes)", d.copies),
+            d => durable &= report_durability(d),
         }
     }
-    Ok(if failed { 1 } else { 0 })
+    Ok(if failed { 1 } else { write.exit_code(durable) })
 }
 
 pub(super) fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Output>) -> Result<i32> {
@@ -366,7 +384,13 @@ pub(super) fn describe(cli: &Cli, kind: &str, name: &str) -> Result<i32> {
     Ok(0)
 }
 
-pub(super) fn delete(cli: &Cli, kind: Option<&str>, name: Option<&str>, files: &[String]) -> Result<i32> {
+pub(super) fn delete(
+    cli: &Cli,
+    kind: Option<&str>,
+    name: Option<&str>,
+    files: &[String],
+    write: WriteArgs,
+) -> Result<i32> {
     let client = cli.client()?;
     let mut keys = Vec::new();
     if !files.is_empty() {
@@ -388,9 +412,9 @@ pub(super) fn delete(cli: &Cli, kind: Option<&str>, name: Option<&str>, files: &
         let k = Kind::parse(kind).with_context(|| format!("unknown kind `{kind}`"))?;
         keys.push(ObjectKey { kind: k, namespace: cli.namespace.clone(), name: name.to_string() });
     }
-    let res: Vec<(ObjectKey, bool)> = client.post_json("/v1/delete", &serde_json::json!({ "keys": keys }))?;
+    let written = client.write_json::<Vec<(ObjectKey, bool)>, _>("/v1/delete", &serde_json::json!({ "keys": keys }))?;
     let mut missing = false;
-    for (k, deleted) in res {
+    for (k, deleted) in written.body {
         if deleted {
             println!("{} deleted", kubectl_name(&k));
         } else {
@@ -398,7 +422,8 @@ pub(super) fn delete(cli: &Cli, kind: Option<&str>, name: Option<&str>, files: &
             missing = true;
         }
     }
-    Ok(if missing { 1 } else { 0 })
+    let durable = report_durability(written.durability);
+    Ok(if missing { 1 } else { write.exit_code(durable) })
 }
 
 pub(super) fn logs(cli: &Cli, name: &str, follow: bool, tail: Option<usize>) -> Result<i32> {

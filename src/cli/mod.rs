@@ -10,7 +10,7 @@ mod print;
 
 use anyhow::{Context as _, Result, bail};
 
-pub use args::{AgentArgs, Cli, Command, Output, RunArgs, TokenAction};
+pub use args::{AgentArgs, Cli, Command, Output, RunArgs, TokenAction, WriteArgs};
 pub use print::{kubectl_name, print_table};
 
 use self::args::parse_ttl;
@@ -24,10 +24,14 @@ pub fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Agent(a) => run_agent(&cli, a),
         Command::Demo(d) => crate::cli::demo::run(d, cli.data_dir.clone()),
-        Command::Push { name, file } => {
+        Command::Push { name, file, write } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            let r: PushResponse =
-                cli.client()?.post_bytes(&format!("/v1/modules?name={}", encode(name)), "application/wasm", &bytes)?;
+            let written = cli.client()?.write_bytes::<PushResponse>(
+                &format!("/v1/modules?name={}", encode(name)),
+                "application/wasm",
+                &bytes,
+            )?;
+            let r = written.body;
             println!(
                 "pushed {} ({}, {} KiB, {}){}",
                 r.name.unwrap_or_default(),
@@ -36,23 +40,23 @@ pub fn run(cli: Cli) -> Result<i32> {
                 r.digest,
                 if r.copies > 1 { format!(", on {} nodes", r.copies) } else { String::new() }
             );
-            Ok(0)
+            Ok(write.exit_code(report_durability(written.durability)))
         }
-        Command::Apply { files } => apply(&cli, files),
+        Command::Apply { files, write } => apply(&cli, files, *write),
         Command::Get { kind, name, output } => get(&cli, kind, name.as_deref(), *output),
         Command::Describe { kind, name } => describe(&cli, kind, name),
-        Command::Delete { kind, name, files } => delete(&cli, kind.as_deref(), name.as_deref(), files),
+        Command::Delete { kind, name, files, write } => delete(&cli, kind.as_deref(), name.as_deref(), files, *write),
         Command::Logs { name, follow, tail } => logs(&cli, name, *follow, *tail),
-        Command::Scale { kind, name, replicas } => {
+        Command::Scale { kind, name, replicas, write } => {
             if Kind::parse(kind) != Some(Kind::Deployment) {
                 bail!("only deployments can be scaled (got `{kind}`)");
             }
-            let _: ObjectView = cli.client()?.post_json(
+            let written = cli.client()?.write_json::<ObjectView, _>(
                 &format!("/v1/scale/{}/{}", cli.namespace, name),
                 &serde_json::json!({ "replicas": replicas }),
             )?;
             println!("deployment.apps/{name} scaled to {replicas}");
-            Ok(0)
+            Ok(write.exit_code(report_durability(written.durability)))
         }
         Command::Run(r) => run_local(r),
         Command::Serve { component, addr } => serve_local(component, *addr),

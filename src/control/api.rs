@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,8 +22,15 @@ use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey};
 use crate::reconcile::{ObjectStatus, Reconciler, ReplicaStatus};
 use crate::state::{ApplyAction, MAX_MODULE_BYTES, ModuleRecord, Store, StoreError, StoredObject};
 
-/// Largest manifest or JSON request.
+/// Largest manifest (`apply`) or JSON request derived from one (`delete` by keys).
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Largest small JSON request (`scale`, `tokens`), and the default of any other body.
+pub const MAX_SMALL_JSON_BYTES: usize = 16 << 10;
+
+/// Header of every write's answer: nodes that hold the write durably, this one included.
+pub const COPIES_HEADER: &str = "x-wasmfleet-copies";
+/// Header of every write's answer: copies the write quorum asks for, this node included.
+pub const WANTED_HEADER: &str = "x-wasmfleet-copies-wanted";
 
 /// Every way an API call can fail.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +39,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("{what} not found")]
     NotFound { what: String },
+    #[error(
+        "request body of {path} is over its limit of {limit_bytes} bytes ({} KiB){}",
+        limit_bytes / 1024,
+        if *path == "/v1/modules" { "" } else { ": split it into smaller requests" }
+    )]
+    TooLarge { path: String, limit_bytes: usize },
     #[error("{0}")]
     BadRequest(String),
     #[error("invalid manifest ({} error{})", .0.len(), if .0.len() == 1 { "" } else { "s" })]
@@ -55,6 +68,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,6 +105,9 @@ pub struct PushResponse {
     /// Nodes holding the module (and its tag) durably, this one included.
     #[serde(default)]
     pub copies: usize,
+    /// Copies the write quorum asks for (this node included); fewer `copies` answer `202`.
+    #[serde(default)]
+    pub wanted: usize,
     pub name: Option<String>,
     pub digest: Digest,
     pub kind: ModuleKind,
@@ -151,6 +168,7 @@ impl Api {
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let digest = self.store.put_blob(&bytes)?;
+        let wanted = self.peering.wanted_copies();
         // Copies on peers before the answer: the push survives this node's death.
         let mut copies = self.peering.replicate_blob(digest, bytes.clone()).await;
         let name = name.map(|n| with_tag(&n));
@@ -167,6 +185,7 @@ impl Api {
         }
         Ok(PushResponse {
             copies,
+            wanted,
             name,
             digest,
             kind: info.kind,
@@ -370,11 +389,86 @@ struct TokenBody {
     ttl_secs: u64,
 }
 
-/// Pushes the written keys to peers, then answers with the number of durable copies in the
-/// `x-wasmfleet-copies` header (this node included).
+/// How many nodes hold a write durably, against how many the write quorum asks for (both
+/// count this node).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    pub copies: usize,
+    pub wanted: usize,
+}
+
+impl Durability {
+    /// The write reached its quorum.
+    pub fn met(&self) -> bool {
+        self.copies >= self.wanted
+    }
+}
+
+/// The answer to a write: `200 OK` once it is durable on its quorum, `202 Accepted` when it
+/// is stored on this node but fewer peers confirmed it (it reaches them by anti-entropy);
+/// both with [`COPIES_HEADER`] and [`WANTED_HEADER`].
+fn write_answer<T: Serialize>(durability: Durability, body: T) -> Response {
+    let status = if durability.met() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let headers = [(COPIES_HEADER, durability.copies.to_string()), (WANTED_HEADER, durability.wanted.to_string())];
+    (status, headers, axum::Json(body)).into_response()
+}
+
+/// Pushes the written keys to peers, then answers with [`write_answer`].
 async fn replicated<T: Serialize>(a: &Api, keys: &[String], body: T) -> Response {
+    let wanted = a.peering.wanted_copies();
     let copies = a.peering.replicate(keys).await;
-    ([("x-wasmfleet-copies", copies.to_string())], axum::Json(body)).into_response()
+    write_answer(Durability { copies, wanted }, body)
+}
+
+/// A request body read whole; above `MAX` bytes (declared or sent) it is refused with `413`
+/// ([`ApiError::TooLarge`]) before more is read.
+struct LimitedBody<const MAX: usize>(Bytes);
+
+impl<S: Send + Sync, const MAX: usize> FromRequest<S> for LimitedBody<MAX> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let path = req.uri().path().to_string();
+        let too_large = move || ApiError::TooLarge { path, limit_bytes: MAX };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX as u64) {
+            return Err(too_large());
+        }
+        match axum::body::to_bytes(req.into_body(), MAX).await {
+            Ok(bytes) => Ok(LimitedBody(bytes)),
+            Err(e) if is_length_limit(&e) => Err(too_large()),
+            Err(e) => Err(ApiError::BadRequest(format!("cannot read the request body: {e}"))),
+        }
+    }
+}
+
+/// A JSON request body of at most `MAX` bytes.
+struct LimitedJson<T, const MAX: usize>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned, const MAX: usize> FromRequest<S> for LimitedJson<T, MAX> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let LimitedBody(bytes) = LimitedBody::<MAX>::from_request(req, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(LimitedJson)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON request body: {e}")))
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// A read from this node's store, with `x-wasmfleet-in-sync` saying whether every live peer
@@ -417,27 +511,40 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/v1/modules",
             get(|State(a): State<AppState>| async move { a.modules().map(axum::Json) }).post(
-                |State(a): State<AppState>, Query(q): Query<PushQuery>, body: Bytes| async move {
-                    a.push(q.name, body).await.map(axum::Json)
+                |State(a): State<AppState>,
+                 Query(q): Query<PushQuery>,
+                 LimitedBody(body): LimitedBody<MAX_MODULE_BYTES>| async move {
+                    let pushed = a.push(q.name, body).await?;
+                    let durability = Durability { copies: pushed.copies, wanted: pushed.wanted };
+                    Ok::<_, ApiError>(write_answer(durability, pushed))
                 },
             ),
         )
         .route(
             "/v1/apply",
-            post(|State(a): State<AppState>, Query(q): Query<ApplyQuery>, body: Bytes| async move {
-                let text = std::str::from_utf8(&body)
-                    .map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
-                let results = a.apply(q.source.unwrap_or_else(|| "-".into()), text.to_string()).await?;
-                let keys: Vec<String> = results.iter().map(|r| r.key.to_string()).collect();
-                Ok::<_, ApiError>(replicated(&a, &keys, results).await)
-            }),
+            post(
+                |State(a): State<AppState>,
+                 Query(q): Query<ApplyQuery>,
+                 LimitedBody(body): LimitedBody<MAX_MANIFEST_BYTES>| async move {
+                    let text = std::str::from_utf8(&body)
+                        .map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
+                    let results = a.apply(q.source.unwrap_or_else(|| "-".into()), text.to_string()).await?;
+                    let keys: Vec<String> = results.iter().map(|r| r.key.to_string()).collect();
+                    Ok::<_, ApiError>(replicated(&a, &keys, results).await)
+                },
+            ),
         )
         .route(
             "/v1/delete",
-            post(|State(a): State<AppState>, axum::Json(b): axum::Json<DeleteBody>| async move {
+            post(|State(a): State<AppState>, LimitedJson(b): LimitedJson<DeleteBody, MAX_MANIFEST_BYTES>| async move {
                 let res = a.delete(&b.keys)?;
-                let keys: Vec<String> = b.keys.iter().map(|k| k.to_string()).collect();
-                Ok::<_, ApiError>(replicated(&a, &keys, res).await)
+                let keys: Vec<String> =
+                    res.iter().filter(|(_, deleted)| *deleted).map(|(k, _)| k.to_string()).collect();
+                if keys.is_empty() {
+                    // Nothing was written: nothing to make durable.
+                    return Ok::<_, ApiError>(axum::Json(res).into_response());
+                }
+                Ok(replicated(&a, &keys, res).await)
             }),
         )
         .route(
@@ -472,7 +579,7 @@ pub fn router(api: Arc<Api>) -> Router {
             post(
                 |State(a): State<AppState>,
                  Path((ns, name)): Path<(String, String)>,
-                 axum::Json(b): axum::Json<ScaleBody>| async move {
+                 LimitedJson(b): LimitedJson<ScaleBody, MAX_SMALL_JSON_BYTES>| async move {
                     let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
                     let view = a.scale(&key, b.replicas)?;
                     Ok::<_, ApiError>(replicated(&a, &[key.to_string()], view).await)
@@ -483,11 +590,13 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/nodes", get(|State(a): State<AppState>| async move { axum::Json(a.peering.nodes()) }))
         .route(
             "/v1/tokens",
-            post(|State(a): State<AppState>, axum::Json(b): axum::Json<TokenBody>| async move {
-                let ttl = std::time::Duration::from_secs(b.ttl_secs.clamp(60, 30 * 86_400));
-                let token = a.peering.create_token(ttl).map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-                Ok::<_, ApiError>(axum::Json(serde_json::json!({ "token": token, "ttl_secs": ttl.as_secs() })))
-            }),
+            post(
+                |State(a): State<AppState>, LimitedJson(b): LimitedJson<TokenBody, MAX_SMALL_JSON_BYTES>| async move {
+                    let ttl = std::time::Duration::from_secs(b.ttl_secs.clamp(60, 30 * 86_400));
+                    let token = a.peering.create_token(ttl).map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+                    Ok::<_, ApiError>(axum::Json(serde_json::json!({ "token": token, "ttl_secs": ttl.as_secs() })))
+                },
+            ),
         )
         .route(
             "/v1/leave",
@@ -504,7 +613,9 @@ pub fn router(api: Arc<Api>) -> Router {
             }),
         )
         .route_layer(middleware::from_fn_with_state(api.clone(), auth))
-        .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES));
+        // Routes with a body read it through `LimitedBody`/`LimitedJson` with their own limit;
+        // this bounds any other extractor.
+        .layer(DefaultBodyLimit::max(MAX_SMALL_JSON_BYTES));
     Router::new().route("/healthz", get(|| async { "ok\n" })).merge(v1).with_state(api)
 }
 
@@ -591,5 +702,38 @@ mod tests {
         ticker.abort();
         assert_eq!(applied.unwrap().len(), 1);
         assert!(turns.load(Ordering::Relaxed) > 0, "no other task ran while the module compiled");
+    }
+
+    #[test]
+    fn a_write_short_of_its_quorum_is_accepted_not_ok() {
+        let short = write_answer(Durability { copies: 1, wanted: 2 }, Vec::<ApplyResult>::new());
+        assert_eq!(short.status(), StatusCode::ACCEPTED);
+        assert_eq!(short.headers()[COPIES_HEADER], "1");
+        assert_eq!(short.headers()[WANTED_HEADER], "2");
+        let done = write_answer(Durability { copies: 2, wanted: 2 }, Vec::<ApplyResult>::new());
+        assert_eq!(done.status(), StatusCode::OK);
+        assert_eq!(done.headers()[COPIES_HEADER], "2");
+        // A node alone is its own quorum.
+        assert!(Durability { copies: 1, wanted: 1 }.met());
+    }
+
+    /// A body sent without `Content-Length` (chunked) is cut at the route's limit too.
+    #[tokio::test]
+    async fn a_streamed_body_over_the_limit_is_413_with_the_limit() {
+        let request = |chunks: usize| {
+            let stream =
+                futures::stream::iter((0..chunks).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; 1024]))));
+            Request::builder().uri("/v1/scale/default/x").body(Body::from_stream(stream)).unwrap()
+        };
+        let Err(err) = LimitedBody::<4096>::from_request(request(5), &()).await else {
+            panic!("5 KiB passed a 4 KiB limit")
+        };
+        assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let msg = err.to_string();
+        assert!(msg.contains("/v1/scale/default/x") && msg.contains("4096 bytes"), "{msg}");
+        let Ok(LimitedBody(body)) = LimitedBody::<4096>::from_request(request(4), &()).await else {
+            panic!("4 KiB refused by a 4 KiB limit")
+        };
+        assert_eq!(body.len(), 4096);
     }
 }

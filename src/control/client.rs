@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, anyhow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::control::api::ErrorBody;
+use crate::control::api::{COPIES_HEADER, Durability, ErrorBody, WANTED_HEADER};
 
 /// Where and how to reach an agent.
 #[derive(Clone, Debug)]
@@ -90,17 +90,14 @@ impl Client {
         resp.into_json().context("decoding the server's answer")
     }
 
-    /// Like [`Client::post_bytes`], also returning the `x-wasmfleet-copies` header (the number
-    /// of nodes that hold the write durably).
-    pub fn post_bytes_counted<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: &[u8],
-    ) -> Result<(T, Option<usize>)> {
-        let resp = self.check(self.request("POST", path).set("Content-Type", content_type).send_bytes(body))?;
-        let copies = resp.header("x-wasmfleet-copies").and_then(|c| c.parse().ok());
-        Ok((resp.into_json().context("decoding the server's answer")?, copies))
+    /// A write (`apply`, `push`, ...) with a raw body: its answer and how durable it is.
+    pub fn write_bytes<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Written<T>> {
+        Written::from(self.check(self.request("POST", path).set("Content-Type", content_type).send_bytes(body))?)
+    }
+
+    /// A write (`delete`, `scale`) with a JSON body: its answer and how durable it is.
+    pub fn write_json<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<Written<T>> {
+        Written::from(self.check(self.request("POST", path).send_json(body))?)
     }
 
     pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: &[u8]) -> Result<T> {
@@ -112,6 +109,25 @@ impl Client {
     pub fn stream(&self, path: &str) -> Result<impl Read + Send + use<>> {
         let resp = self.check(self.request("GET", path).call())?;
         Ok(resp.into_reader())
+    }
+}
+
+/// The answer to a write.
+#[derive(Debug)]
+pub struct Written<T> {
+    pub body: T,
+    /// From the answer's headers; `None` when the write changed nothing.
+    pub durability: Option<Durability>,
+}
+
+impl<T: DeserializeOwned> Written<T> {
+    fn from(resp: ureq::Response) -> Result<Written<T>> {
+        let header = |name: &str| resp.header(name).and_then(|v| v.trim().parse::<usize>().ok());
+        let durability = match (header(COPIES_HEADER), header(WANTED_HEADER)) {
+            (Some(copies), Some(wanted)) => Some(Durability { copies, wanted }),
+            _ => None,
+        };
+        Ok(Written { body: resp.into_json().context("decoding the server's answer")?, durability })
     }
 }
 

@@ -515,7 +515,8 @@ mod tests {
     }
 
     fn get() -> Request<impl http_body::Body<Data = bytes::Bytes, Error = wasmfleet_runtime::WasiHttpError>> {
-        let body = Full::new(bytes::Bytes::new()).map_err(|never| -> wasmfleet_runtime::WasiHttpError { match never {} });
+        let body =
+            Full::new(bytes::Bytes::new()).map_err(|never| -> wasmfleet_runtime::WasiHttpError { match never {} });
         Request::builder().uri("/").body(body).unwrap()
     }
 

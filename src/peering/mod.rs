@@ -567,6 +567,17 @@ impl Peering {
         .await
     }
 
+    /// Peers a write must reach: `--write-quorum` (default 2), at most the live peers.
+    fn quorum(&self, live_peers: usize) -> usize {
+        self.write_quorum.unwrap_or(2).min(live_peers)
+    }
+
+    /// Copies (this node included) a write must reach before it counts as durable; a write
+    /// answered with fewer is reported to the client (`202 Accepted`).
+    pub fn wanted_copies(&self) -> usize {
+        1 + self.quorum(self.peers().len())
+    }
+
     /// Runs `send` for every live peer; returns 1 + the successes once the write quorum
     /// answered or `timeout` passed. Stragglers finish in the background.
     async fn fan_out<F, Fut>(&self, timeout: Duration, send: F) -> usize
@@ -575,7 +586,7 @@ impl Peering {
         Fut: std::future::Future<Output = bool> + Send + 'static,
     {
         let peers = self.peers();
-        let quorum = self.write_quorum.unwrap_or(2).min(peers.len());
+        let quorum = self.quorum(peers.len());
         let mut set = JoinSet::new();
         for (name, addr) in peers {
             set.spawn(send(self.mesh.clone(), name, addr));
