@@ -73,11 +73,7 @@ fn churn_at(node_count: usize) {
     let taken = full.slots_on(&gone.id).count();
     let join_moved = moved(&without, &full);
     let fair: usize = workloads.iter().map(|w| (w.replicas as usize).div_ceil(node_count)).sum();
-    let most = workloads
-        .iter()
-        .map(|w| full.slots_on(&gone.id).filter(|s| s.key == w.key).count())
-        .max()
-        .unwrap_or(0);
+    let most = workloads.iter().map(|w| full.slots_on(&gone.id).filter(|s| s.key == w.key).count()).max().unwrap_or(0);
     println!(
         "{node_count} nodes, node join: moved {join_moved} slots; the new node took {taken} (at most {most} of one \
          workload, fair share {} each, {fair} in all; extra {})",

@@ -25,6 +25,7 @@ pub mod hash;
 mod index;
 mod node;
 mod placement;
+mod plan;
 #[doc(hidden)]
 pub mod reference;
 mod scheduler;

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use crate::filter::{Free, static_passes};
 use crate::fleet::{FilterKey, Fleet, Outcome, UNPLACED, filter_key};
-use crate::index::{NodeIndex, canonical};
+use crate::index::{NO_ZONE, NodeIndex, canonical};
 use crate::placement::{Placement, emit, emit_failures};
+use crate::plan::{self, Seeds, Unit};
 use crate::{NodeInfo, Slot, WorkloadKind, WorkloadReq};
 
 /// Computes the same [`Placement`] as [`place`](crate::place), keeping the last one so that
@@ -98,6 +99,7 @@ impl Scheduler {
             kept,
             lost: old_nodes.iter().zip(kept).filter(|(_, k)| **k == UNPLACED).map(|(n, _)| n).collect(),
             lost_verdicts: BTreeMap::new(),
+            units: BTreeMap::new(),
             old_free: fleet.free.clone(),
             dirty: Vec::new(),
             is_dirty: vec![false; nodes.len()],
@@ -212,6 +214,8 @@ fn survivors(old: &[NodeInfo], new: &[&NodeInfo]) -> Option<Vec<u32>> {
     new.next().is_none().then_some(kept)
 }
 
+type UnitsNowAndBefore = (Vec<(Option<String>, Unit)>, Vec<(Option<String>, Unit)>);
+
 /// What the lost nodes mean for the workloads with one filter (see [`Scheduler`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lost {
@@ -231,6 +235,8 @@ struct Replay<'a> {
     /// The nodes that are gone.
     lost: Vec<&'a NodeInfo>,
     lost_verdicts: BTreeMap<FilterKey<'a>, Lost>,
+    /// Per filter with lost eligible nodes, its units (by zone name) now and before.
+    units: BTreeMap<FilterKey<'a>, UnitsNowAndBefore>,
     /// Free capacity per position as the last call had it at the same point in key order
     /// (the new one is the fleet's).
     old_free: Vec<Free>,
@@ -268,11 +274,14 @@ impl<'a> Replay<'a> {
             return None;
         }
         let daemon_set = workload.kind == WorkloadKind::DaemonSet;
+        // Striped slots stay if the plan does; the others (homeless) if the spread floor does.
         let floor_kept = match self.lost(workload, fleet) {
             Lost::NoneEligible => true,
             // Losing an eligible node renumbers a daemon set's slots after it.
-            Lost::Eligible { remaining } => !daemon_set && remaining >= workload.replicas,
-            Lost::LastOfZone => false,
+            Lost::Eligible { remaining } => {
+                !daemon_set && (outcome.homeless == 0 || remaining >= workload.replicas) && self.same_quotas(workload)
+            }
+            Lost::LastOfZone => !daemon_set && outcome.homeless == 0 && self.same_quotas(workload),
         };
         // The reason of an unschedulable replica counts every node. (A daemon set's names its
         // node, whose capacity is checked below.)
@@ -318,7 +327,22 @@ impl<'a> Replay<'a> {
                 return None;
             }
         }
-        Some(Outcome { nodes, failures: outcome.failures.clone() })
+        Some(Outcome { nodes, failures: outcome.failures.clone(), homeless: outcome.homeless })
+    }
+
+    /// Whether `workload`'s zone quotas are those it had before the loss (its filter has lost
+    /// eligible nodes: [`Replay::lost`] ran for it).
+    fn same_quotas(&self, workload: &WorkloadReq) -> bool {
+        let Some((now, before)) = self.units.get(&filter_key(workload)) else {
+            return false;
+        };
+        let seeds = Seeds::new(&workload.key);
+        let quotas = |units: &[(Option<String>, Unit)]| {
+            let plain: Vec<Unit> = units.iter().map(|(_, u)| *u).collect();
+            let quotas = plan::quotas(workload.replicas, &plain, &seeds);
+            units.iter().zip(quotas).filter(|(_, q)| *q > 0).map(|((name, _), q)| (name.clone(), q)).collect::<Vec<_>>()
+        };
+        quotas(now) == quotas(before)
     }
 
     /// What the lost nodes mean for `workload`'s filter, computed once per filter.
@@ -333,6 +357,26 @@ impl<'a> Replay<'a> {
         } else {
             let index = fleet.index;
             let statics = fleet.statics(workload);
+            // The units now and before, zones by name, then the pool.
+            let mut counts: BTreeMap<(bool, Option<&str>), (u32, u32)> = BTreeMap::new();
+            for (unit, &zone) in statics.units.iter().zip(&statics.unit_zones) {
+                let name = (zone != NO_ZONE).then(|| index.zone_names[zone as usize]);
+                counts.insert((name.is_none(), name), (unit.eligible, unit.eligible));
+            }
+            for n in &lost {
+                counts.entry((n.zone.is_none(), n.zone.as_deref())).or_default().1 += 1;
+            }
+            let units = |pick: fn(&(u32, u32)) -> u32| -> Vec<(Option<String>, Unit)> {
+                counts
+                    .iter()
+                    .filter(|(_, c)| pick(c) > 0)
+                    .map(|((pool, name), c)| {
+                        let unit = Unit { eligible: pick(c), hash: plan::unit_hash(*name), pool: *pool };
+                        (name.map(str::to_string), unit)
+                    })
+                    .collect()
+            };
+            self.units.insert(key, (units(|c| c.0), units(|c| c.1)));
             if lost.iter().all(|n| index.zone(n.zone.as_deref()).is_some_and(|z| statics.covers_zone(z))) {
                 Lost::Eligible { remaining: statics.eligible }
             } else {
