@@ -106,13 +106,14 @@ struct Scratch {
     groups: Vec<(u64, usize)>,
     /// The current workload's group order (groups by descending weight).
     group_order: Vec<(u64, usize)>,
-    /// Per stripe of the current unit: the best (stripe hash, position) in the current group
+    /// Per stripe (slot index): the best (stripe hash, position) in the current group
     /// (position `usize::MAX`: none yet), and whether an earlier group settled it.
     stripe_best: Vec<(u64, usize)>,
     settled: Vec<bool>,
     /// Stripes that found a node in the current group.
     found: Vec<usize>,
-    /// The slots of each unit, unit after unit, and where each unit's run starts.
+    /// The slots of each unit, unit after unit, and where each unit's run starts (and, last,
+    /// where the last one ends).
     unit_slots: Vec<u32>,
     unit_start: Vec<usize>,
 }
@@ -241,6 +242,7 @@ fn place_striped(
         return;
     }
     let quotas = plan::quotas(workload.replicas, &statics.units, seeds);
+    let slot_units = plan::assign(&quotas, &statics.units, seeds);
     // Scratch vectors taken out for the pass, so that `commit` can borrow the rest.
     let mut unit_start = std::mem::take(&mut scratch.unit_start);
     let mut unit_slots = std::mem::take(&mut scratch.unit_slots);
@@ -249,35 +251,39 @@ fn place_striped(
     let mut settled = std::mem::take(&mut scratch.settled);
     let mut found = std::mem::take(&mut scratch.found);
 
-    // The slots of each unit in slot order: a unit's `k`-th slot is its stripe `k`.
+    // The slots of each unit in slot order (the labels of its stripes).
     unit_start.clear();
     let mut start = 0;
     for q in &quotas {
         unit_start.push(start);
         start += *q as usize;
     }
+    unit_start.push(start);
     unit_slots.clear();
     unit_slots.resize(start, 0);
-    for (slot_index, (unit, k)) in (0u32..).zip(plan::assign(&quotas, &statics.units, seeds)) {
-        unit_slots[unit_start[unit as usize] + k as usize] = slot_index;
+    let mut fill = unit_start.clone();
+    for (slot_index, &unit) in (0u32..).zip(&slot_units) {
+        unit_slots[fill[unit as usize]] = slot_index;
+        fill[unit as usize] += 1;
     }
     // The workload's group order: descending (weight, group).
     group_order.clear();
     group_order.extend(index.group_salts.iter().enumerate().map(|(g, salt)| (plan::group_weight(seeds, *salt), g)));
     group_order.sort_unstable_by(|a, b| b.cmp(a));
+    // Per stripe (slot index): the best so far in the current group, and whether settled.
+    stripe_best.clear();
+    stripe_best.resize(slot_units.len(), (0, usize::MAX));
+    settled.clear();
+    settled.resize(slot_units.len(), false);
 
     let passes = &statics.passes[..];
     let (need_memory, need_cpu) = (workload.memory_mib, workload.cpu_millis);
-    for (u, (&quota, &zone)) in quotas.iter().zip(&statics.unit_zones).enumerate() {
-        if quota == 0 {
+    for (u, &zone) in (0u32..).zip(&statics.unit_zones) {
+        let labels = &unit_slots[unit_start[u as usize]..unit_start[u as usize + 1]];
+        let mut open = labels.len();
+        if open == 0 {
             continue;
         }
-        let stripes = quota as usize;
-        stripe_best.clear();
-        stripe_best.resize(stripes, (0, usize::MAX));
-        settled.clear();
-        settled.resize(stripes, false);
-        let mut open = stripes;
         for &(_, g) in &group_order {
             let Some(bucket) = index.buckets[index.group_buckets[g].clone()].iter().find(|b| b.zone == zone) else {
                 continue;
@@ -289,25 +295,24 @@ fn place_striped(
                 if !feasible {
                     continue;
                 }
-                let hash = plan::stripe_hash(seeds, index.hashes[p]);
-                let k = plan::stripe_of(hash, quota) as usize;
-                if settled[k] {
+                let label = plan::stripe(seeds, index.hashes[p], &slot_units, u, labels) as usize;
+                if settled[label] {
                     continue;
                 }
-                let best = &mut stripe_best[k];
+                let hash = plan::stripe_hash(seeds, index.hashes[p]);
+                let best = &mut stripe_best[label];
                 if best.1 == usize::MAX {
                     *best = (hash, p);
-                    found.push(k);
+                    found.push(label);
                 } else if hash > best.0 {
                     // Of equal hashes the first, the smaller canonical index.
                     *best = (hash, p);
                 }
             }
             open -= found.len();
-            for k in found.drain(..) {
-                settled[k] = true;
-                let slot_index = unit_slots[unit_start[u] + k];
-                commit(workload, stripe_best[k].1, slot_index, free, scratch, out, index);
+            for label in found.drain(..) {
+                settled[label] = true;
+                commit(workload, stripe_best[label].1, label as u32, free, scratch, out, index);
             }
             if open == 0 {
                 break;

@@ -151,9 +151,9 @@ mod tests {
         assert_eq!(got, PINNED);
     }
 
-    // Cross-checked against an independent Python model of the rule: stripes 0 and 2 of the
-    // pool take edge-1 and edge-4; stripe 1 has no node, so slot 1 goes to the spread scan.
-    const PINNED: [(u32, &str); 3] = [(0, "edge-1"), (1, "edge-3"), (2, "edge-4")];
+    // Cross-checked against an independent Python model of the rule (every slot here takes
+    // the best node of its stripe of the pool of zoneless nodes).
+    const PINNED: [(u32, &str); 3] = [(0, "edge-2"), (1, "edge-4"), (2, "edge-5")];
 
     #[test]
     fn golden_unschedulable_reason() {

@@ -1,6 +1,6 @@
 //! A workload's plan before any node is chosen: how many of its slots each zone takes
 //! (*quotas*), which slot goes to which zone, and how a zone's nodes split into *stripes*,
-//! one per slot of the zone.
+//! one per slot of the zone, labelled by the slot's index.
 //!
 //! A plan depends only on the workload and on how many nodes of each zone pass its static
 //! filters, never on which nodes those are, so losing or gaining a node leaves it unchanged
@@ -33,8 +33,10 @@ pub(crate) struct Seeds {
     key: Fnv1a,
     /// Ranks the zones for the seats of a partly filled level.
     pub zones: u64,
-    /// Puts each node in a stripe and ranks it there.
+    /// Ranks a node within its stripe.
     pub stripes: u64,
+    /// Draws the labels that put a node in a stripe.
+    pub labels: u64,
     /// Orders the rendezvous groups.
     pub groups: u64,
 }
@@ -46,6 +48,7 @@ impl Seeds {
             key,
             zones: key.field(b"zones").finish(),
             stripes: key.field(b"stripes").finish(),
+            labels: key.field(b"labels").finish(),
             groups: key.field(b"groups").finish(),
         }
     }
@@ -57,15 +60,41 @@ impl Seeds {
     }
 }
 
-/// A node's stripe hash for a workload: `stripe_of` of it is the node's stripe, and among
-/// the nodes of a stripe (in one group) the highest hash wins.
+/// A node's weight within its stripe for a workload (among the nodes of a stripe in one
+/// group, the highest wins).
 pub(crate) fn stripe_hash(seeds: &Seeds, node_hash: u64) -> u64 {
     mix64(seeds.stripes ^ node_hash)
 }
 
-/// The stripe, in `0..stripes`, of a node with stripe hash `hash` (`stripes` > 0).
-pub(crate) fn stripe_of(hash: u64, stripes: u32) -> u32 {
-    ((u128::from(hash) * u128::from(stripes)) >> 64) as u32
+/// Label draws a node makes before it falls back to rendezvous over its unit's slots.
+pub(crate) const DRAWS: u64 = 256;
+
+/// The splitmix64 increment, stepping a node's label draws.
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The stripe of a node in `unit`: a slot index of that unit. The node draws slot indices
+/// `0..replicas` from its own sequence (`slot_units[i]` is the unit of slot `i`) and takes
+/// the first that is one of `labels` (the unit's slots, not empty); after [`DRAWS`] misses,
+/// the slot of `labels` with the highest rendezvous weight.
+///
+/// Consistent: when the unit gains a slot, only nodes that now draw it (or weigh it highest)
+/// move, all into its stripe; when it loses one, only that stripe's nodes move. So a change
+/// of quotas never relabels the stripes of the slots that stay.
+pub(crate) fn stripe(seeds: &Seeds, node_hash: u64, slot_units: &[u32], unit: u32, labels: &[u32]) -> u32 {
+    if let [only] = labels {
+        return *only;
+    }
+    let start = mix64(seeds.labels ^ node_hash);
+    let replicas = slot_units.len() as u64;
+    for t in 0..DRAWS {
+        let draw = mix64(start.wrapping_add(t.wrapping_mul(GOLDEN)));
+        let label = ((u128::from(draw) * u128::from(replicas)) >> 64) as u32;
+        if slot_units.get(label as usize) == Some(&unit) {
+            return label;
+        }
+    }
+    let weight = |label: u32| (mix64(start ^ mix64(u64::from(label))), std::cmp::Reverse(label));
+    labels.iter().copied().max_by_key(|&l| weight(l)).unwrap_or(0)
 }
 
 /// The weight of rendezvous group `salt` for a workload; groups are visited heaviest first.
@@ -132,12 +161,10 @@ pub(crate) fn quotas(replicas: u32, units: &[Unit], seeds: &Seeds) -> Vec<u32> {
 }
 
 /// The unit of each slot: slot by slot in index order, the unit with quota left that has the
-/// highest weight `mix64(slot hash ^ unit hash)` (then the earlier unit). Returns the unit of
-/// each slot and, per slot, its index among its unit's slots (its stripe).
-pub(crate) fn assign(quotas: &[u32], units: &[Unit], seeds: &Seeds) -> Vec<(u32, u32)> {
+/// highest weight `mix64(slot hash ^ unit hash)` (then the earlier unit).
+pub(crate) fn assign(quotas: &[u32], units: &[Unit], seeds: &Seeds) -> Vec<u32> {
     let replicas: u32 = quotas.iter().sum();
     let mut left = quotas.to_vec();
-    let mut taken = vec![0u32; units.len()];
     let mut open = left.iter().filter(|q| **q > 0).count();
     let mut out = Vec::with_capacity(replicas as usize);
     for index in 0..replicas {
@@ -158,8 +185,7 @@ pub(crate) fn assign(quotas: &[u32], units: &[Unit], seeds: &Seeds) -> Vec<(u32,
         if left[unit] == 0 {
             open -= 1;
         }
-        out.push((unit as u32, taken[unit]));
-        taken[unit] += 1;
+        out.push(unit as u32);
     }
     out
 }
@@ -230,17 +256,39 @@ mod tests {
         let units = [zone("a", 9), zone("b", 9), zone("c", 9)];
         let q = [3, 2, 4];
         let slots = assign(&q, &units, &seeds);
-        for (u, quota) in q.iter().enumerate() {
-            let mine: Vec<u32> = slots.iter().filter(|(unit, _)| *unit as usize == u).map(|(_, k)| *k).collect();
-            assert_eq!(mine, (0..*quota).collect::<Vec<_>>());
+        for (u, quota) in (0u32..).zip(q) {
+            assert_eq!(slots.iter().filter(|unit| **unit == u).count() as u32, quota);
         }
     }
 
     #[test]
-    fn stripe_of_covers_the_range() {
-        assert_eq!(stripe_of(0, 7), 0);
-        assert_eq!(stripe_of(u64::MAX, 7), 6);
-        assert_eq!(stripe_of(u64::MAX / 2, 2), 0);
-        assert_eq!(stripe_of(u64::MAX / 2 + 1, 2), 1);
+    fn stripes_are_consistent_when_a_unit_gains_or_loses_a_slot() {
+        let seeds = Seeds::new("w");
+        // Slots 0..12 over units 0 and 1; then slot 5 moves from unit 0 to unit 1.
+        let before: Vec<u32> = (0..12).map(|i| u32::from(i % 3 == 0)).collect();
+        let mut after = before.clone();
+        after[5] = 1;
+        let labels =
+            |units: &[u32], u: u32| (0u32..).zip(units).filter(|(_, x)| **x == u).map(|(i, _)| i).collect::<Vec<_>>();
+        let mut moved = [0; 2];
+        for node in 0..2000u64 {
+            let h = mix64(node);
+            for u in 0..2 {
+                let (b, a) = (
+                    stripe(&seeds, h, &before, u, &labels(&before, u)),
+                    stripe(&seeds, h, &after, u, &labels(&after, u)),
+                );
+                assert_eq!(before[b as usize], u);
+                assert_eq!(after[a as usize], u);
+                if a != b {
+                    moved[u as usize] += 1;
+                    // Unit 0 lost slot 5: only its nodes move. Unit 1 gained it: nodes move there.
+                    if u == 0 { assert_eq!(b, 5) } else { assert_eq!(a, 5) }
+                }
+            }
+        }
+        // About 1/8 of unit 0's nodes were in stripe 5; about 1/5 of unit 1's move into it.
+        assert!((150..350).contains(&moved[0]), "{moved:?}");
+        assert!((250..550).contains(&moved[1]), "{moved:?}");
     }
 }

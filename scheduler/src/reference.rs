@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::filter::{Free, Rejection, Summary, static_check};
 use crate::hash::{Fnv1a, mix64};
-use crate::plan::{Seeds, group_weight, stripe_hash, stripe_of, unit_hash};
+use crate::plan::{DRAWS, Seeds, group_weight, stripe_hash, unit_hash};
 use crate::{NodeInfo, Slot, WorkloadKind, WorkloadReq};
 
 /// How the rule placed one replicated workload (a deployment or a job).
@@ -202,6 +202,25 @@ fn quotas(replicas: u32, units: &[(Option<&str>, u32)], seeds: &Seeds) -> Vec<u3
     quotas
 }
 
+/// The stripe of a node (id hash `node_hash`) in unit `unit`: the first slot of the unit the
+/// node draws (draw `t`: `mix64(start + t * golden)` scaled to `0..replicas`), or after
+/// [`DRAWS`] draws, the unit's slot of highest rendezvous weight.
+fn stripe(seeds: &Seeds, node_hash: u64, slot_units: &[usize], unit: usize) -> Option<usize> {
+    let start = mix64(seeds.labels ^ node_hash);
+    let labels: Vec<usize> = (0..slot_units.len()).filter(|&i| slot_units[i] == unit).collect();
+    if labels.len() <= 1 {
+        return labels.first().copied();
+    }
+    let drawn = (0..DRAWS).map(|t| {
+        let draw = mix64(start.wrapping_add(t.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        ((u128::from(draw) * slot_units.len() as u128) >> 64) as usize
+    });
+    drawn
+        .into_iter()
+        .find(|&label| slot_units[label] == unit)
+        .or_else(|| labels.into_iter().max_by_key(|&l| (mix64(start ^ mix64(l as u64)), Reverse(l))))
+}
+
 /// For each slot in order, the unit with quota left and the highest weight for the slot.
 fn assign(quotas: &[u32], units: &[(Option<&str>, u32)], seeds: &Seeds) -> Vec<usize> {
     let mut left = quotas.to_vec();
@@ -289,21 +308,20 @@ fn place_replicas(
     };
 
     // Stripes.
-    let mut seen = vec![0u32; units.len()];
-    for (slot_index, &u) in slot_units.iter().enumerate() {
-        let k = seen[u];
-        seen[u] += 1;
+    let unit_of = |i: usize| units.iter().position(|(name, _)| *name == zone_name(i));
+    let stripes: Vec<Option<usize>> = (0..nodes.len())
+        .map(|i| match (&statics[i], unit_of(i)) {
+            (Ok(()), Some(u)) => stripe(&seeds, index.hashes[i], &slot_units, u),
+            _ => None,
+        })
+        .collect();
+    for (slot_index, chosen) in chosen.iter_mut().enumerate() {
         let best = (0..nodes.len())
-            .filter(|&i| {
-                statics[i].is_ok()
-                    && zone_name(i) == units[u].0
-                    && free[i].admits(workload).is_ok()
-                    && stripe_of(stripe_hash(&seeds, index.hashes[i]), quotas[u]) == k
-            })
+            .filter(|&i| stripes[i] == Some(slot_index) && free[i].admits(workload).is_ok())
             .min_by_key(|&i| (group_rank[i], Reverse(stripe_hash(&seeds, index.hashes[i])), i));
         if let Some(i) = best {
             take(i, free, &mut on_node, &mut hist, &mut in_zone);
-            chosen[slot_index] = Some(i);
+            *chosen = Some(i);
         }
     }
 
