@@ -6,7 +6,7 @@ use crate::filter::{Free, Summary, static_check, static_passes};
 use crate::hash::mix64;
 use crate::index::{Bucket, NO_ZONE, NodeIndex};
 use crate::plan::{self, Seeds, Unit};
-use crate::{NodeInfo, WorkloadKind, WorkloadReq};
+use crate::{NodeInfo, Rule, WorkloadKind, WorkloadReq};
 
 /// `Outcome::nodes` value of a slot that found no node.
 pub(crate) const UNPLACED: u32 = u32::MAX;
@@ -121,6 +121,7 @@ struct Scratch {
 /// The nodes of one placement with their free capacity, and the per-filter verdicts met so far.
 /// Per-node state is by position (see [`NodeIndex`]).
 pub(crate) struct Fleet<'a> {
+    pub rule: Rule,
     pub nodes: &'a [&'a NodeInfo],
     pub index: &'a NodeIndex<'a>,
     pub free: Vec<Free>,
@@ -130,10 +131,10 @@ pub(crate) struct Fleet<'a> {
 
 impl<'a> Fleet<'a> {
     /// Every node empty. `nodes` in canonical order, `index` built from them.
-    pub fn new(nodes: &'a [&'a NodeInfo], index: &'a NodeIndex<'a>) -> Fleet<'a> {
+    pub fn new(rule: Rule, nodes: &'a [&'a NodeInfo], index: &'a NodeIndex<'a>) -> Fleet<'a> {
         let free = index.order.iter().map(|&i| Free::of(nodes[i as usize])).collect();
         let scratch = Scratch { on_node: vec![0; nodes.len()], ..Scratch::default() };
-        Fleet { nodes, index, free, statics: BTreeMap::new(), scratch }
+        Fleet { rule, nodes, index, free, statics: BTreeMap::new(), scratch }
     }
 
     /// The static verdicts for `workload`'s filters, computed on first use.
@@ -172,10 +173,11 @@ impl<'a> Fleet<'a> {
     }
 
     /// Slots `0..replicas` in two phases (see [`plan`]). First, each zone (or the pool of
-    /// zoneless nodes) takes its quota of slots, and slot `k` of a zone takes the best feasible
-    /// node of stripe `k` of that zone: groups in the workload's order, the first one with such
-    /// a node, in it the highest stripe hash. Then every slot left over (its stripe had no
-    /// feasible node) is placed by the spread scan, in slot order.
+    /// zoneless nodes) takes its quota of slots, and slot `i` of a zone takes the best feasible
+    /// node of the zone's stripe `i`: groups in the workload's order, the first one with such a
+    /// node, in it the highest stripe hash. Then every slot left over (its stripe had no
+    /// feasible node) is placed by the spread scan, in slot order. [`Rule::SlotOrder`]: the
+    /// spread scan alone.
     fn place_replicas(&mut self, workload: &'a WorkloadReq, out: &mut Outcome) {
         let (nodes, index) = (self.nodes, self.index);
         let statics = self.statics.entry(filter_key(workload)).or_insert_with(|| Statics::new(workload, nodes, index));
@@ -194,7 +196,9 @@ impl<'a> Fleet<'a> {
         scratch.zone_hist.push(statics.bound_zone.iter().filter(|b| **b).count() as u32);
 
         out.nodes.resize(workload.replicas as usize, UNPLACED);
-        place_striped(workload, &seeds, statics, index, free, scratch, out);
+        if self.rule == Rule::Striped {
+            place_striped(workload, &seeds, statics, index, free, scratch, out);
+        }
         spread_scan(workload, &seeds, statics, nodes, index, free, scratch, out);
         for p in scratch.touched.drain(..) {
             scratch.on_node[p] = 0;

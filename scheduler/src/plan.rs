@@ -135,27 +135,26 @@ pub(crate) fn quotas(replicas: u32, units: &[Unit], seeds: &Seeds) -> Vec<u32> {
     // Levels 1.. for zones, a run of full levels at a time: up to the next zone size, every
     // zone larger than the level has a seat.
     let mut level = 1u64;
+    let active = |i: &usize, level: u64| !units[*i].pool && u64::from(units[*i].eligible) > level;
     while rest > 0 {
-        let active: Vec<usize> =
-            order.iter().copied().filter(|&i| !units[i].pool && u64::from(units[i].eligible) > level).collect();
-        let Some(next) = active.iter().map(|&i| u64::from(units[i].eligible)).min() else {
+        let count = order.iter().filter(|i| active(i, level)).count() as u64;
+        let Some(next) = order.iter().filter(|i| active(i, level)).map(|&i| u64::from(units[i].eligible)).min() else {
             // `rest < total` leaves a seat for every replica; not reached.
             break;
         };
-        let count = active.len() as u64;
         let full = (rest / count).min(next - level);
-        for &i in &active {
+        for &i in order.iter().filter(|i| active(i, level)) {
             quotas[i] += full as u32;
         }
         rest -= full * count;
-        level += full;
-        if level < next {
+        if level + full < next {
             // A partly filled level.
-            for &i in active.iter().take(rest as usize) {
+            for &i in order.iter().filter(|i| active(i, level)).take(rest as usize) {
                 quotas[i] += 1;
             }
             rest = 0;
         }
+        level += full;
     }
     quotas
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::filter::{Free, Rejection, Summary, static_check};
 use crate::hash::{Fnv1a, mix64};
 use crate::plan::{DRAWS, Seeds, group_weight, stripe_hash, unit_hash};
-use crate::{NodeInfo, Slot, WorkloadKind, WorkloadReq};
+use crate::{NodeInfo, Rule, Slot, WorkloadKind, WorkloadReq};
 
 /// How the rule placed one replicated workload (a deployment or a job).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct Plan {
 
 /// The plan of every replicated workload of `place(workloads, nodes)`, by key.
 pub fn explain(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> BTreeMap<String, Plan> {
-    run(workloads, nodes).1
+    run(Rule::Striped, workloads, nodes).1
 }
 
 /// Where every slot goes, and why the others go nowhere.
@@ -71,10 +71,15 @@ impl Placement {
 /// O(slots × nodes), with the same minimal-disruption property: a node's arrival or loss only
 /// changes the choice of slots that would pick it or were on it.
 pub fn place(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
-    run(workloads, nodes).0
+    place_with(Rule::Striped, workloads, nodes)
 }
 
-fn run(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> (Placement, BTreeMap<String, Plan>) {
+/// [`place`] by the given rule.
+pub fn place_with(rule: Rule, workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
+    run(rule, workloads, nodes).0
+}
+
+fn run(rule: Rule, workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> (Placement, BTreeMap<String, Plan>) {
     let nodes = canonical(nodes, |n| &n.id);
     let workloads = canonical(workloads, |w| &w.key);
     let mut free: Vec<Free> = nodes.iter().map(|n| Free::of(n)).collect();
@@ -92,7 +97,7 @@ fn run(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> (Placement, BTreeMap<St
                 let checks = statics
                     .entry((&workload.node_selector, &workload.arch))
                     .or_insert_with(|| nodes.iter().map(|n| static_check(workload, n)).collect());
-                let plan = place_replicas(workload, &nodes, &index, checks, &mut free, &mut placement);
+                let plan = place_replicas(rule, workload, &nodes, &index, checks, &mut free, &mut placement);
                 plans.insert(workload.key.clone(), plan);
             }
         }
@@ -237,12 +242,14 @@ fn assign(quotas: &[u32], units: &[(Option<&str>, u32)], seeds: &Seeds) -> Vec<u
     out
 }
 
-/// Slots `0..replicas`: first each zone's quota of slots, slot `k` of a zone on the best
-/// feasible node of the zone's stripe `k` (the first group in the workload's order holding
+/// Slots `0..replicas`: first each zone's quota of slots, slot `i` of a zone on the best
+/// feasible node of the zone's stripe `i` (the first group in the workload's order holding
 /// one, then the highest stripe hash, then the smallest canonical index); then every slot
-/// whose stripe had none, on a feasible node with the fewest replicas of this workload, then
-/// the fewest in its zone; among those, the rendezvous choice (group, then node).
+/// whose stripe had none (every slot, by [`Rule::SlotOrder`]), on a feasible node with the
+/// fewest replicas of this workload, then the fewest in its zone; among those, the
+/// rendezvous choice (group, then node).
 fn place_replicas(
+    rule: Rule,
     workload: &WorkloadReq,
     nodes: &[&NodeInfo],
     index: &NodeIndex,
@@ -315,7 +322,7 @@ fn place_replicas(
             _ => None,
         })
         .collect();
-    for (slot_index, chosen) in chosen.iter_mut().enumerate() {
+    for (slot_index, chosen) in chosen.iter_mut().enumerate().filter(|_| rule == Rule::Striped) {
         let best = (0..nodes.len())
             .filter(|&i| stripes[i] == Some(slot_index) && free[i].admits(workload).is_ok())
             .min_by_key(|&i| (group_rank[i], Reverse(stripe_hash(&seeds, index.hashes[i])), i));

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use wasmfleet_scheduler::reference::{Plan, explain};
-use wasmfleet_scheduler::{NodeInfo, Placement, Scheduler, Slot, WorkloadKind, WorkloadReq, place};
+use wasmfleet_scheduler::{NodeInfo, Placement, Rule, Scheduler, Slot, WorkloadKind, WorkloadReq, place, place_with};
 
 const ZONES: [&str; 3] = ["north", "south", "west"];
 const ARCHES: [&str; 2] = ["x86_64", "aarch64"];
@@ -127,13 +127,17 @@ fn arb_fleet() -> impl Strategy<Value = (Vec<WorkloadReq>, Vec<NodeInfo>)> {
     (workloads, nodes)
 }
 
+fn arb_rule() -> impl Strategy<Value = Rule> {
+    prop_oneof![3 => Just(Rule::Striped), 1 => Just(Rule::SlotOrder)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn fast_scan_agrees_with_the_reference((workloads, nodes) in arb_fleet()) {
-        let fast = place(&workloads, &nodes);
-        let slow = wasmfleet_scheduler::reference::place(&workloads, &nodes);
+    fn fast_scan_agrees_with_the_reference((workloads, nodes) in arb_fleet(), rule in arb_rule()) {
+        let fast = place_with(rule, &workloads, &nodes);
+        let slow = wasmfleet_scheduler::reference::place_with(rule, &workloads, &nodes);
         prop_assert_eq!(&fast.assignments, &slow.assignments);
         let reasons = |u: Vec<(Slot, String)>| u;
         prop_assert_eq!(
@@ -164,6 +168,8 @@ enum Step {
     Delete(Index),
     /// Nothing changes (but the inputs come in another order).
     Same,
+    /// The scheduler switches rules (a fleet's last old node left, or an old one joined).
+    Switch(Rule),
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
@@ -177,6 +183,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
         1 => (0u32..12).prop_flat_map(|i| arb_workload(format!("Deployment/default/w{i}"))).prop_map(Step::Create),
         1 => any::<Index>().prop_map(Step::Delete),
         1 => Just(Step::Same),
+        1 => arb_rule().prop_map(Step::Switch),
     ]
 }
 
@@ -223,13 +230,17 @@ proptest! {
         (workloads, nodes) in prop_oneof![arb_fleet(), arb_sparse_fleet()],
         steps in proptest::collection::vec(arb_step(), 1..8),
         reversed in any::<bool>(),
+        rule in arb_rule(),
     ) {
         let (mut workloads, mut nodes, mut lost) = (workloads, nodes, Vec::new());
-        let mut scheduler = Scheduler::new();
-        prop_assert_eq!(scheduler.place(&workloads, &nodes), &place(&workloads, &nodes));
+        let mut scheduler = Scheduler::with_rule(rule);
+        prop_assert_eq!(scheduler.place(&workloads, &nodes), &place_with(rule, &workloads, &nodes));
         for (i, step) in steps.iter().enumerate() {
             apply(step, &mut workloads, &mut nodes, &mut lost);
-            let expected = place(&workloads, &nodes);
+            if let Step::Switch(rule) = step {
+                scheduler.set_rule(*rule);
+            }
+            let expected = place_with(scheduler.rule(), &workloads, &nodes);
             if reversed ^ (i % 2 == 1) {
                 let (mut w, mut n) = (workloads.clone(), nodes.clone());
                 w.reverse();
@@ -630,7 +641,27 @@ fn arb_site_fleet() -> impl Strategy<Value = (Vec<WorkloadReq>, Vec<NodeInfo>)> 
     (workloads, nodes)
 }
 
-/// The tally of [`loss_moves`] over random fleets, some nodes of each lost in turn. Prints
+/// Slots of replicated workloads that were on node `lost` and other slots that moved, when it
+/// is lost, by `rule`.
+fn raw_moves(rule: Rule, workloads: &[WorkloadReq], nodes: &[NodeInfo], lost: usize) -> (usize, usize) {
+    let mut rest = nodes.to_vec();
+    let lost_id = rest.remove(lost).id;
+    let (before, after) = (place_with(rule, workloads, nodes), place_with(rule, workloads, &rest));
+    let replicated: BTreeSet<&str> =
+        workloads.iter().filter(|w| w.kind != WorkloadKind::DaemonSet).map(|w| w.key.as_str()).collect();
+    let mut moves = (0, 0);
+    for (slot, node) in before.assignments.iter().filter(|(s, _)| replicated.contains(s.key.as_str())) {
+        if *node == lost_id {
+            moves.0 += 1;
+        } else if after.node_of(slot) != Some(node.as_str()) {
+            moves.1 += 1;
+        }
+    }
+    moves
+}
+
+/// The tally of [`loss_moves`] over random fleets, some nodes of each lost in turn, beside the
+/// extra moves [`Rule::SlotOrder`] (the previous release) makes on the same losses. Prints
 /// it (`--nocapture`). Fleets shaped like real ones must lose at most one extra slot per 50
 /// forced; the crowded ones of [`arb_fleet`] (selectors on zone, tier and architecture leave
 /// workloads a handful of eligible nodes, often fewer than their replicas) only report.
@@ -640,6 +671,7 @@ fn node_loss_churn_tally() {
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
     let mut tallies: BTreeMap<&str, Moves> = BTreeMap::new();
+    let mut slot_order: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for case in 0..72 {
         let (kind, fleet) = match case % 3 {
             0 => ("site-like fleets, ample capacity", arb_site_fleet().new_tree(&mut runner).map(|t| t.current())),
@@ -654,11 +686,17 @@ fn node_loss_churn_tally() {
             t.forced += m.forced;
             t.capacity += m.capacity;
             t.fleet += m.fleet;
+            let (forced, extra) = raw_moves(Rule::SlotOrder, &workloads, &nodes, lost);
+            let o = slot_order.entry(kind).or_default();
+            o.0 += forced;
+            o.1 += extra;
         }
     }
     for (kind, t) in &tallies {
+        let (forced, extra) = slot_order[kind];
         println!(
-            "{kind}: {} forced moves; extra: {} explained by capacity, {} by the fleet's size",
+            "{kind}: {} forced moves; extra: {} explained by capacity, {} by the fleet's size \
+             (slot order: {forced} forced, {extra} extra)",
             t.forced, t.capacity, t.fleet
         );
     }
