@@ -14,10 +14,14 @@
 //! wasmtime, the cluster store or the network; the node crate feeds it and acts on the
 //! returned [`Placement`].
 //!
-//! The rules (see `ARCHITECTURE.md` §5): filter nodes by selector, architecture and free
-//! capacity; spread the replicas of a workload over distinct nodes, then distinct zones;
-//! choose among the remaining nodes by rendezvous hashing of (workload key, slot index,
-//! node id); account capacity workload by workload in key order.
+//! The rules (see `ARCHITECTURE.md` §5 and `docs/architecture.md`): filter nodes by selector,
+//! architecture and free capacity; spread the replicas of a workload over distinct nodes,
+//! then distinct zones; account capacity workload by workload in key order. A workload's
+//! slots are chosen as a set: each zone takes a quota of them that depends only on how many
+//! eligible nodes each zone has, and each slot takes the best node of its own *stripe* of its
+//! zone (rendezvous hashing), so losing a node moves only that node's slots wherever the
+//! fleet is large enough for the workload's stripes. Slots whose stripe has no node fall back
+//! to the earlier spread scan ([`Rule::SlotOrder`] places every slot that way).
 
 mod filter;
 mod fleet;
@@ -25,14 +29,17 @@ pub mod hash;
 mod index;
 mod node;
 mod placement;
+mod plan;
 #[doc(hidden)]
 pub mod reference;
+mod rule;
 mod scheduler;
 mod slot;
 mod workload;
 
 pub use node::NodeInfo;
-pub use placement::{Placement, Unschedulable, place};
+pub use placement::{Placement, Unschedulable, place, place_with};
+pub use rule::Rule;
 pub use scheduler::Scheduler;
 pub use slot::Slot;
 pub use workload::{WorkloadKind, WorkloadReq};

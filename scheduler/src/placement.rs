@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::fleet::{Outcome, UNPLACED};
 use crate::index::canonical;
 use crate::scheduler::place_all;
-use crate::{NodeInfo, Slot, WorkloadReq};
+use crate::{NodeInfo, Rule, Slot, WorkloadReq};
 
 /// Where every slot goes, and why the others go nowhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,19 +42,28 @@ impl Placement {
 /// workloads with the same key are collapsed to the smallest one in their derived order
 /// (callers should not send duplicates).
 ///
-/// Rendezvous hashing is two-level ("skeleton" HRW): nodes fall into 64 fixed groups by the
-/// hash of their id; a slot ranks the groups by weight, then the nodes of a group.
-/// A slot's scan stops at the first group that holds a node as good as the best possible
-/// (by spread), so a placement costs O(slots × nodes / 64) in the common case instead of
-/// O(slots × nodes), with the same minimal-disruption property: a node's arrival or loss only
-/// changes the choice of slots that would pick it or were on it.
+/// A deployment or job is placed as a set ([`Rule::Striped`]): its slots are shared among the
+/// zones with eligible nodes by quotas that depend only on how many eligible nodes each zone
+/// has, and slot `i` of a zone takes the best feasible node of the zone's stripe `i`, a part
+/// of the zone's nodes that no other slot uses (rendezvous hashing over the 64 fixed groups,
+/// then the nodes of a group). So losing a node moves exactly the slots on it, each within its
+/// stripe, unless a stripe is left without a node, a zone's quota changes or capacity binds;
+/// a joining node takes at most one slot of a workload and nothing else moves. Slots whose
+/// stripe has no feasible node go to the spread scan of earlier releases (fewest replicas on
+/// the node, then in its zone). See `docs/architecture.md` for the argument and its limits.
 ///
 /// [`Scheduler`](crate::Scheduler) gives the same result and recomputes only what changed
 /// since its last call.
 pub fn place(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
+    place_with(Rule::Striped, workloads, nodes)
+}
+
+/// [`place`] by the given rule: [`Rule::SlotOrder`] gives exactly the placement of releases
+/// before the stripes, for a fleet whose nodes are not all upgraded yet.
+pub fn place_with(rule: Rule, workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
     let nodes = canonical(nodes, |n| &n.id);
     let workloads = canonical(workloads, |w| &w.key);
-    place_all(&workloads, &nodes).1
+    place_all(rule, &workloads, &nodes).1
 }
 
 /// Appends the slots of `outcome` (of `workload`, on canonical `nodes`) in slot order.
@@ -151,8 +160,18 @@ mod tests {
         assert_eq!(got, PINNED);
     }
 
-    // Cross-checked against an independent Python model of the algorithm.
-    const PINNED: [(u32, &str); 3] = [(0, "edge-3"), (1, "edge-5"), (2, "edge-2")];
+    // Cross-checked against an independent Python model of the rule (every slot here takes
+    // the best node of its stripe of the pool of zoneless nodes).
+    const PINNED: [(u32, &str); 3] = [(0, "edge-2"), (1, "edge-4"), (2, "edge-5")];
+
+    #[test]
+    fn golden_slot_order_is_the_previous_release() {
+        // The assignment the previous release pinned (same hash, same tie-breaking).
+        let nodes: Vec<NodeInfo> = (1..=5).map(|i| node(&format!("edge-{i}"), None, 1024)).collect();
+        let p = place_with(Rule::SlotOrder, &[deployment("Deployment/default/hello", 3, 64)], &nodes);
+        let got: Vec<(u32, &str)> = p.assignments.iter().map(|(s, n)| (s.index, n.as_str())).collect();
+        assert_eq!(got, [(0, "edge-3"), (1, "edge-5"), (2, "edge-2")]);
+    }
 
     #[test]
     fn golden_unschedulable_reason() {

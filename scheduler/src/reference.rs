@@ -1,12 +1,33 @@
-//! The straightforward placement this crate shipped before the index-ordered, branch-light
-//! scan (see `placement.rs`), kept as a test oracle: both must agree on every input.
+//! The placement rule written the straightforward way, kept as a test oracle for the fast
+//! one (`fleet.rs`): both must agree on every input. It shares only the hash definitions
+//! (`hash.rs`, the seeds and stripe hashes of `plan.rs`) with the fast path; quotas, slot
+//! assignment, stripes and the spread scan are written out again here.
+//!
+//! [`explain`] also reports each workload's plan (quotas by zone, slots without a stripe
+//! node), which the property tests use to state when disruption is exactly minimal.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use crate::filter::{Free, Rejection, Summary, static_check};
 use crate::hash::{Fnv1a, mix64};
-use crate::{NodeInfo, Slot, WorkloadKind, WorkloadReq};
+use crate::plan::{DRAWS, Seeds, group_weight, stripe_hash, unit_hash};
+use crate::{NodeInfo, Rule, Slot, WorkloadKind, WorkloadReq};
+
+/// How the rule placed one replicated workload (a deployment or a job).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Slots per zone (`None`: the pool of zoneless nodes), for zones with eligible nodes.
+    pub quotas: BTreeMap<Option<String>, u32>,
+    /// Slots whose stripe had no feasible node, placed (or left unschedulable) by the spread
+    /// scan, in slot order.
+    pub homeless: Vec<u32>,
+}
+
+/// The plan of every replicated workload of `place(workloads, nodes)`, by key.
+pub fn explain(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> BTreeMap<String, Plan> {
+    run(Rule::Striped, workloads, nodes).1
+}
 
 /// Where every slot goes, and why the others go nowhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,12 +71,22 @@ impl Placement {
 /// O(slots × nodes), with the same minimal-disruption property: a node's arrival or loss only
 /// changes the choice of slots that would pick it or were on it.
 pub fn place(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
+    place_with(Rule::Striped, workloads, nodes)
+}
+
+/// [`place`] by the given rule.
+pub fn place_with(rule: Rule, workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
+    run(rule, workloads, nodes).0
+}
+
+fn run(rule: Rule, workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> (Placement, BTreeMap<String, Plan>) {
     let nodes = canonical(nodes, |n| &n.id);
     let workloads = canonical(workloads, |w| &w.key);
     let mut free: Vec<Free> = nodes.iter().map(|n| Free::of(n)).collect();
     let index = NodeIndex::new(&nodes);
     let mut statics: BTreeMap<FilterKey<'_>, Vec<Result<(), Rejection>>> = BTreeMap::new();
     let mut placement = Placement::default();
+    let mut plans = BTreeMap::new();
     for workload in workloads {
         match workload.kind {
             WorkloadKind::DaemonSet => {
@@ -66,11 +97,12 @@ pub fn place(workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> Placement {
                 let checks = statics
                     .entry((&workload.node_selector, &workload.arch))
                     .or_insert_with(|| nodes.iter().map(|n| static_check(workload, n)).collect());
-                place_replicas(workload, &nodes, &index, checks, &mut free, &mut placement);
+                let plan = place_replicas(rule, workload, &nodes, &index, checks, &mut free, &mut placement);
+                plans.insert(workload.key.clone(), plan);
             }
         }
     }
-    placement
+    (placement, plans)
 }
 
 /// Workloads with equal node selector and architecture pass the same nodes.
@@ -136,24 +168,125 @@ fn place_daemon_set(workload: &WorkloadReq, nodes: &[&NodeInfo], free: &mut [Fre
     }
 }
 
-/// Preference of a node for the next slot, smallest first: replicas of this workload on
-/// the node, replicas in its zone (0 without a zone), then highest rendezvous weight.
+/// Preference of a node for the next homeless slot, smallest first: replicas of this
+/// workload on the node, replicas in its zone (0 without a zone), then highest rendezvous
+/// weight.
 type Rank = (u32, u32, Reverse<u64>);
 
-/// Slots `0..replicas`, each on a feasible node with the fewest replicas of this workload,
-/// then the fewest in its zone; among those, the rendezvous choice (group, then node).
+/// How many slots each unit takes: full laps over every eligible node, then the seats of the
+/// last lap level by level (level 0: one per zone and one per zoneless node; level `j`: one
+/// per zone with more than `j` eligible nodes), units within a level by descending rank.
+/// Seat by seat.
+fn quotas(replicas: u32, units: &[(Option<&str>, u32)], seeds: &Seeds) -> Vec<u32> {
+    let total: u32 = units.iter().map(|(_, e)| e).sum();
+    if total == 0 {
+        return vec![0; units.len()];
+    }
+    let mut quotas: Vec<u32> = units.iter().map(|(_, e)| replicas / total * e).collect();
+    let mut rest = replicas % total;
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by_key(|&i| (Reverse(mix64(seeds.zones ^ unit_hash(units[i].0))), i));
+    let mut level = 0;
+    while rest > 0 {
+        for &i in &order {
+            let (name, eligible) = units[i];
+            let seats = match (name, level) {
+                (None, 0) => eligible,
+                (None, _) => 0,
+                (Some(_), _) => u32::from(eligible > level),
+            };
+            for _ in 0..seats {
+                if rest > 0 {
+                    quotas[i] += 1;
+                    rest -= 1;
+                }
+            }
+        }
+        level += 1;
+    }
+    quotas
+}
+
+/// The stripe of a node (id hash `node_hash`) in unit `unit`: the first slot of the unit the
+/// node draws (draw `t`: `mix64(start + t * golden)` scaled to `0..replicas`), or after
+/// [`DRAWS`] draws, the unit's slot of highest rendezvous weight.
+fn stripe(seeds: &Seeds, node_hash: u64, slot_units: &[usize], unit: usize) -> Option<usize> {
+    let start = mix64(seeds.labels ^ node_hash);
+    let labels: Vec<usize> = (0..slot_units.len()).filter(|&i| slot_units[i] == unit).collect();
+    if labels.len() <= 1 {
+        return labels.first().copied();
+    }
+    let drawn = (0..DRAWS).map(|t| {
+        let draw = mix64(start.wrapping_add(t.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        ((u128::from(draw) * slot_units.len() as u128) >> 64) as usize
+    });
+    drawn
+        .into_iter()
+        .find(|&label| slot_units[label] == unit)
+        .or_else(|| labels.into_iter().max_by_key(|&l| (mix64(start ^ mix64(l as u64)), Reverse(l))))
+}
+
+/// For each slot in order, the unit with quota left and the highest weight for the slot.
+fn assign(quotas: &[u32], units: &[(Option<&str>, u32)], seeds: &Seeds) -> Vec<usize> {
+    let mut left = quotas.to_vec();
+    let mut out = Vec::new();
+    for index in 0..quotas.iter().sum::<u32>() {
+        let slot = seeds.slot(index);
+        let best = (0..units.len())
+            .filter(|&u| left[u] > 0)
+            .max_by_key(|&u| (mix64(slot ^ unit_hash(units[u].0)), Reverse(u)))
+            .unwrap_or(0);
+        left[best] -= 1;
+        out.push(best);
+    }
+    out
+}
+
+/// Slots `0..replicas`: first each zone's quota of slots, slot `i` of a zone on the best
+/// feasible node of the zone's stripe `i` (the first group in the workload's order holding
+/// one, then the highest stripe hash, then the smallest canonical index); then every slot
+/// whose stripe had none (every slot, by [`Rule::SlotOrder`]), on a feasible node with the
+/// fewest replicas of this workload, then the fewest in its zone; among those, the
+/// rendezvous choice (group, then node).
 fn place_replicas(
+    rule: Rule,
     workload: &WorkloadReq,
     nodes: &[&NodeInfo],
     index: &NodeIndex,
     statics: &[Result<(), Rejection>],
     free: &mut [Free],
     placement: &mut Placement,
-) {
+) -> Plan {
+    let seeds = Seeds::new(&workload.key);
+    let zone_name = |i: usize| nodes[i].zone.as_deref();
+    // Units: zones with eligible nodes by name, then the pool.
+    let mut counts: BTreeMap<(bool, Option<&str>), u32> = BTreeMap::new();
+    for (i, check) in statics.iter().enumerate() {
+        if check.is_ok() {
+            *counts.entry((zone_name(i).is_none(), zone_name(i))).or_default() += 1;
+        }
+    }
+    let units: Vec<(Option<&str>, u32)> = counts.iter().map(|((_, name), count)| (*name, *count)).collect();
+    let quotas = quotas(workload.replicas, &units, &seeds);
+    let slot_units = assign(&quotas, &units, &seeds);
+    let mut plan = Plan {
+        quotas: units.iter().zip(&quotas).map(|((name, _), q)| (name.map(str::to_string), *q)).collect(),
+        homeless: Vec::new(),
+    };
+    // Rank of each node's group in the workload's group order.
+    let mut order: Vec<(u64, usize)> =
+        index.groups.iter().enumerate().map(|(g, (salt, _))| (group_weight(&seeds, *salt), g)).collect();
+    order.sort_by(|a, b| b.cmp(a));
+    let mut group_rank = vec![0; nodes.len()];
+    for (rank, (_, g)) in order.iter().enumerate() {
+        for &i in &index.groups[*g].1 {
+            group_rank[i] = rank;
+        }
+    }
+
     let mut on_node = vec![0u32; nodes.len()];
     // Lower bound of `on_node` over eligible nodes: `hist[c]` eligible nodes hold c replicas.
     let mut hist: Vec<u32> = vec![statics.iter().filter(|s| s.is_ok()).count() as u32];
-    let mut min_on_node = 0usize;
     // Replicas per zone; zones of eligible nodes take part in the lower bound. A node without
     // a zone counts 0.
     let mut in_zone = vec![0u32; index.zone_count];
@@ -167,18 +300,54 @@ fn place_replicas(
             }
         }
     }
-    let key_hash = Fnv1a::default().field(workload.key.as_bytes());
+    let mut chosen: Vec<Option<usize>> = vec![None; workload.replicas as usize];
+    let take = |i: usize, free: &mut [Free], on_node: &mut [u32], hist: &mut Vec<u32>, in_zone: &mut [u32]| {
+        free[i].take(workload);
+        hist[on_node[i] as usize] -= 1;
+        on_node[i] += 1;
+        if hist.len() <= on_node[i] as usize {
+            hist.push(0);
+        }
+        hist[on_node[i] as usize] += 1;
+        if let Some(z) = index.zones[i] {
+            in_zone[z] += 1;
+        }
+    };
+
+    // Stripes.
+    let unit_of = |i: usize| units.iter().position(|(name, _)| *name == zone_name(i));
+    let stripes: Vec<Option<usize>> = (0..nodes.len())
+        .map(|i| match (&statics[i], unit_of(i)) {
+            (Ok(()), Some(u)) => stripe(&seeds, index.hashes[i], &slot_units, u),
+            _ => None,
+        })
+        .collect();
+    for (slot_index, chosen) in chosen.iter_mut().enumerate().filter(|_| rule == Rule::Striped) {
+        let best = (0..nodes.len())
+            .filter(|&i| stripes[i] == Some(slot_index) && free[i].admits(workload).is_ok())
+            .min_by_key(|&i| (group_rank[i], Reverse(stripe_hash(&seeds, index.hashes[i])), i));
+        if let Some(i) = best {
+            take(i, free, &mut on_node, &mut hist, &mut in_zone);
+            *chosen = Some(i);
+        }
+    }
+
+    // The spread scan for the rest.
+    let mut min_on_node = 0usize;
     let mut groups: Vec<(u64, usize)> = Vec::with_capacity(index.groups.len());
     let mut last_failure: Option<String> = None;
-
     for slot_index in 0..workload.replicas {
+        if chosen[slot_index as usize].is_some() {
+            continue;
+        }
+        plan.homeless.push(slot_index);
         let slot = Slot::new(workload.key.clone(), slot_index);
         // Capacity only shrinks, so once one slot fails the rest fail the same way.
         if let Some(reason) = &last_failure {
             placement.unschedulable.push(Unschedulable { slot, reason: reason.clone() });
             continue;
         }
-        let slot_hash = key_hash.u32(slot_index).finish();
+        let slot_hash = seeds.slot(slot_index);
         // The best rank any node could have now: scanning stops once it is reached.
         while min_on_node + 1 < hist.len() && hist[min_on_node] == 0 {
             min_on_node += 1;
@@ -218,17 +387,8 @@ fn place_replicas(
 
         match best {
             Some((i, _)) => {
-                free[i].take(workload);
-                hist[on_node[i] as usize] -= 1;
-                on_node[i] += 1;
-                if hist.len() <= on_node[i] as usize {
-                    hist.push(0);
-                }
-                hist[on_node[i] as usize] += 1;
-                if let Some(z) = index.zones[i] {
-                    in_zone[z] += 1;
-                }
-                placement.assignments.insert(slot, nodes[i].id.clone());
+                take(i, free, &mut on_node, &mut hist, &mut in_zone);
+                chosen[slot_index as usize] = Some(i);
             }
             None => {
                 let mut summary = Summary::new(nodes.len());
@@ -248,4 +408,10 @@ fn place_replicas(
             }
         }
     }
+    for (slot_index, i) in (0u32..).zip(chosen) {
+        if let Some(i) = i {
+            placement.assignments.insert(Slot::new(workload.key.clone(), slot_index), nodes[i].id.clone());
+        }
+    }
+    plan
 }

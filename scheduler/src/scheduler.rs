@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use crate::filter::{Free, static_passes};
 use crate::fleet::{FilterKey, Fleet, Outcome, UNPLACED, filter_key};
-use crate::index::{NodeIndex, canonical};
+use crate::index::{NO_ZONE, NodeIndex, canonical};
 use crate::placement::{Placement, emit, emit_failures};
-use crate::{NodeInfo, Slot, WorkloadKind, WorkloadReq};
+use crate::plan::{self, Seeds, Unit};
+use crate::{NodeInfo, Rule, Slot, WorkloadKind, WorkloadReq};
 
 /// Computes the same [`Placement`] as [`place`](crate::place), keeping the last one so that
 /// the next call recomputes only the workloads a change can affect.
@@ -17,18 +18,23 @@ use crate::{NodeInfo, Slot, WorkloadKind, WorkloadReq};
 /// is when
 ///
 /// - none of its slots was on a lost node and none was unschedulable;
-/// - the lost nodes it could use leave its spread floor as it was: at least `replicas`
-///   eligible nodes remain, and every zone (or the zoneless kind) of a lost eligible node
-///   still has an eligible node; and
+/// - if it could use a lost node: its zone quotas are unchanged (so are its slots' zones and
+///   stripes), and if some of its slots were homeless (placed by the spread scan), the lost
+///   nodes leave their spread floor as it was: at least `replicas` eligible nodes remain,
+///   and every zone (or the zoneless kind) of a lost eligible node still has one; and
 /// - every node whose free capacity differs from last time, because an earlier workload
 ///   (in key order) moved, admits this workload's replicas exactly as often as it did.
 ///
-/// Under these conditions each slot's scan meets the same nodes in the same state and stops
-/// at the same group, short of only nodes that never won. Everything else is recomputed as
-/// [`place`](crate::place) would, so a move cascades exactly as far as it must. A node that
-/// joins or changes recomputes everything.
+/// Under these conditions each stripe keeps its best node and each spread scan meets the same
+/// nodes in the same state and stops at the same group, short of only nodes that never won.
+/// Everything else is recomputed as [`place`](crate::place) would, so a move cascades exactly
+/// as far as it must. A node that joins or changes, or a change of [`Rule`], recomputes
+/// everything.
 #[derive(Debug, Clone, Default)]
 pub struct Scheduler {
+    /// The rule of the next call, and of the last one.
+    rule: Rule,
+    placed_by: Rule,
     /// The last call's nodes and workloads, in canonical order without duplicates.
     nodes: Vec<NodeInfo>,
     workloads: Vec<WorkloadReq>,
@@ -42,6 +48,22 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new() -> Scheduler {
         Scheduler::default()
+    }
+
+    /// A scheduler that places by `rule`.
+    pub fn with_rule(rule: Rule) -> Scheduler {
+        Scheduler { rule, ..Scheduler::default() }
+    }
+
+    /// Places by `rule` from the next call on (which then recomputes everything if the rule
+    /// changed).
+    pub fn set_rule(&mut self, rule: Rule) {
+        self.rule = rule;
+    }
+
+    /// The rule the next call places by.
+    pub fn rule(&self) -> Rule {
+        self.rule
     }
 
     /// The placement of the last call (empty before the first).
@@ -60,7 +82,7 @@ impl Scheduler {
     pub fn place(&mut self, workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> &Placement {
         let nodes = canonical(nodes, |n| &n.id);
         let workloads = canonical(workloads, |w| &w.key);
-        match survivors(&self.nodes, &nodes) {
+        match survivors(&self.nodes, &nodes).filter(|_| self.placed_by == self.rule) {
             Some(kept) => {
                 let unchanged = kept.len() == nodes.len()
                     && workloads.len() == self.workloads.len()
@@ -78,7 +100,8 @@ impl Scheduler {
 
     /// Places everything afresh.
     fn recompute(&mut self, workloads: &[&WorkloadReq], nodes: &[&NodeInfo]) {
-        let (outcomes, placement) = place_all(workloads, nodes);
+        let (outcomes, placement) = place_all(self.rule, workloads, nodes);
+        self.placed_by = self.rule;
         self.nodes = nodes.iter().map(|&n| n.clone()).collect();
         self.workloads = workloads.iter().map(|&w| w.clone()).collect();
         self.outcomes = outcomes;
@@ -90,7 +113,7 @@ impl Scheduler {
     /// last call's nodes to its index in `nodes`, or [`UNPLACED`] if it is gone.
     fn update(&mut self, workloads: &[&WorkloadReq], nodes: &[&NodeInfo], kept: &[u32]) {
         let index = NodeIndex::new(nodes);
-        let mut fleet = Fleet::new(nodes, &index);
+        let mut fleet = Fleet::new(self.rule, nodes, &index);
         let old_nodes = std::mem::take(&mut self.nodes);
         let old_workloads = std::mem::take(&mut self.workloads);
         let mut old_outcomes = std::mem::take(&mut self.outcomes).into_iter();
@@ -98,6 +121,7 @@ impl Scheduler {
             kept,
             lost: old_nodes.iter().zip(kept).filter(|(_, k)| **k == UNPLACED).map(|(n, _)| n).collect(),
             lost_verdicts: BTreeMap::new(),
+            units: BTreeMap::new(),
             old_free: fleet.free.clone(),
             dirty: Vec::new(),
             is_dirty: vec![false; nodes.len()],
@@ -169,9 +193,9 @@ impl Scheduler {
 
 /// Places every workload on fresh nodes (both canonical): each workload's outcome, and the
 /// placement.
-pub(crate) fn place_all(workloads: &[&WorkloadReq], nodes: &[&NodeInfo]) -> (Vec<Outcome>, Placement) {
+pub(crate) fn place_all(rule: Rule, workloads: &[&WorkloadReq], nodes: &[&NodeInfo]) -> (Vec<Outcome>, Placement) {
     let index = NodeIndex::new(nodes);
-    let mut fleet = Fleet::new(nodes, &index);
+    let mut fleet = Fleet::new(rule, nodes, &index);
     let slots: usize = workloads
         .iter()
         .map(|w| match w.kind {
@@ -212,6 +236,19 @@ fn survivors(old: &[NodeInfo], new: &[&NodeInfo]) -> Option<Vec<u32>> {
     new.next().is_none().then_some(kept)
 }
 
+/// The units of a filter with lost eligible nodes, now and before the loss (each in
+/// canonical order), and for each unit before, its index now (`None`: it has no eligible
+/// node left).
+#[derive(Default)]
+struct UnitsNowAndBefore {
+    now: Vec<Unit>,
+    before: Vec<Unit>,
+    now_of: Vec<Option<usize>>,
+    /// Eligible nodes now, and the fewest left in a unit that lost some.
+    total_now: u32,
+    least_left: u32,
+}
+
 /// What the lost nodes mean for the workloads with one filter (see [`Scheduler`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lost {
@@ -231,6 +268,8 @@ struct Replay<'a> {
     /// The nodes that are gone.
     lost: Vec<&'a NodeInfo>,
     lost_verdicts: BTreeMap<FilterKey<'a>, Lost>,
+    /// Per filter with lost eligible nodes, its units (by zone name) now and before.
+    units: BTreeMap<FilterKey<'a>, UnitsNowAndBefore>,
     /// Free capacity per position as the last call had it at the same point in key order
     /// (the new one is the fleet's).
     old_free: Vec<Free>,
@@ -268,11 +307,14 @@ impl<'a> Replay<'a> {
             return None;
         }
         let daemon_set = workload.kind == WorkloadKind::DaemonSet;
+        // Striped slots stay if the plan does; the others (homeless) if the spread floor does.
         let floor_kept = match self.lost(workload, fleet) {
             Lost::NoneEligible => true,
             // Losing an eligible node renumbers a daemon set's slots after it.
-            Lost::Eligible { remaining } => !daemon_set && remaining >= workload.replicas,
-            Lost::LastOfZone => false,
+            Lost::Eligible { remaining } => {
+                !daemon_set && (outcome.homeless == 0 || remaining >= workload.replicas) && self.same_quotas(workload)
+            }
+            Lost::LastOfZone => !daemon_set && outcome.homeless == 0 && self.same_quotas(workload),
         };
         // The reason of an unschedulable replica counts every node. (A daemon set's names its
         // node, whose capacity is checked below.)
@@ -318,7 +360,24 @@ impl<'a> Replay<'a> {
                 return None;
             }
         }
-        Some(Outcome { nodes, failures: outcome.failures.clone() })
+        Some(Outcome { nodes, failures: outcome.failures.clone(), homeless: outcome.homeless })
+    }
+
+    /// Whether `workload`'s zone quotas are those it had before the loss (its filter has lost
+    /// eligible nodes: [`Replay::lost`] ran for it).
+    fn same_quotas(&self, workload: &WorkloadReq) -> bool {
+        let Some(units) = self.units.get(&filter_key(workload)) else {
+            return false;
+        };
+        // Fewer replicas than eligible nodes, and than the nodes left in every unit that lost
+        // some: no lap is full and no such unit runs out of seats, before or after.
+        if workload.replicas < units.total_now && workload.replicas < units.least_left {
+            return true;
+        }
+        let seeds = Seeds::new(&workload.key);
+        let now = plan::quotas(workload.replicas, &units.now, &seeds);
+        let before = plan::quotas(workload.replicas, &units.before, &seeds);
+        before.iter().zip(&units.now_of).all(|(q, j)| *q == j.map_or(0, |j| now[j]))
     }
 
     /// What the lost nodes mean for `workload`'s filter, computed once per filter.
@@ -333,6 +392,29 @@ impl<'a> Replay<'a> {
         } else {
             let index = fleet.index;
             let statics = fleet.statics(workload);
+            // The units now and before, zones by name, then the pool.
+            let mut counts: BTreeMap<(bool, Option<&str>), (u32, u32)> = BTreeMap::new();
+            for (unit, &zone) in statics.units.iter().zip(&statics.unit_zones) {
+                let name = (zone != NO_ZONE).then(|| index.zone_names[zone as usize]);
+                counts.insert((name.is_none(), name), (unit.eligible, unit.eligible));
+            }
+            for n in &lost {
+                counts.entry((n.zone.is_none(), n.zone.as_deref())).or_default().1 += 1;
+            }
+            let mut units = UnitsNowAndBefore { least_left: u32::MAX, ..UnitsNowAndBefore::default() };
+            for ((pool, name), (now, before)) in counts {
+                units.total_now += now;
+                if now < before {
+                    units.least_left = units.least_left.min(now);
+                }
+                let unit = |eligible| Unit { eligible, hash: plan::unit_hash(name), pool };
+                units.now_of.push((now > 0).then_some(units.now.len()));
+                if now > 0 {
+                    units.now.push(unit(now));
+                }
+                units.before.push(unit(before));
+            }
+            self.units.insert(key, units);
             if lost.iter().all(|n| index.zone(n.zone.as_deref()).is_some_and(|z| statics.covers_zone(z))) {
                 Lost::Eligible { remaining: statics.eligible }
             } else {
