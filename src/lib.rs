@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod dataplane;
+pub mod launch;
 pub mod manifest;
 pub mod peering;
 pub mod reconcile;
