@@ -15,5 +15,6 @@ pub use store::{
 /// Writes a file readable by its owner only (0600), atomically and durably
 /// ([`wasmfleet_durable::write`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    wasmfleet_durable::write(path, bytes, wasmfleet_durable::PRIVATE).with_context(|| format!("writing {}", path.display()))
+    wasmfleet_durable::write(path, bytes, wasmfleet_durable::PRIVATE)
+        .with_context(|| format!("writing {}", path.display()))
 }
