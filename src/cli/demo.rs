@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -152,6 +152,12 @@ fn ready_hello(node: &Node) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Successful requests before the kill and after the recovery: a latency baseline, and proof
+/// that traffic flows on both sides of the failover.
+const STEADY_REQUESTS: usize = 2000;
+/// How long those may take (a debug build on a loaded machine serves ~1 k requests/s).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One request's outcome: when it started (since the load began), latency, success.
 #[derive(Clone, Copy)]
 struct Sample {
@@ -162,6 +168,8 @@ struct Sample {
 
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Requests answered 200 so far.
+    ok: Arc<AtomicUsize>,
     samples: Arc<Mutex<Vec<Sample>>>,
     errors: Arc<Mutex<Vec<String>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -171,12 +179,14 @@ struct Load {
 impl Load {
     fn start(url: String, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let threads = (0..clients)
             .map(|_| {
-                let (stop, samples, errors, url) = (stop.clone(), samples.clone(), errors.clone(), url.clone());
+                let (stop, ok_count) = (stop.clone(), ok.clone());
+                let (samples, errors, url) = (samples.clone(), errors.clone(), url.clone());
                 std::thread::spawn(move || {
                     let http = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
                     let mut mine = Vec::new();
@@ -194,8 +204,9 @@ impl Load {
                             Err(e) => Some(e.to_string()),
                         };
                         let ok = failure.is_none();
-                        if let Some(f) = failure {
-                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+                        match failure {
+                            None => _ = ok_count.fetch_add(1, Ordering::Relaxed),
+                            Some(f) => errors.lock().unwrap_or_else(|e| e.into_inner()).push(f),
                         }
                         mine.push(Sample { at: t - start, latency: t.elapsed(), ok });
                     }
@@ -203,7 +214,16 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, samples, errors, threads, start }
+        Load { stop, ok, samples, errors, threads, start }
+    }
+
+    /// Waits until `n` more requests than now have been answered 200 (the traffic flows).
+    fn wait_ok(&self, what: &str, n: usize) -> Result<()> {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        wait(what, LOAD_TIMEOUT, || (self.ok.load(Ordering::Relaxed) >= target).then_some(())).map_err(|e| {
+            let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+            anyhow!("{e}; first errors: {:?}", &errors[..errors.len().min(3)])
+        })
     }
 
     fn finish(self) -> (Vec<Sample>, Vec<String>) {
@@ -400,7 +420,7 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
 fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usize, print: bool) -> Result<Outcome> {
     let url = format!("{}/", nodes[via].gateway);
     let load = Load::start(url, args.clients);
-    std::thread::sleep(Duration::from_secs(2));
+    load.wait_ok("traffic before the kill", STEADY_REQUESTS)?;
     let victim_name = nodes[victim].name.clone();
     let pid = nodes[victim].process.as_ref().map(AgentProcess::id).unwrap_or(0);
     let killed_at = Instant::now();
@@ -415,7 +435,7 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
         let seen = ready_hello(observer);
         (seen.len() == args.replicas as usize && !seen.values().any(|n| *n == victim_name)).then(|| killed_at.elapsed())
     })?;
-    std::thread::sleep(Duration::from_secs(2));
+    load.wait_ok("traffic after the recovery", STEADY_REQUESTS)?;
     let (samples, errors) = load.finish();
     let recovered_offset = kill_offset + replaced;
     let phase = |from: Duration, to: Duration| -> Vec<Sample> {
