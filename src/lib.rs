@@ -2,10 +2,12 @@
 //! (`wasmfleet-scheduler`) and cluster state (`wasmfleet-cluster`) into one agent with a control
 //! API, an HTTP gateway and a kubectl-like CLI.
 //!
-//! Layout: [`manifest`] parses Kubernetes-shaped YAML; [`store`] keeps desired state and module
-//! blobs durable on disk; [`reconciler`] turns desired state into running replicas; [`gateway`]
-//! routes HTTP to ready replicas; [`api`] is the control API; [`agent`] starts a node;
-//! [`cli`] and [`client`] are the command line; [`demo`] is the quick start.
+//! Layout: [`manifest`] parses Kubernetes-shaped YAML; [`state`] keeps desired state and module
+//! blobs durable on disk; [`reconcile`] turns desired state into running replicas;
+//! [`dataplane`] routes HTTP to ready replicas; [`control`] is the control API and its client;
+//! [`peering`] is this node's part in the cluster; [`agent`] starts a node; [`cli`] is the
+//! command line and the demo; [`launch`] starts an agent as a child process and reads its
+//! listeners (the demo, tests and benches).
 
 pub mod agent;
 pub mod cli;
