@@ -2,8 +2,6 @@
 # Replication on real agent processes (127.0.0.1, port 0): write replication at 5 nodes,
 # 10 MiB module transfer vs loopback TCP, join time. Extra arguments go to the bench
 # (`benches/cluster.sh --test` for a quick smoke run).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmfleet-target}"
+. "$(dirname "$0")/lib.sh"
 cargo build --release -q
 cargo bench -q --bench replication -- "$@"

@@ -4,17 +4,18 @@
 # kill -> replacement ready, failed requests. The killed node restarts between runs.
 #
 #   benches/failover.sh            # RUNS=20 by default
+#   WASMFLEET_BIN=path/to/wasmfleet benches/failover.sh        # that binary, nothing built
 #
 # Two scenarios in one run: traffic through a node without a local replica (2 replicas on
 # 3 nodes: every request is forwarded over QUIC, so the kill hits in-flight forwarded
 # requests), and through a node with one (3 replicas on 3 nodes, the demo's default).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmfleet-target}"
+. "$(dirname "$0")/lib.sh"
+need_bin
 RUNS="${RUNS:-20}"
-cargo build --release -q
-BIN="$CARGO_TARGET_DIR/release/wasmfleet"
+# A scenario with failed requests exits non-zero, after the other scenario ran too.
+status=0
 echo "== traffic via a node with no local replica (forwarded over QUIC)"
-"$BIN" demo --exit --gateway 127.0.0.1:0 --runs "$RUNS" --replicas 2 --traffic-via remote | sed -n '/kills, traffic via/,$p'
+"$BIN" demo --exit --gateway 127.0.0.1:0 --runs "$RUNS" --replicas 2 --traffic-via remote | sed -n '/kills, traffic via/,$p' || status=1
 echo "== traffic via a node with a local replica"
-"$BIN" demo --exit --gateway 127.0.0.1:0 --runs "$RUNS" --replicas 3 --traffic-via local | sed -n '/kills, traffic via/,$p'
+"$BIN" demo --exit --gateway 127.0.0.1:0 --runs "$RUNS" --replicas 3 --traffic-via local | sed -n '/kills, traffic via/,$p' || status=1
+exit "$status"

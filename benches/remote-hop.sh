@@ -9,72 +9,30 @@
 # an HTTP hop costs on the machine; wasmfleet's hop adds QUIC with mutual TLS.
 #
 #   benches/remote-hop.sh          # ROUNDS=5 of DURATION=3s by default; needs wrk (apt-get install wrk)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmfleet-target}"
+#   WASMFLEET_BIN=path/to/wasmfleet benches/remote-hop.sh       # that binary, nothing built
+. "$(dirname "$0")/lib.sh"
+need_bin
 DURATION="${DURATION:-3s}"
 ROUNDS="${ROUNDS:-5}"
 EDGE_ARGS="${EDGE_ARGS:-}"   # extra agent flags for the forwarding node, e.g. "--lanes 1"
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q
-BIN="$CARGO_TARGET_DIR/release/wasmfleet"
-HELLO="$CARGO_TARGET_DIR/wasm-modules/dist/hello.wasm"
-tmp=$(mktemp -d)
-cleanup() {
-  [ -f "$tmp/ngx/nginx.pid" ] && kill "$(cat "$tmp/ngx/nginx.pid")" 2>/dev/null
-  kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"
-}
-trap cleanup EXIT
-wait_line() { # file pattern
-  for _ in $(seq 1 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
-wait_200() { # url host
-  for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $2" "$1")" = 200 ] && return 0; sleep 0.02
-  done
-  echo "no 200 from $1" >&2; return 1
-}
+need_wrk
+need_hello
+on_exit '[ -f "$tmp/ngx/nginx.pid" ] && kill "$(cat "$tmp/ngx/nginx.pid")" 2>/dev/null'
 agent() { # name extra-args...
   local name=$1; shift
-  WASMFLEET_LOG=warn "$BIN" agent --data-dir "$tmp/$name" --node-name "$name" --listen-api 127.0.0.1:0 \
-    --listen-gateway 127.0.0.1:0 --listen-cluster 127.0.0.1:0 "$@" >"$tmp/$name.out" 2>&1 &
-  wait_line "$tmp/$name.out" "cluster listening on"
+  start_agent "$name" --node-name "$name" "$@"
 }
 
 # Two nodes; only `web` (labelled role=web) may run hello.
 agent web --labels role=web
-CLUSTER=$(awk '/cluster listening on/ {print $4}' "$tmp/web.out")
+CLUSTER=$(listener web cluster)
 TOKEN=$("$BIN" --data-dir "$tmp/web" token create)
 agent edge --join "$CLUSTER" --join-token "$TOKEN" $EDGE_ARGS
-GW_LOCAL=$(awk '/gateway listening on/ {print $4}' "$tmp/web.out")
-GW_REMOTE=$(awk '/gateway listening on/ {print $4}' "$tmp/edge.out")
+GW_LOCAL=$(listener web gateway)
+GW_REMOTE=$(listener edge gateway)
 export WASMFLEET_DATA_DIR="$tmp/web"
 "$BIN" push hello:1.0 "$HELLO" >/dev/null
-cat >"$tmp/hello.yaml" <<'YAML'
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: hello}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: hello}}
-  template:
-    metadata:
-      labels: {app: hello}
-      annotations: {wasmfleet.io/max-concurrency: "256"}
-    spec:
-      nodeSelector: {role: web}
-      containers:
-      - name: hello
-        image: hello:1.0
----
-apiVersion: v1
-kind: Service
-metadata: {name: hello}
-spec:
-  selector: {app: hello}
-  ports: [{port: 80, targetPort: 8080}]
-YAML
+hello_manifest "$tmp/hello.yaml" "role: web"
 "$BIN" apply -f "$tmp/hello.yaml" >/dev/null
 wait_200 "$GW_LOCAL/" hello
 wait_200 "$GW_REMOTE/" hello
@@ -83,7 +41,7 @@ node=$(curl -s -D - -o /dev/null -H 'Host: hello' "$GW_REMOTE/" | awk -F': ' 'to
 
 GW_NGINX=""
 if command -v nginx >/dev/null; then
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   mkdir -p "$tmp/ngx/logs"
   cat >"$tmp/ngx/nginx.conf" <<NGINX
 worker_processes $(nproc);
@@ -105,9 +63,6 @@ NGINX
 fi
 
 echo "machine: $(nproc) cores, $(uname -r); wrk -t1; $ROUNDS rounds of $DURATION per measurement"
-p50() { awk '/^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s$/,"",v); print v*1e6}}'; }
-rps() { awk '/Requests\/sec/ {print $2}'; }
-median() { sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 for gw in "$GW_LOCAL" "$GW_REMOTE" $GW_NGINX; do wrk -t1 -c8 -d2s -H 'Host: hello' "$gw/" >/dev/null; done
 # Rounds, each measuring every path back to back: on a shared machine the load of others
 # drifts, so each round's hop and ratio compare measurements taken seconds apart, and the
@@ -124,7 +79,7 @@ for round in $(seq 1 "$ROUNDS"); do
       wrk -t1 -c$c -d"$DURATION" --latency -H 'Host: hello' "$(url $name)/" >"$tmp/$name-$c.txt"
     done
     if [ $c = 1 ]; then
-      for name in $names; do p50 <"$tmp/$name-1.txt" >"$tmp/$name-1.r$round"; done
+      for name in $names; do p50_us <"$tmp/$name-1.txt" >"$tmp/$name-1.r$round"; done
     else
       for name in $names; do rps <"$tmp/$name-32.txt" >"$tmp/$name-32.r$round"; done
     fi

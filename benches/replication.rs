@@ -1,5 +1,5 @@
 //! Replication measurements on real `wasmfleet` agent processes (127.0.0.1, port 0 everywhere,
-//! killed on drop), the way `tests/common/mod.rs` runs them:
+//! killed on drop), started by `wasmfleet::launch` as the tests and the demo start them:
 //!
 //! 1. write replication at 5 nodes: the latency of `POST /v1/apply` on node A, and the time
 //!    from its acknowledgement until the object is visible on every other node;
@@ -11,12 +11,13 @@
 //! `cargo bench --bench replication` (add `-- --test` for a quick smoke run of a few
 //! iterations). `benches/cluster.sh` builds release and runs it.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use wasmfleet::launch::{AgentProcess, BANNER_TIMEOUT, agent_command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wasmfleet");
 const MODULES_DIR: &str = env!("WASMFLEET_MODULES_DIR");
@@ -26,7 +27,7 @@ type Res<T> = Result<T, String>;
 
 /// A running agent process, SIGKILLed on drop.
 struct Agent {
-    child: Child,
+    _process: AgentProcess,
     name: String,
     api: String,
     cluster: String,
@@ -40,54 +41,20 @@ impl Agent {
     /// its three listeners.
     fn start(root: &Path, name: &str, extra: &[&str]) -> Res<Agent> {
         let data_dir = root.join(name);
-        let log = std::fs::File::create(root.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-        let mut child = Command::new(BIN)
-            .args(["agent", "--listen-api", "127.0.0.1:0", "--listen-gateway", "127.0.0.1:0"])
-            .args(["--listen-cluster", "127.0.0.1:0", "--node-name", name])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env("WASMFLEET_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| format!("spawn {BIN}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining: an agent must never write into a closed pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut api, mut gateway, mut cluster) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while api.is_none() || gateway.is_none() || cluster.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(root.join(format!("{name}.log"))).unwrap_or_default();
-                return Err(format!("agent {name} did not print its listeners within 60 s; stderr:\n{log}"));
-            };
-            if let Some(a) = line.strip_prefix("api listening on ") {
-                api = Some(a.to_string());
-            }
-            if let Some(g) = line.strip_prefix("gateway listening on ") {
-                gateway = Some(g.to_string());
-            }
-            if let Some(c) = line.strip_prefix("cluster listening on ") {
-                cluster = Some(c.to_string());
-            }
-        }
-        // Keep draining stdout so the agent never blocks on a full pipe.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let log_path = root.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let mut cmd = agent_command(BIN, &data_dir, "127.0.0.1:0");
+        cmd.args(["--node-name", name]).args(extra).env("WASMFLEET_LOG", "warn").stderr(log);
+        let process = AgentProcess::spawn(cmd, BANNER_TIMEOUT).map_err(|e| {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            format!("agent {name}: {e}; stderr:\n{log}")
+        })?;
         let token = std::fs::read_to_string(data_dir.join("token")).map_err(|e| format!("{name} token: {e}"))?;
         Ok(Agent {
-            child,
             name: name.to_string(),
-            api: api.unwrap_or_default(),
-            cluster: cluster.unwrap_or_default(),
+            api: process.listeners.api.clone(),
+            cluster: process.listeners.cluster.clone(),
+            _process: process,
             data_dir,
             token: token.trim().to_string(),
             http: ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build(),
@@ -165,13 +132,6 @@ impl Agent {
 
     fn alive_count(&self) -> usize {
         self.nodes().map(|l| l.iter().filter(|(_, s)| s == "Alive").count()).unwrap_or(0)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

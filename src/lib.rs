@@ -6,6 +6,8 @@
 //! fails on any import circle):
 //!
 //! - [`clock`]: wall-clock reads for the I/O shell;
+//! - [`launch`]: starts an agent as a child process and reads its listeners (the demo, tests
+//!   and benches);
 //! - [`manifest`]: Kubernetes-shaped YAML to typed, validated objects;
 //! - [`state`]: the durable store of desired state, module tags, Job records and blobs;
 //! - [`peering`]: this node in the cluster: identity and joining, gossip views, replication of
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod dataplane;
+pub mod launch;
 pub mod manifest;
 pub mod peering;
 pub mod reconcile;

@@ -274,10 +274,23 @@ fn failing_job_stops_at_its_backoff_limit() {
     let line = out.lines().find(|l| l.starts_with("doomed")).unwrap();
     let failed: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert_eq!(failed, 2, "{out}");
-    // And it stays failed: no further attempts.
-    std::thread::sleep(Duration::from_millis(1500));
-    let out = ok(agent.cli(&["get", "jobs"]));
+    // And it stays failed: no further attempts. A Job applied now is started by a later
+    // reconciliation pass and recorded complete by a pass after that; a retry of `doomed`
+    // would start in the same passes. So once `marker` is complete, those passes have run.
+    let marker = dir.path().join("marker.yaml");
+    std::fs::write(
+        &marker,
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: marker\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: marker\n        image: crash:1.0\n        args: [\"exit\", \"0\"]\n",
+    )
+    .unwrap();
+    ok(agent.cli(&["apply", "-f", marker.to_str().unwrap()]));
+    let out = wait_for("the marker job to complete", Duration::from_secs(30), || {
+        let out = stdout(&agent.cli(&["get", "jobs"]));
+        out.lines().any(|l| l.starts_with("marker") && l.contains("Complete")).then_some(out)
+    });
     assert!(out.lines().any(|l| l.starts_with("doomed") && l.contains("Failed") && l.contains(" 2 ")), "{out}");
+    let reps = ok(agent.cli(&["get", "replicas"]));
+    assert!(!reps.lines().any(|l| l.starts_with("doomed")), "doomed runs again: {reps}");
 }
 
 #[test]

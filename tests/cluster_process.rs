@@ -169,5 +169,5 @@ fn leave_is_announced_before_the_node_stops() {
         (line.contains("Dead") || line.is_empty()).then_some(())
     });
     assert!(saw_leaving, "A never saw B as Leaving");
-    wait_for("B's process exits", Duration::from_secs(10), || b.child.try_wait().unwrap().map(|_| ()));
+    wait_for("B's process exits", Duration::from_secs(10), || b.process.try_wait().map(|_| ()));
 }

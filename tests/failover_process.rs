@@ -295,23 +295,61 @@ fn a_node_restarted_without_network_runs_its_last_assignment_at_once() {
         a.kill9();
     }
 
-    // node-c comes back with no peer reachable.
-    let started = std::time::Instant::now();
+    // node-c comes back with no peer reachable. It serves its last assignment at once, and
+    // nothing more until the boot grace has passed.
+    let spawned_ms = epoch_ms();
     let c = Agent::start_node(dirs[2].path(), "node-c", &[]);
     let first: Vec<String> = ready_replicas(&c, "web").into_keys().collect();
+    let asked_ms = epoch_ms();
     let (status, _, replica) = c.get("web", "/").expect("node-c serves web at once");
-    if started.elapsed() < Duration::from_secs(4) {
-        // Still inside the boot grace: exactly what it ran before, nothing more.
-        assert_eq!(first, on_c, "a restarted node runs its last assignment, not everything");
-        assert_eq!(status, 200);
-        assert_eq!(replica, on_c[0]);
-    } else {
-        eprintln!("(slow machine: the restart took {:?}; only the final state is checked)", started.elapsed());
-    }
+    assert_eq!(status, 200, "the restarted node serves before it answers anything else");
+    assert!(first.contains(&on_c[0]), "its last assignment runs from the first pass: {first:?}, expected {on_c:?}");
     // Alone past the grace, it is the whole cluster: every replica runs here.
-    wait_for("node-c alone to run all 3 replicas", Duration::from_secs(30), || {
-        (ready_replicas(&c, "web").len() == 3).then_some(())
+    let all = wait_for("node-c alone to run all 3 replicas", Duration::from_secs(30), || {
+        let started = replica_start_ms(&c, "web");
+        (started.len() == 3).then_some(started)
     });
+    // Checked on the replicas' start times, so the result does not depend on how fast this
+    // test got its answers: the grace starts after the process does, so any replica started
+    // because the grace ended started at least BOOT_GRACE_MS after the spawn.
+    let boot = all[&on_c[0]];
+    for (name, started) in all.iter().filter(|(n, _)| **n != on_c[0]) {
+        assert!(
+            *started >= spawned_ms + BOOT_GRACE_MS && *started > boot,
+            "{name} started {} ms after the spawn (the boot grace is {BOOT_GRACE_MS} ms; {} started {} ms after): \
+             a restarted node must run only its last assignment until the grace ends",
+            started.saturating_sub(spawned_ms),
+            on_c[0],
+            boot.saturating_sub(spawned_ms)
+        );
+    }
+    // The first answer came from the boot replica, unless this test asked only after the
+    // others had started.
+    let others_from = all.iter().filter(|(n, _)| **n != on_c[0]).map(|(_, s)| *s).min().unwrap_or(u64::MAX);
+    assert!(
+        replica == on_c[0] || asked_ms >= others_from,
+        "answered by {replica}, asked {} ms after the spawn, before any other replica started; started: {all:?}",
+        asked_ms - spawned_ms
+    );
+}
+
+/// `reconcile::BOOT_GRACE`: how long a restarted node that sees no peer runs only what it was
+/// last assigned.
+const BOOT_GRACE_MS: u64 = 5_000;
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Ready replicas of `owner` on `agent`: replica name -> when it started (ms since the epoch).
+fn replica_start_ms(agent: &Agent, owner: &str) -> BTreeMap<String, u64> {
+    let out = stdout(&agent.cli(&["get", "replicas", "-o", "json"]));
+    let reps: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    reps.iter()
+        .filter(|r| r["owner"].as_str().is_some_and(|o| o.ends_with(&format!("/{owner}"))))
+        .filter(|r| r["ready"].as_bool() == Some(true))
+        .filter_map(|r| Some((r["name"].as_str()?.to_string(), r["started_ms"].as_u64()?)))
+        .collect()
 }
 
 /// A node with `--lanes 0` serves forwarded requests on its cluster endpoint, and forwards

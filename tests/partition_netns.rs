@@ -24,11 +24,11 @@ use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{BIN, module_path};
+use wasmfleet::launch::{AgentProcess, BANNER_TIMEOUT};
 
 /// The first three octets of the nodes' addresses (node i: `.{i + 1}`).
 const SUBNET: &str = "10.77.0";
@@ -204,7 +204,7 @@ fn node_name(i: usize) -> String {
 struct NsAgent {
     name: String,
     ns: String,
-    child: Child,
+    _process: AgentProcess,
     data_dir: PathBuf,
     log: PathBuf,
     cluster: String,
@@ -221,49 +221,28 @@ impl NsAgent {
             .args(extra)
             .arg("--data-dir")
             .arg(&data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(log_file)
             .env("NO_COLOR", "1");
         if std::env::var_os("WASMFLEET_LOG").is_none() {
             cmd.env("WASMFLEET_LOG", "warn,chitchat=info,wasmfleet=debug,wasmfleet_cluster=debug");
         }
-        let mut child = cmd.spawn().expect("spawn `ip netns exec ... wasmfleet agent`");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining: the agent never writes into a closed pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
+        let process = AgentProcess::spawn(cmd, BANNER_TIMEOUT).unwrap_or_else(|e| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            panic!(
+                "{name} (`ip netns exec {ns} wasmfleet agent`): {e}; log tail:\n{}",
+                all[all.len().saturating_sub(30)..].join("\n")
+            )
         });
-        let mut agent = NsAgent {
+        NsAgent {
             name: name.to_string(),
             ns: ns.to_string(),
-            child,
+            gateway: process.listeners.gateway.clone(),
+            cluster: process.listeners.cluster.clone(),
+            _process: process,
             data_dir,
             log,
-            cluster: String::new(),
-            gateway: String::new(),
-        };
-        let (mut api, mut gateway, mut cluster) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while api.is_none() || gateway.is_none() || cluster.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let status = agent.child.try_wait().ok().flatten();
-                panic!(
-                    "{name} did not print its listeners within 60 s (exit status: {status:?}); log tail:\n{}",
-                    agent.log_tail(30)
-                );
-            };
-            api = api.or(line.strip_prefix("api listening on ").map(str::to_string));
-            gateway = gateway.or(line.strip_prefix("gateway listening on ").map(str::to_string));
-            cluster = cluster.or(line.strip_prefix("cluster listening on ").map(str::to_string));
         }
-        agent.gateway = gateway.unwrap_or_default();
-        agent.cluster = cluster.unwrap_or_default();
-        agent
     }
 
     /// The CLI against this agent, inside its namespace.
@@ -353,13 +332,6 @@ impl NsAgent {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for NsAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

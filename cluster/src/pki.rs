@@ -17,7 +17,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -234,20 +233,16 @@ impl fmt::Debug for NodeIdentity {
 
 impl NodeIdentity {
     /// Writes `node.crt`, `node.key` (mode 0600) and `ca.crt` into `dir`, each atomically
-    /// (temporary file, fsync, rename), creating `dir` if needed.
+    /// (`wasmfleet_durable::write`), creating `dir` if needed.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         fs::create_dir_all(dir).map_err(|source| PkiError::Io {
             op: "create directory",
             path: dir.to_owned(),
             source,
         })?;
-        write_atomic(&dir.join(CA_CERT_FILE), self.ca_pem.as_bytes(), 0o644)?;
-        write_atomic(&dir.join(NODE_CERT_FILE), self.cert_pem.as_bytes(), 0o644)?;
-        write_atomic(&dir.join(NODE_KEY_FILE), self.key_pem.as_bytes(), 0o600)?;
-        if let Ok(d) = fs::File::open(dir) {
-            // Best effort: make the renames durable.
-            let _ = d.sync_all();
-        }
+        write_atomic(&dir.join(CA_CERT_FILE), self.ca_pem.as_bytes(), wasmfleet_durable::PUBLIC)?;
+        write_atomic(&dir.join(NODE_CERT_FILE), self.cert_pem.as_bytes(), wasmfleet_durable::PUBLIC)?;
+        write_atomic(&dir.join(NODE_KEY_FILE), self.key_pem.as_bytes(), wasmfleet_durable::PRIVATE)?;
         Ok(())
     }
 
@@ -455,17 +450,17 @@ fn random_serial() -> SerialNumber {
 }
 
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |op, source| PkiError::Io { op, path: path.to_owned(), source };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut file =
-        fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(|e| io("create", e))?;
-    file.write_all(contents).map_err(|e| io("write", e))?;
-    file.sync_all().map_err(|e| io("sync", e))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(|e| io("rename", e))
+    wasmfleet_durable::write(path, contents, mode).map_err(|e| PkiError::Io {
+        op: match e.step {
+            wasmfleet_durable::Step::Create => "create",
+            wasmfleet_durable::Step::Write => "write",
+            wasmfleet_durable::Step::Sync => "sync",
+            wasmfleet_durable::Step::Rename => "rename",
+            wasmfleet_durable::Step::SyncDir => "sync directory of",
+        },
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Accepts a server whose chain contains the pinned CA and whose leaf that CA signed.

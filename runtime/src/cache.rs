@@ -98,12 +98,8 @@ fn deserialize_module(engine: &Engine, path: &Path) -> wasmtime::Result<wasmtime
     unsafe { wasmtime::Module::deserialize_file(engine, path) }
 }
 
+/// Crash-safe: a compile interrupted by a crash leaves no half-written artifact under the name.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
-    use std::io::Write as _;
-    let err = |source| RuntimeError::Cache { path: path.to_path_buf(), source };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    wasmfleet_durable::write(path, bytes, wasmfleet_durable::PUBLIC)
+        .map_err(|e| RuntimeError::Cache { path: path.to_path_buf(), source: e.into() })
 }

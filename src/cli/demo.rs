@@ -9,10 +9,9 @@
 //! with no local replica, so every request is forwarded over QUIC to another node.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 
 use crate::control::client::Client;
+use crate::launch::{self, AgentProcess};
 use crate::peering::NodeView;
 use crate::reconcile::ReplicaStatus;
 
@@ -65,7 +65,7 @@ pub struct DemoArgs {
 struct Node {
     name: String,
     dir: PathBuf,
-    child: Option<Child>,
+    process: Option<AgentProcess>,
     api: String,
     gateway: String,
     cluster: String,
@@ -78,24 +78,17 @@ impl Node {
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.kill();
         }
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
+        if let Some(p) = self.process.as_mut() {
             // A graceful stop (SIGTERM): the agent announces it is leaving.
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            p.stop(Duration::from_secs(3));
         }
     }
 }
@@ -103,46 +96,25 @@ impl Drop for Node {
 /// Starts `wasmfleet agent` as a child and reads its addresses from its first lines.
 fn spawn_node(name: &str, dir: &Path, gateway: &str, join: Option<(&str, &str)>) -> Result<Node> {
     std::fs::create_dir_all(dir)?;
-    let log = std::fs::File::create(dir.join("agent.log"))?;
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["--data-dir"]).arg(dir).args(["agent", "--node-name", name]);
-    cmd.args(["--listen-api", "127.0.0.1:0", "--listen-gateway", gateway, "--listen-cluster", "127.0.0.1:0"]);
+    let log_path = dir.join("agent.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = launch::agent_command(std::env::current_exe()?, dir, gateway);
+    cmd.args(["--node-name", name]);
     if let Some((seed, token)) = join {
         cmd.args(["--join", seed, "--join-token", token]);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(log).stdin(Stdio::null()).spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let (mut api, mut gw, mut cluster) = (None, None, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api.is_none() || gw.is_none() || cluster.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            bail!("{name} did not start; see {}", dir.join("agent.log").display());
-        };
-        if let Some(v) = line.strip_prefix("api listening on ") {
-            api = Some(v.to_string());
-        } else if let Some(v) = line.strip_prefix("gateway listening on ") {
-            gw = Some(v.to_string());
-        } else if let Some(v) = line.strip_prefix("cluster listening on ") {
-            cluster = Some(v.to_string());
-        }
-    }
+    cmd.stderr(log);
+    let process = AgentProcess::spawn(cmd, launch::BANNER_TIMEOUT)
+        .with_context(|| format!("{name} did not start; see {}", log_path.display()))?;
     let token = std::fs::read_to_string(dir.join("token"))?.trim().to_string();
+    let l = process.listeners.clone();
     Ok(Node {
         name: name.to_string(),
         dir: dir.to_path_buf(),
-        child: Some(child),
-        api: api.unwrap_or_default(),
-        gateway: gw.unwrap_or_default(),
-        cluster: cluster.unwrap_or_default(),
+        process: Some(process),
+        api: l.api,
+        gateway: l.gateway,
+        cluster: l.cluster,
         token,
     })
 }
@@ -180,6 +152,12 @@ fn ready_hello(node: &Node) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Successful requests before the kill and after the recovery: a latency baseline, and proof
+/// that traffic flows on both sides of the failover.
+const STEADY_REQUESTS: usize = 2000;
+/// How long those may take (a debug build on a loaded machine serves ~1 k requests/s).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One request's outcome: when it started (since the load began), latency, success.
 #[derive(Clone, Copy)]
 struct Sample {
@@ -190,6 +168,8 @@ struct Sample {
 
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Requests answered 200 so far.
+    ok: Arc<AtomicUsize>,
     samples: Arc<Mutex<Vec<Sample>>>,
     errors: Arc<Mutex<Vec<String>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -199,12 +179,14 @@ struct Load {
 impl Load {
     fn start(url: String, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let threads = (0..clients)
             .map(|_| {
-                let (stop, samples, errors, url) = (stop.clone(), samples.clone(), errors.clone(), url.clone());
+                let (stop, ok_count) = (stop.clone(), ok.clone());
+                let (samples, errors, url) = (samples.clone(), errors.clone(), url.clone());
                 std::thread::spawn(move || {
                     let http = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
                     let mut mine = Vec::new();
@@ -222,8 +204,9 @@ impl Load {
                             Err(e) => Some(e.to_string()),
                         };
                         let ok = failure.is_none();
-                        if let Some(f) = failure {
-                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+                        match failure {
+                            None => _ = ok_count.fetch_add(1, Ordering::Relaxed),
+                            Some(f) => errors.lock().unwrap_or_else(|e| e.into_inner()).push(f),
                         }
                         mine.push(Sample { at: t - start, latency: t.elapsed(), ok });
                     }
@@ -231,7 +214,16 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, samples, errors, threads, start }
+        Load { stop, ok, samples, errors, threads, start }
+    }
+
+    /// Waits until `n` more requests than now have been answered 200 (the traffic flows).
+    fn wait_ok(&self, what: &str, n: usize) -> Result<()> {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        wait(what, LOAD_TIMEOUT, || (self.ok.load(Ordering::Relaxed) >= target).then_some(())).map_err(|e| {
+            let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+            anyhow!("{e}; first errors: {:?}", &errors[..errors.len().min(3)])
+        })
     }
 
     fn finish(self) -> (Vec<Sample>, Vec<String>) {
@@ -428,9 +420,9 @@ pub fn run(args: &DemoArgs, data_dir: Option<PathBuf>) -> Result<i32> {
 fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usize, print: bool) -> Result<Outcome> {
     let url = format!("{}/", nodes[via].gateway);
     let load = Load::start(url, args.clients);
-    std::thread::sleep(Duration::from_secs(2));
+    load.wait_ok("traffic before the kill", STEADY_REQUESTS)?;
     let victim_name = nodes[victim].name.clone();
-    let pid = nodes[victim].child.as_ref().map(|c| c.id()).unwrap_or(0);
+    let pid = nodes[victim].process.as_ref().map(AgentProcess::id).unwrap_or(0);
     let killed_at = Instant::now();
     nodes[victim].kill();
     let kill_offset = killed_at - load.start;
@@ -443,7 +435,7 @@ fn kill_and_recover(args: &DemoArgs, nodes: &mut [Node], via: usize, victim: usi
         let seen = ready_hello(observer);
         (seen.len() == args.replicas as usize && !seen.values().any(|n| *n == victim_name)).then(|| killed_at.elapsed())
     })?;
-    std::thread::sleep(Duration::from_secs(2));
+    load.wait_ok("traffic after the recovery", STEADY_REQUESTS)?;
     let (samples, errors) = load.finish();
     let recovered_offset = kill_offset + replaced;
     let phase = |from: Duration, to: Duration| -> Vec<Sample> {

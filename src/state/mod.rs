@@ -12,20 +12,9 @@ pub use store::{
     TAG_PREFIX,
 };
 
-/// Writes a file readable by its owner only (0600), atomically (temporary name, fsync, rename).
+/// Writes a file readable by its owner only (0600), atomically and durably
+/// ([`wasmfleet_durable::write`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    wasmfleet_durable::write(path, bytes, wasmfleet_durable::PRIVATE)
+        .with_context(|| format!("writing {}", path.display()))
 }

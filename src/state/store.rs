@@ -532,39 +532,21 @@ impl Store {
 
     /// Stores bytes under their digest (durably; idempotent).
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
-        use std::io::Write as _;
         let digest = Digest::of(bytes);
         let path = self.blob_path(&digest);
         if path.exists() {
             return Ok(digest);
         }
-        let io = |source| StoreError::Io { path: path.clone(), source };
-        let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        if let Ok(dir) = std::fs::File::open(&self.blobs) {
-            let _ = dir.sync_all();
-        }
+        wasmfleet_durable::write(&path, bytes, wasmfleet_durable::PUBLIC).map_err(blob_io)?;
         Ok(digest)
     }
 
     /// A writer that stores a blob as it arrives: bytes go to a temporary file and into the
     /// digest as they come; [`BlobWriter::finish`] checks the digest, fsyncs and renames.
     pub fn blob_writer(&self, digest: Digest) -> Result<BlobWriter, StoreError> {
-        let path = self.blob_path(&digest);
-        let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-        let file = std::fs::File::create(&tmp).map_err(|source| StoreError::Io { path: tmp.clone(), source })?;
-        Ok(BlobWriter {
-            file,
-            tmp,
-            path,
-            dir: self.blobs.clone(),
-            digest,
-            hasher: sha2::Sha256::default(),
-            done: false,
-        })
+        let file = wasmfleet_durable::AtomicFile::create(&self.blob_path(&digest), wasmfleet_durable::PUBLIC)
+            .map_err(blob_io)?;
+        Ok(BlobWriter { file, digest, hasher: sha2::Sha256::default() })
     }
 
     /// Where a blob being fetched collects its bytes until it is whole.
@@ -584,11 +566,7 @@ impl Store {
                 reason: "fetched content does not match its digest".into(),
             });
         }
-        std::fs::File::open(partial).and_then(|f| f.sync_all()).map_err(io)?;
-        std::fs::rename(partial, self.blob_path(digest)).map_err(io)?;
-        if let Ok(dir) = std::fs::File::open(&self.blobs) {
-            let _ = dir.sync_all();
-        }
+        wasmfleet_durable::rename(partial, &self.blob_path(digest)).map_err(blob_io)?;
         Ok(())
     }
 
@@ -656,16 +634,17 @@ impl Store {
     }
 }
 
+/// A failed blob write, on the path the step failed on.
+fn blob_io(e: wasmfleet_durable::WriteError) -> StoreError {
+    StoreError::Io { path: e.path.clone(), source: e.into() }
+}
+
 /// A blob being written as it arrives (see [`Store::blob_writer`]). Dropped unfinished, it
 /// leaves nothing behind.
 pub struct BlobWriter {
-    file: std::fs::File,
-    tmp: PathBuf,
-    path: PathBuf,
-    dir: PathBuf,
+    file: wasmfleet_durable::AtomicFile,
     digest: Digest,
     hasher: sha2::Sha256,
-    done: bool,
 }
 
 impl BlobWriter {
@@ -673,7 +652,9 @@ impl BlobWriter {
         use sha2::Digest as _;
         use std::io::Write as _;
         self.hasher.update(bytes);
-        self.file.write_all(bytes).map_err(|source| StoreError::Io { path: self.tmp.clone(), source })
+        self.file
+            .write_all(bytes)
+            .map_err(|source| StoreError::Io { path: self.file.temp_path().to_path_buf(), source })
     }
 
     /// Makes the blob durable under its digest if the bytes match it.
@@ -686,22 +667,7 @@ impl BlobWriter {
                 reason: format!("content does not match digest {} (it is {got})", self.digest),
             });
         }
-        let io = |source| StoreError::Io { path: self.path.clone(), source };
-        self.file.sync_all().map_err(io)?;
-        std::fs::rename(&self.tmp, &self.path).map_err(io)?;
-        self.done = true;
-        if let Ok(dir) = std::fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        self.file.commit().map_err(blob_io)
     }
 }
 

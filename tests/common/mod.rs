@@ -1,13 +1,13 @@
 //! Helpers for tests that run the real `wasmfleet` binary: agents on 127.0.0.1 port 0, killed
-//! on drop; the CLI; bounded waits.
+//! on drop (started by `wasmfleet::launch`); the CLI; bounded waits.
 
 #![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use wasmfleet::launch::{AgentProcess, BANNER_TIMEOUT, agent_command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wasmfleet");
 
@@ -19,9 +19,9 @@ pub fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
 }
 
-/// A running agent process.
+/// A running agent process (killed on drop).
 pub struct Agent {
-    pub child: Child,
+    pub process: AgentProcess,
     pub api: String,
     pub gateway: String,
     pub cluster: String,
@@ -52,70 +52,26 @@ impl Agent {
     }
 
     fn spawn(data_dir: &Path, extra: &[&str], address_space_kib: Option<u64>) -> Agent {
+        let mut agent = agent_command(BIN, data_dir, "127.0.0.1:0");
+        agent.args(extra);
         let mut cmd = match address_space_kib {
             Some(kib) => {
                 let mut c = Command::new("sh");
-                c.arg("-c").arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\"")).arg(BIN);
+                c.arg("-c").arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\"")).arg(BIN).args(agent.get_args());
                 c
             }
-            None => Command::new(BIN),
+            None => agent,
         };
-        let mut child = cmd
-            .args([
-                "agent",
-                "--listen-api",
-                "127.0.0.1:0",
-                "--listen-gateway",
-                "127.0.0.1:0",
-                "--listen-cluster",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("WASMFLEET_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn agent");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining after the listeners were read, so the agent never writes into a
-            // closed pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut api, mut gateway, mut cluster) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while api.is_none() || gateway.is_none() || cluster.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line =
-                rx.recv_timeout(left).unwrap_or_else(|_| panic!("agent did not print its listeners within 60 s"));
-            if let Some(a) = line.strip_prefix("api listening on ") {
-                api = Some(a.to_string());
-            }
-            if let Some(g) = line.strip_prefix("gateway listening on ") {
-                gateway = Some(g.to_string());
-            }
-            if let Some(c) = line.strip_prefix("cluster listening on ") {
-                cluster = Some(c.to_string());
-            }
-        }
-        Agent {
-            child,
-            api: api.unwrap(),
-            gateway: gateway.unwrap(),
-            cluster: cluster.unwrap(),
-            data_dir: data_dir.to_path_buf(),
-        }
+        cmd.env("WASMFLEET_LOG", "warn").stderr(Stdio::inherit());
+        let process =
+            AgentProcess::spawn(cmd, BANNER_TIMEOUT).unwrap_or_else(|e| panic!("agent in {}: {e}", data_dir.display()));
+        let l = process.listeners.clone();
+        Agent { process, api: l.api, gateway: l.gateway, cluster: l.cluster, data_dir: data_dir.to_path_buf() }
     }
 
     /// SIGKILL, no chance to clean up.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -129,12 +85,6 @@ impl Agent {
 
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("token")).unwrap().trim().to_string()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
