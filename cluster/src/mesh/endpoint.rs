@@ -126,6 +126,7 @@ impl Mesh {
         let server = Arc::new(Server {
             handler,
             streams: std::array::from_fn(|_| std::sync::OnceLock::new()),
+            calls: std::array::from_fn(|_| std::sync::OnceLock::new()),
             max_frame_bytes: config.max_frame_bytes,
             log_limit: RateLimit::new(Duration::from_secs(1)),
         });
@@ -149,6 +150,18 @@ impl Mesh {
     /// If `channel` is not below [`STREAM_CHANNELS`](frame::STREAM_CHANNELS).
     pub fn set_stream_handler(&self, channel: u8, handler: Arc<dyn StreamHandler>) {
         let _ = self.server.streams[usize::from(channel)].set(handler);
+    }
+
+    /// Sets the handler for calls peers make on `channel` with [`Mesh::call_on`] (once per
+    /// channel; later calls are ignored). Channel 0 is the handler given to [`Mesh::bind`];
+    /// the others serve cluster members only, never a joining node. Until a channel's handler
+    /// is set its calls are refused.
+    ///
+    /// # Panics
+    /// If `channel` is 0 or not below [`CALL_CHANNELS`](frame::CALL_CHANNELS).
+    pub fn set_call_handler(&self, channel: u8, handler: Arc<dyn Handler>) {
+        assert!(channel != 0, "call channel 0 is the handler given to Mesh::bind");
+        let _ = self.server.calls[usize::from(channel)].set(handler);
     }
 
     /// Opens a stream on `channel` to `node_id` at `addr` whose first frame carries `head`;
@@ -233,11 +246,24 @@ impl Mesh {
         request: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, MeshError> {
+        self.call_on(0, node_id, addr, request, timeout).await
+    }
+
+    /// [`Mesh::call`] to the handler the peer set for `channel` with
+    /// [`Mesh::set_call_handler`] (0: the handler given to [`Mesh::bind`]).
+    pub async fn call_on(
+        &self,
+        channel: u8,
+        node_id: &str,
+        addr: SocketAddr,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, MeshError> {
         let start = Instant::now();
         let attempt = async {
             let conn = self.connection(node_id, addr).await?;
             let remaining = timeout.saturating_sub(start.elapsed());
-            request_on(&conn, addr, &request, remaining, self.max_frame_bytes).await
+            request_on(&conn, addr, channel, &request, remaining, self.max_frame_bytes).await
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
@@ -334,7 +360,7 @@ pub async fn join_call(
         let conn = connect_and_hello(&endpoint, client_config, seed, JOIN_SERVER_NAME).await?;
         let remaining = timeout.saturating_sub(start.elapsed());
         let result =
-            request_on(&conn, seed, &request, remaining, ANON_MAX_FRAME_BYTES.max(JOIN_MAX_RESPONSE_BYTES)).await;
+            request_on(&conn, seed, 0, &request, remaining, ANON_MAX_FRAME_BYTES.max(JOIN_MAX_RESPONSE_BYTES)).await;
         conn.close(CLOSE_SHUTDOWN, b"done");
         result
     };
@@ -412,6 +438,7 @@ async fn connect_and_hello(
 async fn request_on(
     conn: &Connection,
     addr: SocketAddr,
+    channel: u8,
     request: &[u8],
     deadline: Duration,
     max_frame_bytes: usize,
@@ -420,7 +447,7 @@ async fn request_on(
         version: frame::PROTOCOL_VERSION,
         deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
         kind: frame::KIND_CALL,
-        channel: 0,
+        channel,
     });
     let len = header.len() + request.len();
     if len > max_frame_bytes {
@@ -482,6 +509,8 @@ fn frame_error(addr: SocketAddr, e: FrameError, connecting: bool) -> MeshError {
 struct Server {
     handler: Arc<dyn Handler>,
     streams: [std::sync::OnceLock<Arc<dyn StreamHandler>>; frame::STREAM_CHANNELS],
+    /// Call handlers of channels 1.. (channel 0 is `handler`).
+    calls: [std::sync::OnceLock<Arc<dyn Handler>>; frame::CALL_CHANNELS],
     max_frame_bytes: usize,
     log_limit: RateLimit,
 }
@@ -612,7 +641,17 @@ async fn serve_stream(
         }
         return;
     }
-    let handled = tokio::time::timeout(deadline, server.handler.handle(peer, body)).await;
+    let handler = match header.channel {
+        0 => Some(&server.handler),
+        // Other channels are for cluster members only, never for a joining node.
+        channel => server.calls.get(usize::from(channel)).and_then(|h| h.get()).filter(|_| peer.node_id.is_some()),
+    };
+    let Some(handler) = handler else {
+        let message = format!("call channel {} is not served here", header.channel);
+        respond(&mut send, Status::BadRequest, message.as_bytes(), max_frame_bytes).await;
+        return;
+    };
+    let handled = tokio::time::timeout(deadline, handler.handle(peer, body)).await;
     match handled {
         Ok(Ok(answer)) => {
             if answer.len() + 1 > max_frame_bytes {
