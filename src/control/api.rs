@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use wasmfleet_cluster::replication::ReplicationError;
 use wasmfleet_runtime::{Digest, ModuleKind, Runtime};
 
 use crate::clock::now_ms;
@@ -38,6 +39,10 @@ pub enum ApiError {
     Invalid(Vec<ManifestError>),
     #[error("{0}")]
     Storage(#[from] StoreError),
+    /// The write is durable here but could not be pushed to peers (anti-entropy brings it to
+    /// them later).
+    #[error("written on this node, but not replicated: {0}")]
+    NotReplicated(#[from] ReplicationError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -57,7 +62,9 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Storage(_) | ApiError::NotReplicated(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -163,7 +170,7 @@ impl Api {
                 pushed_ms: now_ms(),
             };
             self.store.set_tag(&rec)?;
-            copies = copies.min(self.peering.replicate(&[format!("{}{n}", crate::state::TAG_PREFIX)]).await);
+            copies = copies.min(self.peering.replicate(&[format!("{}{n}", crate::state::TAG_PREFIX)]).await?);
         }
         Ok(PushResponse {
             copies,
@@ -395,15 +402,15 @@ struct TokenBody {
 
 /// Pushes the written keys to peers, then answers with the number of durable copies in the
 /// `x-wasmfleet-copies` header (this node included).
-async fn replicated<T: Serialize>(a: &Api, keys: &[String], body: T) -> Response {
-    let copies = a.peering.replicate(keys).await;
-    ([("x-wasmfleet-copies", copies.to_string())], axum::Json(body)).into_response()
+async fn replicated<T: Serialize>(a: &Api, keys: &[String], body: T) -> ApiResult<Response> {
+    let copies = a.peering.replicate(keys).await?;
+    Ok(([("x-wasmfleet-copies", copies.to_string())], axum::Json(body)).into_response())
 }
 
 /// A read from this node's store, with `x-wasmfleet-in-sync` saying whether every live peer
 /// has the same desired state.
-fn local_read<T: Serialize>(a: &Api, body: T) -> Response {
-    ([("x-wasmfleet-in-sync", a.peering.in_sync().to_string())], axum::Json(body)).into_response()
+fn local_read<T: Serialize>(a: &Api, body: T) -> ApiResult<Response> {
+    Ok(([("x-wasmfleet-in-sync", a.peering.in_sync()?.to_string())], axum::Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -452,7 +459,7 @@ pub fn router(api: Arc<Api>) -> Router {
                     .map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
                 let results = a.apply(q.source.as_deref().unwrap_or("-"), text)?;
                 let keys: Vec<String> = results.iter().map(|r| r.key.to_string()).collect();
-                Ok::<_, ApiError>(replicated(&a, &keys, results).await)
+                replicated(&a, &keys, results).await
             }),
         )
         .route(
@@ -460,28 +467,28 @@ pub fn router(api: Arc<Api>) -> Router {
             post(|State(a): State<AppState>, axum::Json(b): axum::Json<DeleteBody>| async move {
                 let res = a.delete(&b.keys)?;
                 let keys: Vec<String> = b.keys.iter().map(|k| k.to_string()).collect();
-                Ok::<_, ApiError>(replicated(&a, &keys, res).await)
+                replicated(&a, &keys, res).await
             }),
         )
         .route(
             "/v1/objects/{kind}",
             get(|State(a): State<AppState>, Path(kind): Path<String>| async move {
                 let list = a.list(kind_of(&kind)?)?;
-                Ok::<_, ApiError>(local_read(&a, list))
+                local_read(&a, list)
             }),
         )
         .route(
             "/v1/objects/{kind}/{ns}/{name}",
             get(|State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
                 let view = a.get(&ObjectKey { kind: kind_of(&kind)?, namespace: ns, name })?;
-                Ok::<_, ApiError>(local_read(&a, view))
+                local_read(&a, view)
             })
             .delete(
                 |State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
                     let key = ObjectKey { kind: kind_of(&kind)?, namespace: ns, name };
                     let res = a.delete(std::slice::from_ref(&key))?;
                     if res.first().is_some_and(|r| r.1) {
-                        Ok(replicated(&a, &[key.to_string()], res).await)
+                        replicated(&a, &[key.to_string()], res).await
                     } else {
                         Err(ApiError::NotFound {
                             what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name),
@@ -498,12 +505,15 @@ pub fn router(api: Arc<Api>) -> Router {
                  axum::Json(b): axum::Json<ScaleBody>| async move {
                     let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
                     let view = a.scale(&key, b.replicas)?;
-                    Ok::<_, ApiError>(replicated(&a, &[key.to_string()], view).await)
+                    replicated(&a, &[key.to_string()], view).await
                 },
             ),
         )
         .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
-        .route("/v1/nodes", get(|State(a): State<AppState>| async move { axum::Json(a.peering.nodes()) }))
+        .route(
+            "/v1/nodes",
+            get(|State(a): State<AppState>| async move { a.peering.nodes().map(axum::Json).map_err(ApiError::from) }),
+        )
         .route(
             "/v1/tokens",
             post(|State(a): State<AppState>, axum::Json(b): axum::Json<TokenBody>| async move {
