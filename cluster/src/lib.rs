@@ -1,21 +1,25 @@
-//! Cluster state for wasmfleet: membership (chitchat gossip), the QUIC mesh between
-//! nodes, and the replicated store of desired state, status and coordinator records.
+//! The cluster layer of wasmfleet: everything that moves state between nodes.
 //!
-//! For now it holds the versioning primitives everything replicated is built on:
-//! [`hlc`] (hybrid logical clock versions) and [`lww`] (last-writer-wins records).
+//! - [`hlc`]: hybrid logical clock versions, the order of every replicated write;
+//! - [`replication`]: the replicated desired-state store's protocol: the entry and its one
+//!   merge rule, write fan-out with acknowledgements, anti-entropy over gossiped digests,
+//!   behind a storage trait and a transport trait (with in-memory ones for tests);
+//! - [`membership`] and [`gossip`]: chitchat membership and failure detection, its datagrams
+//!   sealed with the cluster's gossip key ([`seal`]);
+//! - [`mesh`]: the QUIC mesh (mutual TLS under the cluster CA, [`pki`]) that carries RPCs,
+//!   replication and streams; [`token`]: join tokens.
 //!
-//! This crate knows nothing of wasmtime or of how workloads run, and its core reads no
-//! clock: wall time is passed in as `wall_ms`, so protocol logic can be driven and tested
-//! deterministically in one process.
+//! This crate knows nothing of wasmtime or of how workloads run, nor of what the replicated
+//! values mean (the node defines them). Its protocol cores read no clock: wall time is passed
+//! in as values, so they can be driven and tested deterministically in one process.
 
 pub mod gossip;
 pub mod hlc;
-pub mod lww;
 pub mod membership;
 pub mod mesh;
 pub mod pki;
+pub mod replication;
 pub mod seal;
 pub mod token;
 
 pub use hlc::{Hlc, Version};
-pub use lww::{Record, merge};

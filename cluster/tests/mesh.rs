@@ -1,5 +1,8 @@
 //! The QUIC mesh over real UDP sockets on 127.0.0.1 with port 0: mutual TLS, identity of the
-//! caller, connection reuse, refusals, joining, limits, deadlines and dead peers.
+//! caller, connection reuse, refusals, joining, limits, deadlines and dead peers; call
+//! channels, and replication over its own channel.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -417,4 +420,78 @@ async fn streams_carry_bodies_both_ways_and_need_a_handler() {
     assert!(got.ends_with(b"XXXX"));
     a.mesh.close().await;
     b.mesh.close().await;
+}
+
+#[tokio::test]
+async fn call_channels_reach_their_own_handler_once_set() {
+    let (_ca, a, b) = pair().await;
+    let refused = a.mesh.call_on(3, "node-b", b.addr, Bytes::from_static(b"x"), CALL).await.unwrap_err();
+    assert!(
+        matches!(&refused, MeshError::Rejected { reason } if reason.contains("call channel 3 is not served here")),
+        "{refused:?}"
+    );
+    let past_the_last = a.mesh.call_on(200, "node-b", b.addr, Bytes::from_static(b"x"), CALL).await.unwrap_err();
+    assert!(matches!(past_the_last, MeshError::Rejected { .. }), "{past_the_last:?}");
+    let reverse: Arc<dyn Handler> = Arc::new(|peer: PeerInfo, body: Bytes| async move {
+        let mut out = body.to_vec();
+        out.reverse();
+        Ok(Bytes::from(format!("{}:{}", peer.node_id.unwrap_or_default(), String::from_utf8_lossy(&out))))
+    });
+    b.mesh.set_call_handler(3, reverse);
+    let answer = a.mesh.call_on(3, "node-b", b.addr, Bytes::from_static(b"abc"), CALL).await.unwrap();
+    assert_eq!(&answer[..], b"node-a:cba");
+    // Channel 0 is still the main handler, on the same connection.
+    let answer = a.mesh.call_on(0, "node-b", b.addr, Bytes::from_static(b"abc"), CALL).await.unwrap();
+    assert_eq!(&answer[..], b"node-a:abc");
+    assert_eq!(b.recorder.calls(), 1);
+    assert_eq!(a.mesh.open_connections(), 1);
+    a.mesh.close().await;
+    b.mesh.close().await;
+}
+
+#[tokio::test]
+async fn replication_runs_over_the_mesh() {
+    use common::Val;
+    use wasmfleet_cluster::Version;
+    use wasmfleet_cluster::replication::{
+        Entry, MemoryStorage, MeshPeer, MeshTransport, Replicator, ReplicatorConfig, serve_replication,
+    };
+
+    let (_ca, a, b) = pair().await;
+    let (a_mesh, b_mesh) = (Arc::new(a.mesh), Arc::new(b.mesh));
+    let replicator = |mesh: &Arc<Mesh>| {
+        let r = Arc::new(Replicator::new(
+            Arc::new(MemoryStorage::<Val>::new()),
+            Arc::new(MeshTransport::new(mesh.clone())),
+            ReplicatorConfig::default(),
+        ));
+        serve_replication(mesh, &r);
+        r
+    };
+    let (ra, rb) = (replicator(&a_mesh), replicator(&b_mesh));
+    let to_b = MeshPeer { node_id: "node-b".into(), addr: b.addr };
+    let to_a = MeshPeer { node_id: "node-a".into(), addr: a.addr };
+    let v = |wall_ms| Version { wall_ms, counter: 0, node: 1 };
+
+    // A write pushed from a is durable on b when it is acknowledged.
+    ra.storage().write(Entry::live("k", v(1), Val::Text(7))).unwrap();
+    let copies = ra.replicate(&["k".into()], std::slice::from_ref(&to_b)).await.unwrap();
+    assert_eq!(copies.copies, 2);
+    assert_eq!(copies.acknowledged_by, std::slice::from_ref(&to_b));
+    assert_eq!(rb.storage().get("k").and_then(|e| e.value), Some(Val::Text(7)));
+
+    // Anti-entropy: b pulls what a wrote meanwhile, because a's digest differs.
+    ra.storage().write(Entry::tombstone("k", v(2))).unwrap();
+    ra.storage().write(Entry::live("other", v(3), Val::Text(1))).unwrap();
+    let digest = wasmfleet_cluster::replication::Storage::digest(ra.storage().as_ref()).unwrap();
+    let round = rb.anti_entropy(&[(to_a.clone(), Some(digest))]).await.unwrap();
+    assert_eq!(round.pulled, [(to_a, 2)]);
+    assert_eq!(ra.storage().snapshot(), rb.storage().snapshot());
+
+    // Nothing reaches the replication channel once the replicator is gone.
+    drop(ra);
+    let err = rb.pull_from(&MeshPeer { node_id: "node-a".into(), addr: a.addr }).await.unwrap_err();
+    assert!(err.to_string().contains("replication has stopped"), "{err}");
+    a_mesh.close().await;
+    b_mesh.close().await;
 }

@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use wasmfleet_cluster::replication::ReplicationError;
 use wasmfleet_runtime::{Digest, ModuleKind, Runtime};
 
 use crate::clock::now_ms;
@@ -51,6 +52,10 @@ pub enum ApiError {
     Invalid(Vec<ManifestError>),
     #[error("{0}")]
     Storage(#[from] StoreError),
+    /// The write is durable here but could not be pushed to peers (anti-entropy brings it to
+    /// them later).
+    #[error("written on this node, but not replicated: {0}")]
+    NotReplicated(#[from] ReplicationError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -71,7 +76,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Storage(_) | ApiError::NotReplicated(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -181,7 +188,7 @@ impl Api {
                 pushed_ms: now_ms(),
             };
             self.store.set_tag(&rec)?;
-            copies = copies.min(self.peering.replicate(&[format!("{}{n}", crate::state::TAG_PREFIX)]).await);
+            copies = copies.min(self.peering.replicate(&[format!("{}{n}", crate::state::TAG_PREFIX)]).await?);
         }
         Ok(PushResponse {
             copies,
@@ -414,10 +421,10 @@ fn write_answer<T: Serialize>(durability: Durability, body: T) -> Response {
 }
 
 /// Pushes the written keys to peers, then answers with [`write_answer`].
-async fn replicated<T: Serialize>(a: &Api, keys: &[String], body: T) -> Response {
+async fn replicated<T: Serialize>(a: &Api, keys: &[String], body: T) -> ApiResult<Response> {
     let wanted = a.peering.wanted_copies();
-    let copies = a.peering.replicate(keys).await;
-    write_answer(Durability { copies, wanted }, body)
+    let copies = a.peering.replicate(keys).await?;
+    Ok(write_answer(Durability { copies, wanted }, body))
 }
 
 /// A request body read whole; above `MAX` bytes (declared or sent) it is refused with `413`
@@ -473,8 +480,8 @@ fn is_length_limit(e: &axum::Error) -> bool {
 
 /// A read from this node's store, with `x-wasmfleet-in-sync` saying whether every live peer
 /// has the same desired state.
-fn local_read<T: Serialize>(a: &Api, body: T) -> Response {
-    ([("x-wasmfleet-in-sync", a.peering.in_sync().to_string())], axum::Json(body)).into_response()
+fn local_read<T: Serialize>(a: &Api, body: T) -> ApiResult<Response> {
+    Ok(([("x-wasmfleet-in-sync", a.peering.in_sync()?.to_string())], axum::Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -530,7 +537,7 @@ pub fn router(api: Arc<Api>) -> Router {
                         .map_err(|_| ApiError::BadRequest("manifest is not UTF-8 text".into()))?;
                     let results = a.apply(q.source.unwrap_or_else(|| "-".into()), text.to_string()).await?;
                     let keys: Vec<String> = results.iter().map(|r| r.key.to_string()).collect();
-                    Ok::<_, ApiError>(replicated(&a, &keys, results).await)
+                    replicated(&a, &keys, results).await
                 },
             ),
         )
@@ -544,28 +551,28 @@ pub fn router(api: Arc<Api>) -> Router {
                     // Nothing was written: nothing to make durable.
                     return Ok::<_, ApiError>(axum::Json(res).into_response());
                 }
-                Ok(replicated(&a, &keys, res).await)
+                replicated(&a, &keys, res).await
             }),
         )
         .route(
             "/v1/objects/{kind}",
             get(|State(a): State<AppState>, Path(kind): Path<String>| async move {
                 let list = a.list(kind_of(&kind)?)?;
-                Ok::<_, ApiError>(local_read(&a, list))
+                local_read(&a, list)
             }),
         )
         .route(
             "/v1/objects/{kind}/{ns}/{name}",
             get(|State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
                 let view = a.get(&ObjectKey { kind: kind_of(&kind)?, namespace: ns, name })?;
-                Ok::<_, ApiError>(local_read(&a, view))
+                local_read(&a, view)
             })
             .delete(
                 |State(a): State<AppState>, Path((kind, ns, name)): Path<(String, String, String)>| async move {
                     let key = ObjectKey { kind: kind_of(&kind)?, namespace: ns, name };
                     let res = a.delete(std::slice::from_ref(&key))?;
                     if res.first().is_some_and(|r| r.1) {
-                        Ok(replicated(&a, &[key.to_string()], res).await)
+                        replicated(&a, &[key.to_string()], res).await
                     } else {
                         Err(ApiError::NotFound {
                             what: format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name),
@@ -582,12 +589,15 @@ pub fn router(api: Arc<Api>) -> Router {
                  LimitedJson(b): LimitedJson<ScaleBody, MAX_SMALL_JSON_BYTES>| async move {
                     let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
                     let view = a.scale(&key, b.replicas)?;
-                    Ok::<_, ApiError>(replicated(&a, &[key.to_string()], view).await)
+                    replicated(&a, &[key.to_string()], view).await
                 },
             ),
         )
         .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
-        .route("/v1/nodes", get(|State(a): State<AppState>| async move { axum::Json(a.peering.nodes()) }))
+        .route(
+            "/v1/nodes",
+            get(|State(a): State<AppState>| async move { a.peering.nodes().map(axum::Json).map_err(ApiError::from) }),
+        )
         .route(
             "/v1/tokens",
             post(

@@ -8,17 +8,19 @@
 //!   token, proves the token's secret (an HMAC over its node id and a fresh nonce, never the
 //!   secret itself), and receives its certificate, the CA and the gossip key. Every member holds
 //!   the CA key so that any member can admit new nodes: there is no special node to lose.
-//! - **Writes** are pushed to every live peer and acknowledged once `min(2, live peers)` (or
-//!   `--write-quorum`) of them have them durably; **anti-entropy** compares the store digest each
-//!   node gossips and pulls what is newer. Module blobs are copied to peers at push time and
-//!   fetched from a peer, digest-verified, when a node needs one it lacks.
+//! - **Desired state** replicates with the cluster crate's [`Replicator`] over the mesh
+//!   ([`MeshTransport`], its own call channel), the [`Store`] being its storage
+//!   ([`crate::state::replica`]): writes are pushed to every live peer and acknowledged once
+//!   `min(2, live peers)` (or `--write-quorum`) of them have them durably; every 500 ms
+//!   **anti-entropy** publishes this node's store digest in gossip and pulls from peers whose
+//!   digest differs what they hold newer. Module blobs are copied to peers at push time and
+//!   fetched from a peer, digest-verified, when a node needs one it lacks ([`blobs`]).
 
 pub mod blobs;
 pub mod view;
 
 pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaPhase};
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,19 +30,21 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
-use wasmfleet_cluster::Version;
 use wasmfleet_cluster::membership::{self, Member, MemberState, Membership, MembershipConfig, spawn_membership};
 use wasmfleet_cluster::mesh::{Mesh, MeshConfig, PeerInfo, join_call};
 use wasmfleet_cluster::pki::{ClusterCa, NodeIdentity};
+use wasmfleet_cluster::replication::{
+    MeshPeer, MeshTransport, ReplicationError, Replicator, ReplicatorConfig, Storage as _, SummaryDigest,
+    serve_replication,
+};
 use wasmfleet_cluster::seal::GossipKey;
 use wasmfleet_cluster::token::{JoinToken, random_secret, secret_proof, verify_secret_proof};
 use wasmfleet_runtime::Digest;
 
 use crate::clock::now_ms;
-use crate::manifest::ObjectKey;
 use crate::peering::blobs::BlobTransfer;
 use crate::state::write_private;
-use crate::state::{JOB_PREFIX, JobRecord, ModuleRecord, Store, StoredObject, TAG_PREFIX};
+use crate::state::{Store, StoreError};
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 /// Dead nodes are forgotten after 15 minutes; deletes are remembered twice as long.
@@ -108,16 +112,6 @@ enum Rpc {
     Ping,
     /// Health probe: cheaper than Ping (no digest).
     Probe,
-    Summary,
-    Pull {
-        keys: Vec<String>,
-    },
-    Push {
-        records: Vec<StoredObject>,
-        tags: Vec<ModuleRecord>,
-        #[serde(default)]
-        jobs: Vec<(ObjectKey, JobRecord)>,
-    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,19 +128,8 @@ struct JoinGrant {
 #[derive(Serialize, Deserialize)]
 enum Reply {
     Joined(Box<JoinGrant>),
-    Pong {
-        digest: String,
-    },
-    Summary(Vec<(String, Version)>),
-    Records {
-        records: Vec<StoredObject>,
-        tags: Vec<ModuleRecord>,
-        #[serde(default)]
-        jobs: Vec<(ObjectKey, JobRecord)>,
-    },
-    Ack {
-        won: usize,
-    },
+    Pong { digest: String },
+    Ack { won: usize },
 }
 
 /// State the mesh handler needs.
@@ -165,6 +148,8 @@ struct Shared {
 pub struct Peering {
     shared: Arc<Shared>,
     mesh: Arc<Mesh>,
+    /// Replication of the desired-state store (serves peers on its own mesh channel).
+    replicator: Arc<Replicator<Store, MeshTransport>>,
     blobs: BlobTransfer,
     membership: tokio::sync::Mutex<Option<Membership>>,
     members: tokio::sync::watch::Receiver<Vec<Member>>,
@@ -317,6 +302,14 @@ impl Peering {
         let mesh_config = MeshConfig::new(opts.listen_cluster, identity.clone());
         let mesh =
             Arc::new(Mesh::bind(mesh_config, Arc::new(handler)).await.context("binding the cluster (QUIC) listener")?);
+        let replication = ReplicatorConfig {
+            write_quorum: opts.write_quorum.unwrap_or(2),
+            rpc_timeout: RPC_TIMEOUT,
+            ..ReplicatorConfig::default()
+        };
+        let replicator =
+            Arc::new(Replicator::new(store.clone(), Arc::new(MeshTransport::new(mesh.clone())), replication));
+        serve_replication(&mesh, &replicator);
         let blobs = BlobTransfer::new(mesh.clone(), store.clone());
         blobs.serve();
         let bound = mesh.local_addr()?;
@@ -332,7 +325,7 @@ impl Peering {
         let mut info = info;
         info.cluster = advertise.to_string();
         info.zone = opts.zone.clone();
-        let digest = store.digest()?;
+        let digest = store.digest()?.to_string();
         let config = MembershipConfig {
             node_name: node_id.to_string(),
             cluster_id: file.cluster_id.clone(),
@@ -365,6 +358,7 @@ impl Peering {
         let peering = Arc::new(Peering {
             shared,
             mesh,
+            replicator,
             blobs,
             membership: tokio::sync::Mutex::new(Some(membership)),
             members,
@@ -480,18 +474,19 @@ impl Peering {
     }
 
     /// Whether every live peer publishes the same store digest as this node.
-    pub fn in_sync(&self) -> bool {
-        let mine = self.shared.store.digest().unwrap_or_default();
-        self.members
+    pub fn in_sync(&self) -> Result<bool, StoreError> {
+        let mine = self.shared.store.digest()?.to_string();
+        Ok(self
+            .members
             .borrow()
             .iter()
             .filter(|m| m.name != self.shared.node_id && m.state == MemberState::Alive)
-            .all(|m| m.kv.get("digest").is_some_and(|d| *d == mine))
+            .all(|m| m.kv.get("digest").is_some_and(|d| *d == mine)))
     }
 
     /// Members as the API shows them.
-    pub fn nodes(&self) -> Vec<NodeView> {
-        let mine = self.shared.store.digest().unwrap_or_default();
+    pub fn nodes(&self) -> Result<Vec<NodeView>, StoreError> {
+        let mine = self.shared.store.digest()?.to_string();
         let mut v: Vec<NodeView> = self
             .members
             .borrow()
@@ -506,7 +501,7 @@ impl Peering {
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        Ok(v)
     }
 
     /// Issues a join token valid for `ttl`, with this node as the seed.
@@ -527,26 +522,17 @@ impl Peering {
         Ok(token.encode())
     }
 
-    /// Pushes records and tags to every live peer; returns the number of copies (this node
-    /// included) once the write quorum answered or the deadline passed. Stragglers still get
-    /// the push in the background.
-    pub async fn replicate(&self, keys: &[String]) -> usize {
-        let store = &self.shared.store;
-        let records = store.records(&object_keys(keys)).unwrap_or_default();
-        let tags = store.tags(keys).unwrap_or_default();
-        let jobs = store.job_records(keys).unwrap_or_default();
-        if records.is_empty() && tags.is_empty() && jobs.is_empty() {
-            return 1;
-        }
-        let body = match rmp_serde::to_vec_named(&Rpc::Push { records, tags, jobs }) {
-            Ok(b) => Bytes::from(b),
-            Err(_) => return 1,
-        };
-        self.fan_out(RPC_TIMEOUT, move |mesh, name, addr| {
-            let body = body.clone();
-            async move { mesh.call(&name, addr, body, RPC_TIMEOUT).await.is_ok() }
-        })
-        .await
+    /// Pushes the entries of `keys` (objects, `tag/…`, `job/…`; written here already) to every
+    /// live peer; returns the number of durable copies (this node included) once the write
+    /// quorum acknowledged or the deadline passed. Stragglers still get the push in the
+    /// background. A store that cannot be read is an error, not one copy.
+    pub async fn replicate(&self, keys: &[String]) -> Result<usize, ReplicationError> {
+        Ok(self.replicator.replicate(keys, &self.mesh_peers()).await?.copies)
+    }
+
+    /// Live peers as the replicator addresses them.
+    fn mesh_peers(&self) -> Vec<MeshPeer> {
+        self.peers().into_iter().map(|(node_id, addr)| MeshPeer { node_id, addr }).collect()
     }
 
     /// Copies a module blob (streamed) to peers; returns the copies (this node included).
@@ -614,15 +600,17 @@ impl Peering {
         Ok(())
     }
 
-    /// Every second: publish the store digest; pull from peers whose digest differs.
+    /// Every 500 ms: one anti-entropy round (pull from live peers whose gossiped digest
+    /// differs), then publish this node's digest if it changed.
     fn spawn_anti_entropy(self: Arc<Self>) {
         let weak = Arc::downgrade(&self);
         drop(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
-            let mut published = String::new();
+            let mut published: Option<SummaryDigest> = None;
             let mut remembered: Vec<String> = Vec::new();
             let mut rounds: u64 = 0;
+            let mut last_warned: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
@@ -635,30 +623,52 @@ impl Peering {
                 {
                     tracing::warn!(error = %e, "tombstone collection failed");
                 }
-                let Ok(mine) = this.shared.store.digest() else { continue };
-                if mine != published {
-                    if let Some(m) = this.membership.lock().await.as_ref() {
-                        let _ = m.set("digest", &mine).await;
+                let peers = this.gossiped_digests();
+                let round = match this.replicator.anti_entropy(&peers).await {
+                    Ok(round) => round,
+                    Err(e) => {
+                        // A failing disk fails every round: say so once a minute.
+                        if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!(error = %e, "anti-entropy cannot read this node's store");
+                            last_warned = Some(tokio::time::Instant::now());
+                        }
+                        continue;
                     }
-                    published = mine.clone();
-                }
-                let differing: Vec<(String, SocketAddr)> = {
-                    let members = this.members.borrow();
-                    let peers = this.peers();
-                    peers
-                        .into_iter()
-                        .filter(|(name, _)| {
-                            members.iter().any(|m| &m.name == name && m.kv.get("digest").is_some_and(|d| *d != mine))
-                        })
-                        .collect()
                 };
-                for (name, addr) in differing {
-                    if let Err(e) = this.pull_from(&name, addr).await {
-                        tracing::debug!(peer = %name, error = %e, "anti-entropy pull failed");
+                for (peer, won) in round.pulled.iter().filter(|(_, won)| *won > 0) {
+                    tracing::info!(peer = %peer, records = won, "caught up from peer");
+                }
+                for (peer, e) in &round.failed {
+                    tracing::debug!(peer = %peer, error = %e, "anti-entropy pull failed");
+                }
+                // The digest before this round's pulls: a change they made is published next
+                // round, after peers had the chance to see this one.
+                if published != Some(round.digest) {
+                    if let Some(m) = this.membership.lock().await.as_ref() {
+                        let _ = m.set("digest", &round.digest.to_string()).await;
                     }
+                    published = Some(round.digest);
                 }
             }
         });
+    }
+
+    /// Live peers with the store digest each publishes in gossip (none if it publishes none,
+    /// or an unreadable one).
+    fn gossiped_digests(&self) -> Vec<(MeshPeer, Option<SummaryDigest>)> {
+        let peers = self.mesh_peers();
+        let members = self.members.borrow();
+        peers
+            .into_iter()
+            .map(|peer| {
+                let digest = members
+                    .iter()
+                    .find(|m| m.name == peer.node_id)
+                    .and_then(|m| m.kv.get("digest"))
+                    .and_then(|d| d.parse().ok());
+                (peer, digest)
+            })
+            .collect()
     }
 
     /// Keeps `peers.json` (gossip addresses of live peers) current, for seeds after a restart.
@@ -681,38 +691,6 @@ impl Peering {
         }
     }
 
-    async fn pull_from(&self, name: &str, addr: SocketAddr) -> Result<()> {
-        let Reply::Summary(theirs) = self.mesh.call_msg::<_, Reply>(name, addr, &Rpc::Summary, RPC_TIMEOUT).await?
-        else {
-            bail!("unexpected answer to Summary");
-        };
-        let mine: HashMap<String, Version> = self.shared.store.summary()?.into_iter().collect();
-        // Job records merge (see `JobRecord`): any difference is worth a pull.
-        let wanted: Vec<String> = theirs
-            .into_iter()
-            .filter(|(k, v)| match mine.get(k) {
-                None => true,
-                Some(m) if k.starts_with(JOB_PREFIX) => m != v,
-                Some(m) => m < v,
-            })
-            .map(|(k, _)| k)
-            .collect();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let Reply::Records { records, tags, jobs } =
-            self.mesh.call_msg::<_, Reply>(name, addr, &Rpc::Pull { keys: wanted }, RPC_TIMEOUT).await?
-        else {
-            bail!("unexpected answer to Pull");
-        };
-        let store = &self.shared.store;
-        let won = store.merge_remote(records)? + store.merge_tags(tags)? + store.merge_jobs(jobs)?;
-        if won > 0 {
-            tracing::info!(peer = %name, records = won, "caught up from peer");
-        }
-        Ok(())
-    }
-
     /// Stops gossip and the mesh without announcing anything (a crash looks the same).
     pub fn leave_quietly(&self) {
         self.mesh.shutdown();
@@ -727,28 +705,14 @@ impl Peering {
     }
 }
 
-/// The summary keys that name desired objects (not tags or Job records).
-fn object_keys(keys: &[String]) -> Vec<String> {
-    keys.iter().filter(|k| !k.starts_with(TAG_PREFIX) && !k.starts_with(JOB_PREFIX)).cloned().collect()
-}
-
 impl Shared {
     async fn handle(&self, peer: PeerInfo, req: Bytes) -> Result<Bytes> {
         let rpc: Rpc = rmp_serde::from_slice(&req).context("undecodable request")?;
         let reply = match (rpc, peer.node_id) {
             (Rpc::Join { node_id, nonce, proof }, _) => Reply::Joined(Box::new(self.admit(&node_id, &nonce, &proof)?)),
             (_, None) => bail!("not authenticated: only a join request is accepted without a node certificate"),
-            (Rpc::Ping, Some(_)) => Reply::Pong { digest: self.store.digest()? },
+            (Rpc::Ping, Some(_)) => Reply::Pong { digest: self.store.digest()?.to_string() },
             (Rpc::Probe, Some(_)) => Reply::Ack { won: 0 },
-            (Rpc::Summary, Some(_)) => Reply::Summary(self.store.summary()?),
-            (Rpc::Pull { keys }, Some(_)) => Reply::Records {
-                records: self.store.records(&object_keys(&keys))?,
-                tags: self.store.tags(&keys)?,
-                jobs: self.store.job_records(&keys)?,
-            },
-            (Rpc::Push { records, tags, jobs }, Some(_)) => Reply::Ack {
-                won: self.store.merge_remote(records)? + self.store.merge_tags(tags)? + self.store.merge_jobs(jobs)?,
-            },
         };
         Ok(Bytes::from(rmp_serde::to_vec_named(&reply)?))
     }

@@ -63,7 +63,9 @@ impl Inner {
             let peering = self.peering.clone();
             let summary_key = format!("{JOB_PREFIX}{key}");
             tokio::spawn(async move {
-                peering.replicate(&[summary_key]).await;
+                if let Err(e) = peering.replicate(std::slice::from_ref(&summary_key)).await {
+                    tracing::warn!(job = %summary_key, error = %e, "job record not replicated (anti-entropy will)");
+                }
             });
             let rec = current_record(self.store.job_record(key)?.as_ref(), job.generation);
             let st = status.entry(key.clone()).or_default();

@@ -1,12 +1,15 @@
 //! The node's durable state: desired objects, module tags, Job records and module blobs
-//! ([`store`]), and the one way this node writes a small private file.
+//! ([`store`]), the store as a replica of the cluster's desired state ([`replica`]), and the
+//! one way this node writes a small private file.
 
+pub mod replica;
 pub mod store;
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
+pub use replica::Record;
 pub use store::{
     ApplyAction, BlobWriter, JOB_PREFIX, JobRecord, MAX_MODULE_BYTES, ModuleRecord, Store, StoreError, StoredObject,
     TAG_PREFIX,

@@ -6,7 +6,8 @@
 //! written to a temporary name, fsynced and renamed, so large uploads never bloat the database.
 //!
 //! Objects form a last-writer-wins map keyed by (kind, namespace, name), versioned by a hybrid
-//! logical clock, with tombstones for deletes, ready for replication between nodes.
+//! logical clock, with tombstones for deletes. How the store replicates (its three keyspaces
+//! as entries of the cluster's replication protocol) is in [`super::replica`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,9 +22,10 @@ use wasmfleet_runtime::{Digest, ModuleKind};
 use crate::clock::now_ms;
 use crate::manifest::{Kind, Object, ObjectKey};
 
-const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
-const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
-const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_status");
+pub(super) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+pub(super) const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+/// Job records, by object key (`Kind/namespace/name`).
+pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_status");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,9 @@ pub enum StoreError {
     },
     #[error("stored record {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
+    /// A record from a peer that does not belong where it was sent.
+    #[error("refused replicated record {key}: {reason}")]
+    Refused { key: String, reason: String },
 }
 
 /// One desired object as stored.
@@ -81,12 +86,6 @@ pub const MAX_MODULE_BYTES: usize = 64 << 20;
 pub const TAG_PREFIX: &str = "tag/";
 /// Summary-key prefix of Job progress records (`job/<Kind>/<ns>/<name>`).
 pub const JOB_PREFIX: &str = "job/";
-
-/// The LWW version of a tag: push time, then digest bytes as a tie-break.
-fn tag_version(t: &ModuleRecord) -> Version {
-    let tie = u64::from_be_bytes(t.digest.0[..8].try_into().unwrap_or_default());
-    Version { wall_ms: t.pushed_ms, counter: 0, node: tie }
-}
 
 /// A module name:tag and what it points to.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -145,23 +144,14 @@ impl JobRecord {
         };
         *self != before
     }
-
-    /// A summary version that differs whenever the content does (compared for equality, not
-    /// order: peers pull each other's differing records and merge).
-    fn summary_version(&self) -> Version {
-        use sha2::Digest as _;
-        let hash = sha2::Sha256::digest(serde_json::to_vec(self).unwrap_or_default());
-        let node = u64::from_be_bytes(hash[..8].try_into().unwrap_or_default());
-        Version { wall_ms: self.generation, counter: self.done.len() as u32, node }
-    }
 }
 
 /// The durable store of one node.
 pub struct Store {
-    db: Database,
+    pub(super) db: Database,
     path: PathBuf,
     blobs: PathBuf,
-    hlc: Mutex<Hlc>,
+    pub(super) hlc: Mutex<Hlc>,
     changed_tx: watch::Sender<u64>,
 }
 
@@ -194,7 +184,7 @@ impl Store {
         Ok(store)
     }
 
-    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
+    pub(super) fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Db { path: self.path.clone(), reason: e.to_string() }
     }
 
@@ -203,7 +193,7 @@ impl Store {
         self.changed_tx.subscribe()
     }
 
-    fn notify(&self) {
+    pub(super) fn notify(&self) {
         self.changed_tx.send_modify(|n| *n += 1);
     }
 
@@ -339,161 +329,6 @@ impl Store {
             self.notify();
         }
         Ok(out)
-    }
-
-    // --- replication: digests, pulls, last-writer-wins merges ---
-
-    /// Every record's key and version (tombstones included), sorted by key: what a peer
-    /// compares against its own to find what it lacks.
-    pub fn summary(&self) -> Result<Vec<(String, Version)>, StoreError> {
-        let mut v: Vec<(String, Version)> =
-            self.all_records()?.into_iter().map(|r| (r.key.to_string(), r.version)).collect();
-        // Module tags replicate too, under `tag/<name>`, ordered by push time.
-        for t in self.list_tags()? {
-            v.push((format!("{TAG_PREFIX}{}", t.name), tag_version(&t)));
-        }
-        for (key, rec) in self.all_job_records()? {
-            v.push((format!("{JOB_PREFIX}{key}"), rec.summary_version()));
-        }
-        v.sort();
-        Ok(v)
-    }
-
-    fn all_job_records(&self) -> Result<Vec<(String, JobRecord)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let t = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| self.db_err(e))? {
-            let (k, v) = entry.map_err(|e| self.db_err(e))?;
-            if let Ok(rec) = serde_json::from_slice::<JobRecord>(v.value()) {
-                out.push((k.value().to_string(), rec));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Job records by summary key (`job/<object key>`), for a peer's pull or a push.
-    pub fn job_records(&self, keys: &[String]) -> Result<Vec<(ObjectKey, JobRecord)>, StoreError> {
-        let mut out = Vec::new();
-        for k in keys {
-            if let Some(key) = k.strip_prefix(JOB_PREFIX).and_then(|k| k.parse::<ObjectKey>().ok())
-                && let Some(rec) = self.job_record(&key)?
-            {
-                out.push((key, rec));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Merges Job records from a peer (see [`JobRecord`]). Records of Jobs this node does not
-    /// have (or has deleted) are ignored; anti-entropy brings them again once the Job arrives.
-    /// Returns how many changed.
-    pub fn merge_jobs(&self, incoming: Vec<(ObjectKey, JobRecord)>) -> Result<usize, StoreError> {
-        let mut changed = 0;
-        for (key, rec) in incoming {
-            let Some(obj) = self.get(&key)? else { continue };
-            if obj.deleted || rec.generation > obj.generation {
-                continue;
-            }
-            let mut local = self.job_record(&key)?.unwrap_or_default();
-            if local.merge(&rec) {
-                self.set_job_record(&key, &local)?;
-                changed += 1;
-            }
-        }
-        if changed > 0 {
-            self.notify();
-        }
-        Ok(changed)
-    }
-
-    /// Tags by summary key (`tag/<name>`), for a peer's pull.
-    pub fn tags(&self, keys: &[String]) -> Result<Vec<ModuleRecord>, StoreError> {
-        let mut out = Vec::new();
-        for k in keys {
-            if let Some(name) = k.strip_prefix(TAG_PREFIX)
-                && let Some(t) = self.get_tag(name)?
-            {
-                out.push(t);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Merges tags from a peer: the later push wins. Returns how many won.
-    pub fn merge_tags(&self, incoming: Vec<ModuleRecord>) -> Result<usize, StoreError> {
-        let mut won = 0;
-        for t in incoming {
-            if self.get_tag(&t.name)?.is_some_and(|l| tag_version(&l) >= tag_version(&t)) {
-                continue;
-            }
-            self.set_tag(&t)?;
-            won += 1;
-        }
-        Ok(won)
-    }
-
-    /// A short digest of the whole desired state (hex sha256 of the summary), small enough to
-    /// publish in gossip; equal digests mean equal stores.
-    pub fn digest(&self) -> Result<String, StoreError> {
-        use sha2::Digest as _;
-        let mut h = sha2::Sha256::new();
-        for (k, v) in self.summary()? {
-            h.update(k.as_bytes());
-            h.update(v.wall_ms.to_be_bytes());
-            h.update(v.counter.to_be_bytes());
-            h.update(v.node.to_be_bytes());
-        }
-        Ok(hex::encode(&h.finalize()[..12]))
-    }
-
-    /// Records (tombstones included) by key, for a peer's pull.
-    pub fn records(&self, keys: &[String]) -> Result<Vec<StoredObject>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
-        let mut out = Vec::new();
-        for k in keys {
-            if let Some(v) = table.get(k.as_str()).map_err(|e| self.db_err(e))?
-                && let Ok(rec) = serde_json::from_slice::<StoredObject>(v.value())
-            {
-                out.push(rec);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Merges records from a peer: a record wins when its version is greater than the local
-    /// one (last writer wins; equal versions keep the local record). Returns how many won.
-    /// Versions seen are fed to the clock, so later local writes order after them.
-    pub fn merge_remote(&self, incoming: Vec<StoredObject>) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        let mut won = 0;
-        {
-            let mut table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
-            let mut jobs = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
-            for rec in incoming {
-                let k = rec.key.to_string();
-                self.hlc.lock().unwrap_or_else(|e| e.into_inner()).observe(rec.version, now_ms());
-                let local: Option<StoredObject> = match table.get(k.as_str()).map_err(|e| self.db_err(e))? {
-                    Some(v) => serde_json::from_slice(v.value()).ok(),
-                    None => None,
-                };
-                if local.as_ref().is_some_and(|l| l.version >= rec.version) {
-                    continue;
-                }
-                if rec.deleted {
-                    jobs.remove(k.as_str()).map_err(|e| self.db_err(e))?;
-                }
-                let bytes = serde_json::to_vec(&rec).map_err(|e| self.db_err(e))?;
-                table.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
-                won += 1;
-            }
-        }
-        txn.commit().map_err(|e| self.db_err(e))?;
-        if won > 0 {
-            self.notify();
-        }
-        Ok(won)
     }
 
     /// Drops tombstones older than `older_than_ms` (after every peer has had time to see them).
@@ -672,24 +507,26 @@ impl BlobWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use wasmfleet_cluster::replication::Storage as _;
+
     use super::*;
 
     const HELLO: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: NAME\nspec:\n  replicas: REPLICAS\n  selector:\n    matchLabels: {app: x}\n  template:\n    metadata:\n      labels: {app: x}\n    spec:\n      containers:\n      - name: x\n        image: hello:1.0\n";
 
-    fn obj(name: &str, replicas: u32) -> (Object, BTreeMap<String, Digest>) {
+    pub(in crate::state) fn obj(name: &str, replicas: u32) -> (Object, BTreeMap<String, Digest>) {
         let text = HELLO.replace("NAME", name).replace("REPLICAS", &replicas.to_string());
         let mut objs = crate::manifest::parse_str("t.yaml", &text).expect("valid");
         (objs.remove(0), BTreeMap::new())
     }
 
-    fn store(node: u64) -> (tempfile::TempDir, Store) {
+    pub(in crate::state) fn store(node: u64) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), node).unwrap();
         (dir, s)
     }
 
-    fn replicas(s: &Store, name: &str) -> Option<u32> {
+    pub(in crate::state) fn replicas(s: &Store, name: &str) -> Option<u32> {
         let key = ObjectKey { kind: Kind::Deployment, namespace: "default".into(), name: name.into() };
         match s.get(&key).unwrap()?.typed()? {
             Object::Deployment(d) => Some(d.spec.replicas()),
@@ -713,30 +550,6 @@ mod tests {
         let s = Store::open(dir.path(), 1).unwrap();
         assert_eq!(replicas(&s, "b"), Some(3));
         assert_eq!(s.list(None).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn stores_converge_by_exchanging_records_in_any_order() {
-        let (_d1, a) = store(1);
-        let (_d2, b) = store(2);
-        a.apply(vec![obj("x", 1), obj("y", 1)]).unwrap();
-        b.apply(vec![obj("x", 5)]).unwrap(); // later write of x on b
-        a.delete(&[ObjectKey { kind: Kind::Deployment, namespace: "default".into(), name: "y".into() }]).unwrap();
-        let from_a = a.records(&a.summary().unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>()).unwrap();
-        let from_b = b.records(&b.summary().unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>()).unwrap();
-        a.merge_remote(from_b.clone()).unwrap();
-        b.merge_remote(from_a.clone()).unwrap();
-        // Merging again, or in the other order, changes nothing.
-        assert_eq!(a.merge_remote(from_b).unwrap(), 0);
-        assert_eq!(b.merge_remote(from_a).unwrap(), 0);
-        assert_eq!(a.digest().unwrap(), b.digest().unwrap());
-        assert_eq!(replicas(&a, "x"), Some(5));
-        assert_eq!(replicas(&b, "y"), None, "the tombstone won");
-        // A write after the merge orders after everything seen.
-        a.apply(vec![obj("x", 7)]).unwrap();
-        let newest = a.records(&["Deployment/default/x".into()]).unwrap();
-        assert_eq!(b.merge_remote(newest).unwrap(), 1);
-        assert_eq!(replicas(&b, "x"), Some(7));
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl Mesh {
         let server = Arc::new(Server {
             handler,
             streams: std::array::from_fn(|_| std::sync::RwLock::new(None)),
+            calls: std::array::from_fn(|_| std::sync::RwLock::new(None)),
             max_frame_bytes: config.max_frame_bytes,
             log_limit: RateLimit::new(Duration::from_secs(1)),
         });
@@ -154,6 +155,21 @@ impl Mesh {
     /// If `channel` is not below [`STREAM_CHANNELS`](frame::STREAM_CHANNELS).
     pub fn set_stream_handler(&self, channel: u8, handler: Arc<dyn StreamHandler>) {
         let mut slot = self.server.streams[usize::from(channel)].write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() && !self.closed.load(Ordering::SeqCst) {
+            *slot = Some(handler);
+        }
+    }
+
+    /// Sets the handler for calls peers make on `channel` with [`Mesh::call_on`] (once per
+    /// channel; later calls are ignored). Channel 0 is the handler given to [`Mesh::bind`];
+    /// the others serve cluster members only, never a joining node. Until a channel's handler
+    /// is set its calls are refused.
+    ///
+    /// # Panics
+    /// If `channel` is 0 or not below [`CALL_CHANNELS`](frame::CALL_CHANNELS).
+    pub fn set_call_handler(&self, channel: u8, handler: Arc<dyn Handler>) {
+        assert!(channel != 0, "call channel 0 is the handler given to Mesh::bind");
+        let mut slot = self.server.calls[usize::from(channel)].write().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() && !self.closed.load(Ordering::SeqCst) {
             *slot = Some(handler);
         }
@@ -241,11 +257,24 @@ impl Mesh {
         request: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, MeshError> {
+        self.call_on(0, node_id, addr, request, timeout).await
+    }
+
+    /// [`Mesh::call`] to the handler the peer set for `channel` with
+    /// [`Mesh::set_call_handler`] (0: the handler given to [`Mesh::bind`]).
+    pub async fn call_on(
+        &self,
+        channel: u8,
+        node_id: &str,
+        addr: SocketAddr,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, MeshError> {
         let start = Instant::now();
         let attempt = async {
             let conn = self.connection(node_id, addr).await?;
             let remaining = timeout.saturating_sub(start.elapsed());
-            request_on(&conn, addr, &request, remaining, self.max_frame_bytes).await
+            request_on(&conn, addr, channel, &request, remaining, self.max_frame_bytes).await
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
@@ -281,6 +310,9 @@ impl Mesh {
         self.closed.store(true, Ordering::SeqCst);
         self.accept_task.abort();
         for slot in &self.server.streams {
+            slot.write().unwrap_or_else(|e| e.into_inner()).take();
+        }
+        for slot in &self.server.calls {
             slot.write().unwrap_or_else(|e| e.into_inner()).take();
         }
         self.endpoint.close(CLOSE_SHUTDOWN, b"shutdown");
@@ -345,7 +377,7 @@ pub async fn join_call(
         let conn = connect_and_hello(&endpoint, client_config, seed, JOIN_SERVER_NAME).await?;
         let remaining = timeout.saturating_sub(start.elapsed());
         let result =
-            request_on(&conn, seed, &request, remaining, ANON_MAX_FRAME_BYTES.max(JOIN_MAX_RESPONSE_BYTES)).await;
+            request_on(&conn, seed, 0, &request, remaining, ANON_MAX_FRAME_BYTES.max(JOIN_MAX_RESPONSE_BYTES)).await;
         conn.close(CLOSE_SHUTDOWN, b"done");
         result
     };
@@ -423,6 +455,7 @@ async fn connect_and_hello(
 async fn request_on(
     conn: &Connection,
     addr: SocketAddr,
+    channel: u8,
     request: &[u8],
     deadline: Duration,
     max_frame_bytes: usize,
@@ -431,7 +464,7 @@ async fn request_on(
         version: frame::PROTOCOL_VERSION,
         deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
         kind: frame::KIND_CALL,
-        channel: 0,
+        channel,
     });
     let len = header.len() + request.len();
     if len > max_frame_bytes {
@@ -492,9 +525,11 @@ fn frame_error(addr: SocketAddr, e: FrameError, connecting: bool) -> MeshError {
 /// Server side state shared by all connections.
 struct Server {
     handler: Arc<dyn Handler>,
-    /// Handlers of stream channels; cleared on shutdown, so that a handler holding what holds
-    /// the mesh (the gateway's routes hold the forwarder, which holds the mesh) is no cycle.
+    /// Handlers of stream channels and of call channels 1.. (channel 0 is `handler`); cleared
+    /// on shutdown, so that a handler holding what holds the mesh (the gateway's routes hold
+    /// the forwarder, the replicator holds its transport, both hold the mesh) is no cycle.
     streams: [std::sync::RwLock<Option<Arc<dyn StreamHandler>>>; frame::STREAM_CHANNELS],
+    calls: [std::sync::RwLock<Option<Arc<dyn Handler>>>; frame::CALL_CHANNELS],
     max_frame_bytes: usize,
     log_limit: RateLimit,
 }
@@ -628,7 +663,21 @@ async fn serve_stream(
         }
         return;
     }
-    let handled = tokio::time::timeout(deadline, server.handler.handle(peer, body)).await;
+    let handler = match header.channel {
+        0 => Some(server.handler.clone()),
+        // Other channels are for cluster members only, never for a joining node.
+        channel => server
+            .calls
+            .get(usize::from(channel))
+            .and_then(|h| h.read().unwrap_or_else(|e| e.into_inner()).clone())
+            .filter(|_| peer.node_id.is_some()),
+    };
+    let Some(handler) = handler else {
+        let message = format!("call channel {} is not served here", header.channel);
+        respond(&mut send, Status::BadRequest, message.as_bytes(), max_frame_bytes).await;
+        return;
+    };
+    let handled = tokio::time::timeout(deadline, handler.handle(peer, body)).await;
     match handled {
         Ok(Ok(answer)) => {
             if answer.len() + 1 > max_frame_bytes {

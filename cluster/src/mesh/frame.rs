@@ -33,7 +33,9 @@ pub struct RequestHeader {
     /// frame opens the stream; the [`StreamHandler`](super::StreamHandler) owns the rest).
     #[serde(default)]
     pub kind: u8,
-    /// For [`KIND_STREAM`]: which stream handler serves it (below [`STREAM_CHANNELS`]).
+    /// Which handler serves it: for [`KIND_STREAM`] a stream handler (below
+    /// [`STREAM_CHANNELS`]); for [`KIND_CALL`] a call handler (below [`CALL_CHANNELS`]; 0 is
+    /// the mesh's main handler, and what peers that predate channels send).
     #[serde(default)]
     pub channel: u8,
 }
@@ -41,6 +43,9 @@ pub struct RequestHeader {
 /// Number of stream channels a mesh serves, each with its own
 /// [`StreamHandler`](super::StreamHandler).
 pub const STREAM_CHANNELS: usize = 8;
+
+/// Number of call channels a mesh serves, each with its own [`Handler`](super::Handler).
+pub const CALL_CHANNELS: usize = 8;
 
 /// [`RequestHeader::kind`]: a request/response call.
 pub const KIND_CALL: u8 = 0;

@@ -12,6 +12,11 @@
 //!   serve nothing but the join request to those peers**; they also get a smaller frame limit
 //!   ([`ANON_MAX_FRAME_BYTES`]) and few concurrent streams.
 //!
+//! - [`Mesh::call_on`] sends a call to one of [`frame::CALL_CHANNELS`] call channels instead:
+//!   a service with its own wire format gets its own channel and [`Handler`]
+//!   ([`Mesh::set_call_handler`]; replication uses
+//!   [`REPLICATION_CHANNEL`](crate::replication::REPLICATION_CHANNEL)). Channels other than 0
+//!   serve cluster members only.
 //! - [`Mesh::open_stream`] opens a long-lived bidirectional stream instead, on one of
 //!   [`frame::STREAM_CHANNELS`] channels: its first frame goes to the [`StreamHandler`] set
 //!   for that channel with [`Mesh::set_stream_handler`], which then owns both halves
