@@ -45,6 +45,12 @@ impl Merge for Record {
     }
 }
 
+/// What a summary reads of a stored object.
+#[derive(Deserialize)]
+struct ObjectStamp {
+    version: Version,
+}
+
 /// The version of a tag: push time, then digest bytes as a tie-break.
 fn tag_version(t: &ModuleRecord) -> Version {
     let mut tie = [0u8; 8];
@@ -137,12 +143,13 @@ impl Storage for Store {
             for row in t.iter().map_err(|e| self.db_err(e))? {
                 let (k, v) = row.map_err(|e| self.db_err(e))?;
                 let (k, v) = (k.value(), v.value());
-                let entry = match prefix {
-                    "" => object_entry(decode(k, v)?),
-                    TAG_PREFIX => tag_entry(decode(k, v)?),
-                    _ => job_entry(k, decode(k, v)?),
-                };
-                out.push((entry.key, entry.version));
+                out.push(match prefix {
+                    // Only the version: an object's spec is not parsed to summarise it (this
+                    // runs every anti-entropy round). Its row key is its key.
+                    "" => (k.to_owned(), decode::<ObjectStamp>(k, v)?.version),
+                    TAG_PREFIX => (format!("{TAG_PREFIX}{k}"), tag_version(&decode(k, v)?)),
+                    _ => (format!("{JOB_PREFIX}{k}"), job_version(&decode(k, v)?)),
+                });
             }
         }
         Ok(Summary::new(out))

@@ -1,7 +1,7 @@
 //! A replicated value for tests: text under last-writer-wins keys, and a grow-only set of
 //! small numbers under `set/` keys (a join keyspace, as the node's Job records are).
 
-#![allow(dead_code, reason = "each test crate uses part of this module")]
+#![expect(dead_code, reason = "each test crate uses part of this module")]
 
 use serde::{Deserialize, Serialize};
 use wasmfleet_cluster::Version;
