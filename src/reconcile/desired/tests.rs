@@ -295,6 +295,10 @@ proptest! {
                     &owner, i, ReplicaPhase::Running, ready_elsewhere[i as usize]));
             }
         }
+        // Both peers are live (this node is past its boot grace, which has its own property).
+        for other in ["n2", "n3"] {
+            published_by.entry(other.to_string()).or_default();
+        }
         w.peers = published_by.into_iter().map(|(n, r)| peer(&n, r)).collect();
         let plan = w.plan(now);
         for action in &plan.actions {
