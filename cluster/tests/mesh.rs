@@ -2,8 +2,6 @@
 //! caller, connection reuse, refusals, joining, limits, deadlines and dead peers; call
 //! channels, and replication over its own channel.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -451,11 +449,16 @@ async fn call_channels_reach_their_own_handler_once_set() {
 
 #[tokio::test]
 async fn replication_runs_over_the_mesh() {
-    use common::Val;
     use wasmfleet_cluster::Version;
     use wasmfleet_cluster::replication::{
-        Entry, MemoryStorage, MeshPeer, MeshTransport, Replicator, ReplicatorConfig, serve_replication,
+        Entry, MemoryStorage, Merge, MeshPeer, MeshTransport, Replicator, ReplicatorConfig, serve_replication,
     };
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Val {
+        Text(u32),
+    }
+    impl Merge for Val {}
 
     let (_ca, a, b) = pair().await;
     let (a_mesh, b_mesh) = (Arc::new(a.mesh), Arc::new(b.mesh));

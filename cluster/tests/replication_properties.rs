@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{SET_PREFIX, Val, fingerprint};
+use common::{SET_PREFIX, Val, set_entry};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use wasmfleet_cluster::replication::{
@@ -259,7 +259,7 @@ impl Sim {
                     Some(Val::Set(m)) => m,
                     _ => 0,
                 } | (1 << elem);
-                self.write(node, Entry::live(key, fingerprint(mask), Val::Set(mask)), Some(elem)).await?;
+                self.write(node, set_entry(&key, mask), Some(elem)).await?;
             }
             Op::Restart { node } => self.restart(node),
             Op::Kill { node } => {

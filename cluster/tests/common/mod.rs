@@ -1,8 +1,6 @@
 //! A replicated value for tests: text under last-writer-wins keys, and a grow-only set of
 //! small numbers under `set/` keys (a join keyspace, as the node's Job records are).
 
-#![expect(dead_code, reason = "each test crate uses part of this module")]
-
 use serde::{Deserialize, Serialize};
 use wasmfleet_cluster::Version;
 use wasmfleet_cluster::replication::{Entry, Merge, Mode};
