@@ -2,6 +2,10 @@
 //!
 //! Handlers parse a request into a typed call and hand it to one place that acts
 //! ([`Api`]); every failure is an [`ApiError`], mapped to a status code in one function.
+//!
+//! Map: [`ApiError`] and its status mapping; the answer types; [`Api`] (push, apply, delete,
+//! scale, reads); apply's blocking half (parse, resolve images, write); auth; write answers
+//! (200, or 202 short of the quorum) and per-route body limits; [`router`]; the logs handler.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -630,7 +634,7 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 /// Logs of an object (Deployment, Job, DaemonSet) or of one replica, from every node, as
-/// NDJSON lines (see [`crate::logs`]).
+/// NDJSON lines (see [`crate::control::logs`]).
 async fn logs(
     State(a): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
