@@ -201,6 +201,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_ms: crate::clock::now_ms(),
         lanes: lane_sockets.as_ref().map(|s| s.ports()).transpose()?.unwrap_or_default(),
+        placement: Some(wasmfleet_scheduler::Rule::default()),
         ..NodeInfo::default()
     };
     let peering = Peering::start(&data_dir, &config.node_name, &config.cluster, store.clone(), info)

@@ -79,6 +79,10 @@ pub struct NodeInfo {
     /// cluster endpoint serves forwarded requests alone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lanes: Vec<u16>,
+    /// The placement rule this node places by; absent from nodes of releases before the rule
+    /// was published (they place by [`wasmfleet_scheduler::Rule::SlotOrder`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<wasmfleet_scheduler::Rule>,
 }
 
 /// A replica as a node publishes it in gossip (key `replicas`, a JSON list): short field

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use wasmfleet_runtime::Digest;
-use wasmfleet_scheduler::{Placement, WorkloadKind, WorkloadReq};
+use wasmfleet_scheduler::{Placement, Rule, WorkloadKind, WorkloadReq};
 
 use super::{ObjectStatus, ReplicaKey};
 use crate::manifest::{Kind, Object, ObjectKey, PodTemplateSpec, WorkloadTemplate};
@@ -163,6 +163,18 @@ pub fn revision_of(tpl: &PodTemplateSpec, digest: Digest) -> String {
     let mut bytes = serde_json::to_vec(tpl).unwrap_or_default();
     bytes.extend_from_slice(&digest.0);
     Digest::of(&bytes).hex()[..10].to_string()
+}
+
+/// The placement rule of the fleet: every node must place by the same one, so a fleet with
+/// a node of an older release (which publishes no rule, and places slot by slot) places by the
+/// oldest rule until that node is upgraded. Peers whose info has not arrived are not placed on
+/// and do not count.
+pub fn fleet_rule(peers: &[PeerView]) -> Rule {
+    peers
+        .iter()
+        .filter_map(|p| p.info.as_ref())
+        .map(|info| info.placement.unwrap_or(Rule::SlotOrder))
+        .fold(Rule::default(), Ord::max)
 }
 
 /// How a replica is named in `assigned.json`.

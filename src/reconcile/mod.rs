@@ -333,7 +333,7 @@ impl Inner {
         self.modules.prewarm(&workloads.digests);
         let peers: Vec<PeerView> =
             self.peering.peer_views().into_iter().filter(|v| v.state == MemberState::Alive).collect();
-        let placement = self.place(&workloads);
+        let placement = self.place(&workloads, desired::fleet_rule(&peers));
         let mut running = self.running.lock().await;
         let moving = self.moving.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let plan = desired::plan(Inputs {
@@ -391,8 +391,9 @@ impl Inner {
         Ok(out)
     }
 
-    /// The placement over the live members (this node included, even before it is in gossip).
-    fn place(&self, workloads: &Workloads) -> Placement {
+    /// The placement over the live members (this node included, even before it is in gossip),
+    /// by `rule`.
+    fn place(&self, workloads: &Workloads, rule: wasmfleet_scheduler::Rule) -> Placement {
         let me = NodeInfo {
             id: self.node.clone(),
             labels: self.capacity.labels.clone(),
@@ -406,7 +407,12 @@ impl Inner {
         if !nodes.iter().any(|n| n.id == me.id) {
             nodes.push(me);
         }
-        self.scheduler.lock().unwrap_or_else(|e| e.into_inner()).place(&workloads.requests, &nodes).clone()
+        let mut scheduler = self.scheduler.lock().unwrap_or_else(|e| e.into_inner());
+        if scheduler.rule() != rule {
+            tracing::info!(?rule, "placing by the rule every live node knows");
+            scheduler.set_rule(rule);
+        }
+        scheduler.place(&workloads.requests, &nodes).clone()
     }
 
     /// Keeps `assigned.json` equal to the replicas assigned here (not while booting: then the

@@ -231,6 +231,16 @@ fn a_running_job_replica_finishes_where_it_runs() {
     assert_eq!(w.plan(SETTLED).actions, vec![Action::Retire(key)]);
 }
 
+#[test]
+fn a_fleet_with_an_older_node_places_by_the_older_rule() {
+    use crate::peering::NodeInfo;
+    use wasmfleet_scheduler::Rule;
+    let with = |placement| PeerView { info: Some(NodeInfo { placement, ..NodeInfo::default() }), ..peer("p", vec![]) };
+    assert_eq!(fleet_rule(&[]), Rule::Striped);
+    assert_eq!(fleet_rule(&[with(Some(Rule::Striped)), peer("no-info-yet", vec![])]), Rule::Striped);
+    assert_eq!(fleet_rule(&[with(Some(Rule::Striped)), with(None)]), Rule::SlotOrder);
+}
+
 // --- properties ---
 
 fn secs(max: u64) -> impl Strategy<Value = Duration> {
