@@ -329,7 +329,7 @@ impl Inner {
         let now = self.started.elapsed();
         let objects: Vec<(StoredObject, Object)> =
             self.store.list(None)?.into_iter().filter_map(|r| r.typed().map(|o| (r, o))).collect();
-        let workloads = desired::workloads(&objects, &self.job_records(&objects)?);
+        let mut workloads = desired::workloads(&objects, &self.job_records(&objects)?);
         self.modules.prewarm(&workloads.digests);
         let peers: Vec<PeerView> =
             self.peering.peer_views().into_iter().filter(|v| v.state == MemberState::Alive).collect();
@@ -348,7 +348,7 @@ impl Inner {
             moving: &moving,
         });
         self.keep_assignment(&plan);
-        let mut status = workloads.status.clone();
+        let mut status = std::mem::take(&mut workloads.status);
         for (owner, message) in &plan.messages {
             status.entry(owner.clone()).or_default().note(message.clone());
         }

@@ -21,11 +21,13 @@ impl Inner {
         status: &mut HashMap<ObjectKey, ObjectStatus>,
     ) -> (Vec<ReplicaStatus>, Vec<GossipReplica>) {
         let mut ready_names: HashMap<ObjectKey, HashSet<String>> = HashMap::new();
-        let mut view: Vec<ReplicaStatus> = running.serving.values().map(|r| r.status(&self.node)).collect();
-        for st in view.iter().filter(|s| s.ready) {
-            if let Ok(owner) = st.owner.parse::<ObjectKey>() {
-                ready_names.entry(owner).or_default().insert(st.name.clone());
+        let mut view: Vec<ReplicaStatus> = Vec::with_capacity(running.serving.len() + running.incoming.len());
+        for r in running.serving.values() {
+            let st = r.status(&self.node);
+            if st.ready {
+                ready_names.entry(r.key.owner.clone()).or_default().insert(st.name.clone());
             }
+            view.push(st);
         }
         for peer in peers {
             for r in peer.replicas.iter().filter(|r| r.ready) {
