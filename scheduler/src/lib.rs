@@ -32,6 +32,7 @@ mod placement;
 mod plan;
 #[doc(hidden)]
 pub mod reference;
+pub mod rollout;
 mod rule;
 mod scheduler;
 mod slot;
