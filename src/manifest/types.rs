@@ -271,9 +271,9 @@ pub struct DeploymentSpec {
     pub revision_history_limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline_seconds: Option<u32>,
-    /// Unsupported.
+    /// A paused Deployment scales but does not roll out a new template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paused: Option<Value>,
+    pub paused: Option<bool>,
 }
 
 impl DeploymentSpec {

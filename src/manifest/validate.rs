@@ -67,12 +67,6 @@ pub(crate) fn validate(object: &Object) -> Vec<Issue> {
             if let Some(s) = &spec.strategy {
                 strategy(s, &mut out);
             }
-            out.unsupported(
-                "spec",
-                "paused",
-                &spec.paused,
-                "roll out by applying a new template; a rollout cannot be paused",
-            );
             template(&spec.template, TemplateOf::Service, &mut out);
         }
         Object::DaemonSet(d) => {

@@ -112,6 +112,14 @@ pub struct GossipReplica {
     /// Requests in flight (HTTP replicas).
     #[serde(rename = "f", default)]
     pub in_flight: u32,
+    /// Wall time (ms) since which the replica has been ready; 0 while it is not
+    /// (`minReadySeconds` counts from here).
+    #[serde(rename = "a", default, skip_serializing_if = "is_zero")]
+    pub ready_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Another node as seen through gossip, with what it runs.

@@ -16,6 +16,7 @@
 //! |---|---|
 //! | [`desired`] | the pure step: which replicas run here, and when they start, take over and stop |
 //! | `replicas.rs` | a replica: start (HTTP service or supervised command), status, stop |
+//! | [`rollouts`] | Deployments' revision sets: the coordinator's step, what it observes, the record |
 //! | `modules.rs` | modules loaded once per digest, fetched from peers, warmed ahead of need |
 //! | `jobs.rs` | recording finished Job indices durably and pushing them to peers |
 //! | `routes.rs` | the routing table and the Services' node ports |
@@ -34,6 +35,7 @@ mod modules;
 mod probe;
 mod publish;
 mod replicas;
+pub mod rollouts;
 mod routes;
 mod volumes;
 
@@ -62,6 +64,7 @@ use crate::peering::{PeerView, Peering, ReplicaPhase};
 use crate::state::{JobRecord, Store, StoreError, StoredObject};
 
 pub use self::logs::ReplicaLogs;
+pub use self::rollouts::{RevisionView, RolloutView};
 
 /// Identity of a replica slot: the owning object and an index; DaemonSet replicas are
 /// named by their node instead (their slot index shifts as nodes come and go).
@@ -99,6 +102,9 @@ pub struct ReplicaStatus {
     pub ready: bool,
     pub restarts: u32,
     pub started_ms: u64,
+    /// Wall time (ms) since which it has been ready; 0 while it is not.
+    #[serde(default)]
+    pub ready_ms: u64,
     pub message: Option<String>,
     pub stats: Option<ServiceStats>,
 }
@@ -124,6 +130,9 @@ pub struct ObjectStatus {
     pub succeeded: u32,
     pub failed: u32,
     pub complete: bool,
+    /// Deployments: the rollout (revisions, counts, conditions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
 }
 
 impl ObjectStatus {
@@ -301,6 +310,7 @@ impl Reconciler {
                     ready: r.ready,
                     restarts: r.restarts,
                     started_ms: r.started_ms,
+                    ready_ms: r.ready_ms,
                     message: None,
                     stats: None,
                 });

@@ -86,6 +86,7 @@ pub fn gossip_replica(st: &ReplicaStatus) -> GossipReplica {
         http: st.kind == "http",
         started_ms: st.started_ms,
         in_flight: st.stats.map(|s| s.in_flight).unwrap_or(0),
+        ready_ms: st.ready_ms,
     }
 }
 
@@ -122,6 +123,7 @@ mod tests {
             http,
             started_ms: 1_700_000_000_000,
             in_flight: 0,
+            ready_ms: 0,
         }
     }
 

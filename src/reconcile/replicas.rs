@@ -114,6 +114,7 @@ impl Replica {
             ready: self.ready(),
             restarts,
             started_ms: self.started_ms,
+            ready_ms: 0,
             message,
             stats,
         }

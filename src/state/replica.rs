@@ -8,6 +8,8 @@
 //! - Job records, `job/<Kind/namespace/name>`: a join ([`JobRecord::merge`]); their version is
 //!   a fingerprint of the content. A record is kept only while its Job exists here with at
 //!   least its generation (anti-entropy brings it again once the Job arrives).
+//! - rollout records, `rollout/<Kind/namespace/name>`: last writer wins by the record's own
+//!   sequence ([`RolloutRecord::version`]); kept only while their Deployment exists here.
 //!
 //! Which entry a key ends with is decided by the crate's one merge rule,
 //! [`resolve`], inside the redb write transaction that stores it. Key, version and tombstone
@@ -19,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use wasmfleet_cluster::Version;
 use wasmfleet_cluster::replication::{Entry, Key, Merge, Mode, Storage, Summary, resolve};
 
-use super::store::{JOBS, OBJECTS, TAGS};
-use super::{JOB_PREFIX, JobRecord, ModuleRecord, Store, StoreError, StoredObject, TAG_PREFIX};
+use super::store::{JOBS, OBJECTS, ROLLOUTS, TAGS};
+use super::{JOB_PREFIX, JobRecord, ModuleRecord, ROLLOUT_PREFIX, RolloutRecord, Store, StoreError, StoredObject, TAG_PREFIX};
 use crate::clock::now_ms;
 use crate::manifest::ObjectKey;
 
@@ -30,6 +32,7 @@ pub enum Record {
     Object(StoredObject),
     Tag(ModuleRecord),
     Job(JobRecord),
+    Rollout(RolloutRecord),
 }
 
 impl Merge for Record {
@@ -73,6 +76,7 @@ enum Keyspace<'k> {
     Object(&'k str),
     Tag(&'k str),
     Job(&'k str),
+    Rollout(&'k str),
 }
 
 fn keyspace(key: &str) -> Keyspace<'_> {
@@ -80,6 +84,8 @@ fn keyspace(key: &str) -> Keyspace<'_> {
         Keyspace::Tag(name)
     } else if let Some(object) = key.strip_prefix(JOB_PREFIX) {
         Keyspace::Job(object)
+    } else if let Some(object) = key.strip_prefix(ROLLOUT_PREFIX) {
+        Keyspace::Rollout(object)
     } else {
         Keyspace::Object(key)
     }
@@ -97,6 +103,10 @@ fn job_entry(object: &str, rec: JobRecord) -> Entry<Record> {
     Entry::live(format!("{JOB_PREFIX}{object}"), job_version(&rec), Record::Job(rec))
 }
 
+fn rollout_entry(object: &str, rec: RolloutRecord) -> Entry<Record> {
+    Entry::live(format!("{ROLLOUT_PREFIX}{object}"), rec.version(), Record::Rollout(rec))
+}
+
 /// Rebuilds an entry from a peer out of the record it carries; refuses one whose key does not
 /// match its record.
 fn checked(entry: Entry<Record>) -> Result<Entry<Record>, StoreError> {
@@ -107,6 +117,9 @@ fn checked(entry: Entry<Record>) -> Result<Entry<Record>, StoreError> {
         (Keyspace::Tag(name), Some(Record::Tag(rec))) if rec.name == name => Ok(tag_entry(rec)),
         (Keyspace::Job(object), Some(Record::Job(rec))) if object.parse::<ObjectKey>().is_ok() => {
             Ok(job_entry(object, rec))
+        }
+        (Keyspace::Rollout(object), Some(Record::Rollout(rec))) if object.parse::<ObjectKey>().is_ok() => {
+            Ok(rollout_entry(object, rec))
         }
         (_, None) => Err(refuse(&key, "an entry without its record")),
         _ => Err(refuse(&key, "the record does not belong under this key")),
@@ -138,7 +151,7 @@ impl Storage for Store {
     fn summary(&self) -> Result<Summary, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        for (table, prefix) in [(OBJECTS, ""), (TAGS, TAG_PREFIX), (JOBS, JOB_PREFIX)] {
+        for (table, prefix) in [(OBJECTS, ""), (TAGS, TAG_PREFIX), (JOBS, JOB_PREFIX), (ROLLOUTS, ROLLOUT_PREFIX)] {
             let t = txn.open_table(table).map_err(|e| self.db_err(e))?;
             for row in t.iter().map_err(|e| self.db_err(e))? {
                 let (k, v) = row.map_err(|e| self.db_err(e))?;
@@ -148,6 +161,7 @@ impl Storage for Store {
                     // runs every anti-entropy round). Its row key is its key.
                     "" => (k.to_owned(), decode::<ObjectStamp>(k, v)?.version),
                     TAG_PREFIX => (format!("{TAG_PREFIX}{k}"), tag_version(&decode(k, v)?)),
+                    ROLLOUT_PREFIX => (format!("{ROLLOUT_PREFIX}{k}"), decode::<RolloutRecord>(k, v)?.version()),
                     _ => (format!("{JOB_PREFIX}{k}"), job_version(&decode(k, v)?)),
                 });
             }
@@ -160,12 +174,14 @@ impl Storage for Store {
         let objects = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
         let tags = txn.open_table(TAGS).map_err(|e| self.db_err(e))?;
         let jobs = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
+        let rollouts = txn.open_table(ROLLOUTS).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         for key in keys {
             let entry = match keyspace(key) {
                 Keyspace::Object(k) => row(self, &objects, k)?.map(object_entry),
                 Keyspace::Tag(name) => row(self, &tags, name)?.map(tag_entry),
                 Keyspace::Job(object) => row(self, &jobs, object)?.map(|rec| job_entry(object, rec)),
+                Keyspace::Rollout(object) => row(self, &rollouts, object)?.map(|rec| rollout_entry(object, rec)),
             };
             out.extend(entry);
         }
@@ -177,13 +193,14 @@ impl Storage for Store {
     /// local writes order after them.
     fn merge(&self, batch: Vec<Entry<Record>>) -> Result<usize, StoreError> {
         let mut batch = batch.into_iter().map(checked).collect::<Result<Vec<_>, _>>()?;
-        batch.sort_by_key(|e| matches!(keyspace(&e.key), Keyspace::Job(_)));
+        batch.sort_by_key(|e| matches!(keyspace(&e.key), Keyspace::Job(_) | Keyspace::Rollout(_)));
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         let mut changed = 0;
         {
             let mut objects = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
             let mut tags = txn.open_table(TAGS).map_err(|e| self.db_err(e))?;
             let mut jobs = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
+            let mut rollouts = txn.open_table(ROLLOUTS).map_err(|e| self.db_err(e))?;
             for incoming in batch {
                 let key = incoming.key.clone();
                 let space = keyspace(&key);
@@ -201,12 +218,20 @@ impl Storage for Store {
                         }
                         row(self, &jobs, object)?.map(|r| job_entry(object, r))
                     }
+                    Keyspace::Rollout(object) => {
+                        let owner: Option<StoredObject> = row(self, &objects, object)?;
+                        if owner.is_none_or(|o| o.deleted) {
+                            continue;
+                        }
+                        row(self, &rollouts, object)?.map(|r| rollout_entry(object, r))
+                    }
                 };
                 let Some(winner) = resolve(local.as_ref(), incoming) else { continue };
                 let bytes = match &winner.value {
                     Some(Record::Object(rec)) => serde_json::to_vec(rec),
                     Some(Record::Tag(rec)) => serde_json::to_vec(rec),
                     Some(Record::Job(rec)) => serde_json::to_vec(rec),
+                    Some(Record::Rollout(rec)) => serde_json::to_vec(rec),
                     None => continue,
                 }
                 .map_err(|e| self.db_err(e))?;
@@ -215,6 +240,7 @@ impl Storage for Store {
                         objects.insert(k, bytes.as_slice()).map_err(|e| self.db_err(e))?;
                         if winner.deleted {
                             jobs.remove(k).map_err(|e| self.db_err(e))?;
+                            rollouts.remove(k).map_err(|e| self.db_err(e))?;
                         }
                     }
                     Keyspace::Tag(name) => {
@@ -222,6 +248,9 @@ impl Storage for Store {
                     }
                     Keyspace::Job(object) => {
                         jobs.insert(object, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                    }
+                    Keyspace::Rollout(object) => {
+                        rollouts.insert(object, bytes.as_slice()).map_err(|e| self.db_err(e))?;
                     }
                 }
                 changed += 1;
@@ -236,6 +265,12 @@ impl Storage for Store {
 }
 
 impl Store {
+    /// Writes a rollout record decided on this node, by the same rule as a peer's (a record
+    /// below the stored one loses). Returns whether it was stored.
+    pub fn put_rollout(&self, key: &ObjectKey, rec: RolloutRecord) -> Result<bool, StoreError> {
+        Ok(self.merge(vec![rollout_entry(&key.to_string(), rec)])? > 0)
+    }
+
     /// Records Job progress made on this node, merged into the stored records by the same
     /// rule as a peer's (see [`JobRecord`]). Returns how many changed.
     pub fn merge_jobs(&self, records: Vec<(ObjectKey, JobRecord)>) -> Result<usize, StoreError> {

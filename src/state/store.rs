@@ -26,6 +26,8 @@ pub(super) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("o
 pub(super) const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 /// Job records, by object key (`Kind/namespace/name`).
 pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_status");
+/// Rollout records, by object key.
+pub(super) const ROLLOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rollouts");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +172,7 @@ impl Store {
         std::fs::create_dir_all(&blobs).map_err(|source| StoreError::Io { path: blobs.clone(), source })?;
         let db = Database::create(&path).map_err(|e| db_err(&e))?;
         let txn = db.begin_write().map_err(|e| db_err(&e))?;
-        for t in [OBJECTS, TAGS, JOBS] {
+        for t in [OBJECTS, TAGS, JOBS, ROLLOUTS] {
             txn.open_table(t).map_err(|e| db_err(&e))?;
         }
         txn.commit().map_err(|e| db_err(&e))?;
@@ -303,6 +305,7 @@ impl Store {
         {
             let mut table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
             let mut jobs = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
+            let mut rollouts = txn.open_table(ROLLOUTS).map_err(|e| self.db_err(e))?;
             for key in keys {
                 let k = key.to_string();
                 let existing: Option<StoredObject> = match table.get(k.as_str()).map_err(|e| self.db_err(e))? {
@@ -318,6 +321,7 @@ impl Store {
                         let bytes = serde_json::to_vec(&rec).map_err(|e| self.db_err(e))?;
                         table.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
                         jobs.remove(k.as_str()).map_err(|e| self.db_err(e))?;
+                        rollouts.remove(k.as_str()).map_err(|e| self.db_err(e))?;
                         out.push(true);
                     }
                     _ => out.push(false),

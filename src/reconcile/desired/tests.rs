@@ -82,6 +82,7 @@ fn published(owner: &ObjectKey, index: u32, phase: ReplicaPhase, ready: bool) ->
         http: true,
         started_ms: 0,
         in_flight: 0,
+        ready_ms: 0,
     }
 }
 

@@ -1,0 +1,178 @@
+//! Rollouts of Deployments: which node decides each step, what it observes, and how the
+//! decision is recorded.
+//!
+//! A Deployment's replicas belong to revision sets (one per template), sized by the
+//! Deployment's [`RolloutRecord`] in the replicated store. The record is written by one node
+//! only, the Deployment's *coordinator*: the first live node in rendezvous order for the
+//! Deployment's key (ARCHITECTURE §10). Each pass, the coordinator observes what the fleet
+//! runs of each set (its own replicas first-hand, its peers' from gossip), calls the pure
+//! [`wasmfleet_scheduler::rollout::step`], and writes the result when it changed; every node
+//! (the coordinator too) then places and runs the sets at the recorded sizes. When the
+//! coordinator dies, the next node in rendezvous order takes over from the replicated record
+//! with a higher epoch; a node that comes back with an old record loses to the fleet's
+//! (records order by sequence number, see [`RolloutRecord`]).
+//!
+//! A Deployment with no record yet (just created, or stored by an older release) runs its
+//! current template at full size as revision 1; its coordinator writes that as the first
+//! record.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use wasmfleet_scheduler::hash::rendezvous_weight;
+use wasmfleet_scheduler::rollout::{self, Bound, Condition, Counts, Observed, Spec, Strategy};
+
+use crate::manifest::{Deployment, IntOrString, ObjectKey, StrategyType};
+use crate::peering::GossipReplica;
+use crate::state::{RevisionTemplate, RolloutRecord};
+
+/// `kubernetes.io/change-cause`: recorded on the revision a change creates.
+pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+/// Set on the pod template by `rollout restart`.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// A Deployment's rollout as the API shows it (`status` of `get`, `describe`, `-o yaml`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RolloutView {
+    /// The Deployment's generation (bumped by every spec change).
+    pub generation: u64,
+    /// The generation the recorded rollout was computed for (0: no record yet).
+    pub observed_generation: u64,
+    /// `spec.replicas`.
+    pub replicas: u32,
+    /// `status`: replicas, updated, ready, available, unavailable.
+    pub counts: Counts,
+    pub paused: bool,
+    /// `RollingUpdate` or `Recreate`.
+    pub strategy: String,
+    /// Resolved `maxSurge` / `maxUnavailable` (0 for Recreate).
+    pub max_surge: u32,
+    pub max_unavailable: u32,
+    /// As written (`25%`, `1`), for `describe`.
+    pub max_surge_spec: String,
+    pub max_unavailable_spec: String,
+    pub min_ready_seconds: u32,
+    pub progress_deadline_seconds: u32,
+    pub conditions: Vec<Condition>,
+    /// Every revision kept, oldest first.
+    pub revisions: Vec<RevisionView>,
+    /// The node that decides this Deployment's steps, and its epoch.
+    pub coordinator: Option<String>,
+    pub epoch: u64,
+}
+
+/// One revision set.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RevisionView {
+    pub revision: u64,
+    /// Template hash (the replicas' `revision`).
+    pub hash: String,
+    /// `<deployment>-<hash>`, as Kubernetes names a ReplicaSet.
+    pub name: String,
+    /// Replicas the set should have.
+    pub replicas: u32,
+    /// What the fleet runs of it.
+    pub running: u32,
+    pub ready: u32,
+    pub available: u32,
+    pub change_cause: Option<String>,
+    /// The first container's image.
+    pub image: String,
+    /// `spec.template` of the revision (Kubernetes JSON).
+    pub template: serde_json::Value,
+    pub created_ms: u64,
+    /// The newest revision (the one the Deployment rolls toward).
+    pub current: bool,
+}
+
+/// The coordinator of `key` among `nodes` (live members, this node included): the highest
+/// rendezvous weight.
+pub fn coordinator<'a>(key: &ObjectKey, nodes: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let k = key.to_string();
+    nodes.into_iter().max_by_key(|n| (rendezvous_weight(&k, 0, n), *n))
+}
+
+/// `maxSurge`/`maxUnavailable` as the pure step takes them (a validated manifest holds a count
+/// or `N%`).
+fn bound(v: Option<&IntOrString>, default_percent: u32) -> Bound {
+    match v {
+        Some(IntOrString::Int(n)) => Bound::Count(u32::try_from(*n).unwrap_or(0)),
+        Some(IntOrString::String(s)) => {
+            Bound::Percent(s.trim_end_matches('%').trim().parse().unwrap_or(default_percent))
+        }
+        None => Bound::Percent(default_percent),
+    }
+}
+
+/// The rollout spec of a Deployment whose current template hashes to `template_hash`.
+pub fn spec_of(d: &Deployment, template_hash: &str) -> Spec {
+    let s = &d.spec;
+    let strategy = match &s.strategy {
+        Some(st) if st.type_ == Some(StrategyType::Recreate) => Strategy::Recreate,
+        Some(st) => {
+            let r = st.rolling_update.as_ref();
+            Strategy::RollingUpdate {
+                max_surge: bound(r.and_then(|r| r.max_surge.as_ref()), 25),
+                max_unavailable: bound(r.and_then(|r| r.max_unavailable.as_ref()), 25),
+            }
+        }
+        None => Strategy::default(),
+    };
+    Spec {
+        replicas: s.replicas(),
+        strategy,
+        progress_deadline_s: s.progress_deadline_seconds.unwrap_or(rollout::DEFAULT_PROGRESS_DEADLINE_S),
+        revision_history_limit: s.revision_history_limit.unwrap_or(rollout::DEFAULT_REVISION_HISTORY_LIMIT),
+        paused: s.paused.unwrap_or(false),
+        template_hash: template_hash.to_string(),
+        change_cause: d.metadata.annotations.get(CHANGE_CAUSE).cloned(),
+    }
+}
+
+/// What the fleet runs of each set of `owner`, from replicas as gossip carries them (this
+/// node's included). A replica is available once ready for `min_ready_s` by `now_ms`.
+pub fn observe<'a>(
+    owner: &str,
+    replicas: impl IntoIterator<Item = &'a GossipReplica>,
+    min_ready_s: u32,
+    now_ms: u64,
+) -> BTreeMap<String, Observed> {
+    let mut out: BTreeMap<String, Observed> = BTreeMap::new();
+    for r in replicas.into_iter().filter(|r| r.owner == owner && r.phase.is_active()) {
+        let o = out.entry(r.revision.clone()).or_default();
+        o.running += 1;
+        if r.ready {
+            o.ready += 1;
+            if r.ready_ms > 0 && now_ms.saturating_sub(r.ready_ms) >= u64::from(min_ready_s) * 1000 {
+                o.available += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The next record, if the coordinator `me` must write one: `stored` is the record as
+/// replicated (None: never rolled out), `template` the current template of the Deployment.
+pub fn next_record(
+    me: &str,
+    name: &str,
+    generation: u64,
+    spec: &Spec,
+    template: &RevisionTemplate,
+    stored: Option<&RolloutRecord>,
+    observed: &BTreeMap<String, Observed>,
+    now_ms: u64,
+) -> Option<RolloutRecord> {
+    let (state, seq, epoch, mut templates) = match stored {
+        Some(r) => (r.state.clone(), r.seq, if r.coordinator == me { r.epoch } else { r.epoch + 1 }, r.templates.clone()),
+        None => (rollout::State::initial(spec, now_ms), 0, 1, BTreeMap::new()),
+    };
+    let state = rollout::step(name, spec, &state, observed, now_ms);
+    templates.entry(spec.template_hash.clone()).or_insert_with(|| template.clone());
+    templates.retain(|hash, _| state.set(hash).is_some());
+    let next = RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates };
+    let unchanged = stored.is_some_and(|r| {
+        r.state == next.state && r.generation == next.generation && r.coordinator == next.coordinator && r.templates == next.templates
+    });
+    (!unchanged).then_some(next)
+}

@@ -1,0 +1,95 @@
+//! Rollout records: the revision sets of each Deployment and their sizes, written by the
+//! Deployment's coordinator and read by every node (see `reconcile::rollouts`).
+//!
+//! Replicated as last writer wins, ordered by the record's own sequence number (every write
+//! takes the number after the record it was computed from), then the coordinator's epoch and
+//! id. A node that comes back with an old record and writes a decision computed from it writes
+//! a number below the fleet's, and loses: a stale coordinator cannot roll a fleet back.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+use wasmfleet_cluster::Version;
+use wasmfleet_runtime::Digest;
+use wasmfleet_scheduler::rollout;
+
+use super::store::ROLLOUTS;
+use super::{Store, StoreError};
+use crate::manifest::ObjectKey;
+
+/// Summary-key prefix of rollout records (`rollout/<Kind>/<ns>/<name>`).
+pub const ROLLOUT_PREFIX: &str = "rollout/";
+
+/// The template of one revision set, kept so that the set can run (and be rolled back to)
+/// after the Deployment's spec has moved on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevisionTemplate {
+    /// `spec.template` as the user wrote it (Kubernetes JSON).
+    pub template: serde_json::Value,
+    /// Its images, resolved to digests when it was applied.
+    #[serde(default)]
+    pub resolved: BTreeMap<String, Digest>,
+}
+
+/// A Deployment's rollout, as its coordinator last decided it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// Bumped on every write.
+    pub seq: u64,
+    /// Bumped whenever a different node writes (a new coordinator).
+    pub epoch: u64,
+    pub coordinator: String,
+    /// The Deployment's generation the record was computed for (`observedGeneration`).
+    pub generation: u64,
+    pub state: rollout::State,
+    /// Templates of the sets in `state`, by hash.
+    pub templates: BTreeMap<String, RevisionTemplate>,
+}
+
+impl RolloutRecord {
+    /// The record's replication version: sequence, then epoch, then writer.
+    pub fn version(&self) -> Version {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(self.coordinator.as_bytes());
+        let mut node = [0u8; 8];
+        node.copy_from_slice(&hash[..8]);
+        Version {
+            wall_ms: self.seq,
+            counter: u32::try_from(self.epoch).unwrap_or(u32::MAX),
+            node: u64::from_be_bytes(node),
+        }
+    }
+}
+
+impl Store {
+    pub fn rollout_record(&self, key: &ObjectKey) -> Result<Option<RolloutRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = txn.open_table(ROLLOUTS).map_err(|e| self.db_err(e))?;
+        let k = key.to_string();
+        match t.get(k.as_str()).map_err(|e| self.db_err(e))? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt { key: format!("{ROLLOUT_PREFIX}{k}"), reason: e.to_string() }),
+            None => Ok(None),
+        }
+    }
+
+    /// Every rollout record, by Deployment.
+    pub fn rollout_records(&self) -> Result<BTreeMap<ObjectKey, RolloutRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = txn.open_table(ROLLOUTS).map_err(|e| self.db_err(e))?;
+        let mut out = BTreeMap::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let key: ObjectKey = k.value().parse().map_err(|e: String| StoreError::Corrupt {
+                key: format!("{ROLLOUT_PREFIX}{}", k.value()),
+                reason: e,
+            })?;
+            let rec = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt { key: format!("{ROLLOUT_PREFIX}{key}"), reason: e.to_string() })?;
+            out.insert(key, rec);
+        }
+        Ok(out)
+    }
+}
