@@ -218,7 +218,7 @@ impl State {
     /// else left and everything available (Kubernetes' `DeploymentComplete`).
     pub fn complete(&self, spec: &Spec) -> bool {
         let c = &self.counts;
-        self.newest().is_some_and(|n| n.hash == spec.template_hash)
+        self.newest().is_some_and(|n| n.hash == spec.template_hash && n.replicas == spec.replicas)
             && c.updated == spec.replicas
             && c.replicas == spec.replicas
             && c.available == spec.replicas
@@ -266,7 +266,7 @@ pub fn step(name: &str, spec: &Spec, state: &State, observed: &BTreeMap<String, 
         }
     }
     next.desired = spec.replicas;
-    next.counts = counts(spec, &next, &seen);
+    next.counts = counts(spec, &next, observed);
     if next.complete(spec) {
         prune_history(spec, &mut next, &seen);
     }
@@ -438,16 +438,16 @@ fn recreate(spec: &Spec, next: &mut State, seen: &impl Fn(&str) -> Observed) {
     }
 }
 
-/// The status counts: what runs, of which set, and how much of it is available.
-fn counts(spec: &Spec, state: &State, seen: &impl Fn(&str) -> Observed) -> Counts {
+/// The status counts: what runs, of which set, and how much of it is available. `updated`
+/// counts the set of the current template (none while a paused Deployment has not started it).
+pub fn counts(spec: &Spec, state: &State, observed: &BTreeMap<String, Observed>) -> Counts {
     let mut c = Counts::default();
-    let newest = state.newest().map(|s| s.hash.as_str());
     for s in &state.sets {
-        let o = seen(&s.hash);
+        let o = observed.get(&s.hash).copied().unwrap_or_default();
         c.replicas += o.running;
         c.ready += o.ready;
         c.available += o.available;
-        if Some(s.hash.as_str()) == newest {
+        if s.hash == spec.template_hash {
             c.updated = o.running;
         }
     }

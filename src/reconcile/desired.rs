@@ -23,12 +23,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use wasmfleet_runtime::Digest;
+use wasmfleet_scheduler::rollout;
 use wasmfleet_scheduler::{Placement, Rule, WorkloadKind, WorkloadReq};
 
+use super::rollouts::spec_of;
 use super::{ObjectStatus, ReplicaKey};
 use crate::manifest::{Kind, Object, ObjectKey, PodTemplateSpec, WorkloadTemplate};
-use crate::peering::PeerView;
-use crate::state::{JobRecord, StoredObject};
+use crate::peering::{GossipReplica, PeerView};
+use crate::state::{JobRecord, RevisionTemplate, RolloutRecord, StoredObject};
 
 /// How long a new revision may take to become ready before it replaces the old one anyway.
 pub const TAKEOVER_GRACE: Duration = Duration::from_secs(30);
@@ -61,6 +63,19 @@ pub struct JobSpec {
     pub generation: u64,
 }
 
+/// A Deployment as its rollout needs it.
+#[derive(Clone, Debug)]
+pub struct DeploymentInfo {
+    pub spec: rollout::Spec,
+    /// The current template, as a revision set keeps it.
+    pub template: RevisionTemplate,
+    pub generation: u64,
+    pub min_ready_s: u32,
+    /// The sets the fleet runs now: the record's, or the current template alone.
+    pub state: rollout::State,
+    pub record: Option<RolloutRecord>,
+}
+
 /// The cluster's workloads, derived from the stored objects and Job records.
 #[derive(Debug, Default)]
 pub struct Workloads {
@@ -71,6 +86,7 @@ pub struct Workloads {
     /// What the scheduler places.
     pub requests: Vec<WorkloadReq>,
     pub jobs: BTreeMap<ObjectKey, JobSpec>,
+    pub deployments: BTreeMap<ObjectKey, DeploymentInfo>,
     /// Every module the desired state uses (loaded ahead of need).
     pub digests: BTreeSet<Digest>,
     /// Status derived from the objects alone (desired counts, Job progress, messages).
@@ -78,8 +94,13 @@ pub struct Workloads {
 }
 
 /// Derives the cluster's workloads. `job_records` holds the stored record of each Job that
-/// has one; a record of an older generation counts as none.
-pub fn workloads(objects: &[(StoredObject, Object)], job_records: &HashMap<ObjectKey, JobRecord>) -> Workloads {
+/// has one; a record of an older generation counts as none. `rollouts` holds the rollout
+/// record of each Deployment that has one; a Deployment without runs its current template.
+pub fn workloads(
+    objects: &[(StoredObject, Object)],
+    job_records: &HashMap<ObjectKey, JobRecord>,
+    rollouts: &BTreeMap<ObjectKey, RolloutRecord>,
+) -> Workloads {
     let mut out = Workloads::default();
     for (rec, obj) in objects {
         let Some(tpl) = obj.pod_template() else { continue };
@@ -102,11 +123,53 @@ pub fn workloads(objects: &[(StoredObject, Object)], job_records: &HashMap<Objec
         };
         match obj {
             Object::Deployment(d) => {
-                req.replicas = d.spec.replicas();
-                out.status.entry(key.clone()).or_default().desired = req.replicas;
-                for i in 0..req.replicas {
-                    out.slots.insert(ReplicaKey::new(key.clone(), i), spec.clone());
+                out.status.entry(key.clone()).or_default().desired = d.spec.replicas();
+                let spec_r = spec_of(d, &spec.revision);
+                let record = rollouts.get(&key).cloned();
+                let state = match &record {
+                    Some(r) => r.state.clone(),
+                    None => rollout::State::initial(&spec_r, rec.created_ms),
+                };
+                for set in state.sets.iter().filter(|s| s.replicas > 0) {
+                    let slot = if set.hash == spec.revision {
+                        spec.clone()
+                    } else {
+                        match record.as_ref().and_then(|r| set_spec(r, &set.hash)) {
+                            Some(slot) => slot,
+                            None => {
+                                let msg = format!("revision {} has no stored template", set.revision);
+                                out.status.entry(key.clone()).or_default().messages.push(msg);
+                                continue;
+                            }
+                        }
+                    };
+                    out.digests.insert(slot.digest);
+                    for i in 0..set.replicas {
+                        out.slots.insert(ReplicaKey::of_set(key.clone(), &set.hash, i), slot.clone());
+                    }
+                    out.requests.push(WorkloadReq {
+                        key: workload_key(&key, Some(&set.hash)),
+                        replicas: set.replicas,
+                        memory_mib: slot.template.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0),
+                        cpu_millis: slot.template.cpu_millis.unwrap_or(0),
+                        node_selector: slot.template.node_selector.clone(),
+                        ..req.clone()
+                    });
                 }
+                let template = RevisionTemplate {
+                    template: serde_json::to_value(tpl).unwrap_or_default(),
+                    resolved: rec.resolved.clone(),
+                };
+                let info = DeploymentInfo {
+                    spec: spec_r,
+                    template,
+                    generation: rec.generation,
+                    min_ready_s: d.spec.min_ready_seconds.unwrap_or(0),
+                    state,
+                    record,
+                };
+                out.deployments.insert(key.clone(), info);
+                continue;
             }
             Object::DaemonSet(_) => {
                 req.kind = WorkloadKind::DaemonSet;
@@ -158,6 +221,38 @@ pub fn current_record(stored: Option<&JobRecord>, generation: u64) -> JobRecord 
     }
 }
 
+/// The slot spec of revision set `hash`, from the template the record keeps for it.
+fn set_spec(record: &RolloutRecord, hash: &str) -> Option<SlotSpec> {
+    let kept = record.templates.get(hash)?;
+    let tpl: PodTemplateSpec = serde_json::from_value(kept.template.clone()).ok()?;
+    let template = tpl.workload();
+    let digest = kept.resolved.get(&template.image).copied()?;
+    Some(SlotSpec { template, digest, revision: hash.to_string(), max_failures: None })
+}
+
+/// The scheduler's key of a workload: the owner's key, and `@<hash>` for a Deployment's
+/// revision set.
+pub fn workload_key(owner: &ObjectKey, set: Option<&str>) -> String {
+    match set {
+        Some(set) => format!("{owner}@{set}"),
+        None => owner.to_string(),
+    }
+}
+
+/// The owner and set of a scheduler workload key ([`workload_key`]).
+pub fn parse_workload_key(key: &str) -> Option<(ObjectKey, Option<String>)> {
+    match key.split_once('@') {
+        Some((owner, set)) => Some((owner.parse().ok()?, Some(set.to_string()))),
+        None => Some((key.parse().ok()?, None)),
+    }
+}
+
+/// The revision set a replica published in gossip belongs to: its revision, for a
+/// Deployment's.
+pub fn gossip_set(r: &GossipReplica) -> Option<&str> {
+    r.owner.starts_with("Deployment/").then_some(r.revision.as_str())
+}
+
 /// A short, stable revision id for a pod template and its resolved module.
 pub fn revision_of(tpl: &PodTemplateSpec, digest: Digest) -> String {
     let mut bytes = serde_json::to_vec(tpl).unwrap_or_default();
@@ -179,7 +274,7 @@ pub fn fleet_rule(peers: &[PeerView]) -> Rule {
 
 /// How a replica is named in `assigned.json`.
 pub fn assigned_id(key: &ReplicaKey) -> String {
-    format!("{}#{}", key.owner, key.index)
+    format!("{}#{}", workload_key(&key.owner, key.set.as_deref()), key.index)
 }
 
 /// What the node knows about its own start.
@@ -278,10 +373,10 @@ struct Elsewhere<'a> {
     active: bool,
 }
 
-/// Slot to node, and what peers run, by (owner, index).
+/// Slot to node, and what peers run, by (owner, set, index).
 struct Views<'a> {
     node_of: HashMap<ReplicaKey, &'a str>,
-    elsewhere: HashMap<(String, u32), Vec<Elsewhere<'a>>>,
+    elsewhere: HashMap<(String, Option<String>, u32), Vec<Elsewhere<'a>>>,
 }
 
 impl<'a> Views<'a> {
@@ -290,20 +385,23 @@ impl<'a> Views<'a> {
             .placement
             .assignments
             .iter()
-            .filter_map(|(slot, node)| Some((ReplicaKey::new(slot.key.parse().ok()?, slot.index), node.as_str())))
+            .filter_map(|(slot, node)| {
+                let (owner, set) = parse_workload_key(&slot.key)?;
+                Some((ReplicaKey { owner, set, index: slot.index, node: None }, node.as_str()))
+            })
             .collect();
-        let mut elsewhere: HashMap<(String, u32), Vec<Elsewhere<'a>>> = HashMap::new();
+        let mut elsewhere: HashMap<(String, Option<String>, u32), Vec<Elsewhere<'a>>> = HashMap::new();
         for peer in inp.peers {
             for r in &peer.replicas {
                 let e = Elsewhere { node: &peer.name, ready: r.ready, active: r.phase.is_active() };
-                elsewhere.entry((r.owner.clone(), r.index)).or_default().push(e);
+                elsewhere.entry((r.owner.clone(), gossip_set(r).map(str::to_string), r.index)).or_default().push(e);
             }
         }
         Views { node_of, elsewhere }
     }
 
     fn of(&self, key: &ReplicaKey) -> &[Elsewhere<'a>] {
-        self.elsewhere.get(&(key.owner.to_string(), key.index)).map(Vec::as_slice).unwrap_or_default()
+        self.elsewhere.get(&(key.owner.to_string(), key.set.clone(), key.index)).map(Vec::as_slice).unwrap_or_default()
     }
 }
 
@@ -312,8 +410,9 @@ pub fn plan(inp: Inputs<'_>) -> Plan {
     let views = Views::new(&inp);
     let mut out = Plan { booting: booting(inp.boot, inp.peers.len(), inp.now), ..Plan::default() };
     for u in &inp.placement.unschedulable {
-        if let Ok(owner) = u.slot.key.parse::<ObjectKey>() {
-            let msg = format!("replica {} unschedulable: {}", u.slot.index, u.reason);
+        if let Some((owner, set)) = parse_workload_key(&u.slot.key) {
+            let replica = ReplicaKey { owner: owner.clone(), set, index: u.slot.index, node: None }.name();
+            let msg = format!("replica {replica} unschedulable: {}", u.reason);
             if !out.messages.iter().any(|(o, m)| *o == owner && *m == msg) {
                 out.messages.push((owner, msg));
             }
@@ -353,7 +452,7 @@ fn runs_here(inp: &Inputs<'_>, views: &Views<'_>, booting: bool) -> BTreeMap<Rep
     }
     for (owner, spec) in &inp.workloads.daemonsets {
         if inp.placement.slots_on(inp.node).any(|slot| slot.key == owner.to_string()) {
-            let key = ReplicaKey { owner: owner.clone(), index: 0, node: Some(inp.node.to_string()) };
+            let key = ReplicaKey { owner: owner.clone(), set: None, index: 0, node: Some(inp.node.to_string()) };
             out.insert(key, spec.clone());
         }
     }

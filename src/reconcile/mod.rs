@@ -66,24 +66,34 @@ use crate::state::{JobRecord, Store, StoreError, StoredObject};
 pub use self::logs::ReplicaLogs;
 pub use self::rollouts::{RevisionView, RolloutView};
 
-/// Identity of a replica slot: the owning object and an index; DaemonSet replicas are
-/// named by their node instead (their slot index shifts as nodes come and go).
+/// Identity of a replica slot: the owning object and an index; a Deployment's slots also
+/// name their revision set (`set`, the template hash); DaemonSet replicas are named by their
+/// node instead (their slot index shifts as nodes come and go).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplicaKey {
     pub owner: ObjectKey,
+    pub set: Option<String>,
     pub index: u32,
     pub node: Option<String>,
 }
 
 impl ReplicaKey {
     pub fn new(owner: ObjectKey, index: u32) -> Self {
-        ReplicaKey { owner, index, node: None }
+        ReplicaKey { owner, set: None, index, node: None }
     }
 
+    /// Slot `index` of revision set `set`.
+    pub fn of_set(owner: ObjectKey, set: &str, index: u32) -> Self {
+        ReplicaKey { owner, set: Some(set.to_string()), index, node: None }
+    }
+
+    /// `web-3` (Jobs), `web-<hash>-3` (a Deployment's set, as Kubernetes names pods after
+    /// their ReplicaSet), `sensor-<node>` (DaemonSets).
     pub fn name(&self) -> String {
-        match &self.node {
-            Some(node) => format!("{}-{node}", self.owner.name),
-            None => format!("{}-{}", self.owner.name, self.index),
+        match (&self.node, &self.set) {
+            (Some(node), _) => format!("{}-{node}", self.owner.name),
+            (None, Some(set)) => format!("{}-{set}-{}", self.owner.name, self.index),
+            (None, None) => format!("{}-{}", self.owner.name, self.index),
         }
     }
 }
@@ -339,7 +349,7 @@ impl Inner {
         let now = self.started.elapsed();
         let objects: Vec<(StoredObject, Object)> =
             self.store.list(None)?.into_iter().filter_map(|r| r.typed().map(|o| (r, o))).collect();
-        let mut workloads = desired::workloads(&objects, &self.job_records(&objects)?);
+        let mut workloads = desired::workloads(&objects, &self.job_records(&objects)?, &self.store.rollout_records()?);
         self.modules.prewarm(&workloads.digests);
         let peers: Vec<PeerView> =
             self.peering.peer_views().into_iter().filter(|v| v.state == MemberState::Alive).collect();
@@ -367,6 +377,7 @@ impl Inner {
         // A failed record leaves the finished replicas in place: the next pass records them.
         let recorded = self.record_jobs(&mut running, &workloads, &mut status);
         let (view, gossip) = self.views(&running, &peers, &mut status);
+        self.rollouts(&workloads, &gossip, &peers, plan.booting, &mut status);
         self.publish_routes(&objects, &running.serving, &peers, &mut status);
         let here: HashSet<(String, String)> = running
             .serving

@@ -8,13 +8,14 @@ use wasmfleet_runtime::{HttpService, LogBuffer, LogStream};
 
 use crate::manifest::HttpProbe;
 
-/// Runs `probe` against `service` until aborted, keeping `ready` current and logging each
-/// change.
+/// Runs `probe` against `service` until aborted, keeping `ready` current, logging each
+/// change and poking the reconciler (`kick`) so the change is published at once.
 pub fn spawn_probe(
     service: HttpService,
     ready: Arc<AtomicBool>,
     probe: HttpProbe,
     logs: Arc<LogBuffer>,
+    kick: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(probe.initial_delay).await;
@@ -37,6 +38,7 @@ pub fn spawn_probe(
                 fail_run = 0;
                 if ok_run >= probe.success_threshold && !ready.swap(true, Ordering::Relaxed) {
                     logs.push(LogStream::System, format!("readiness probe GET {} passed: ready", probe.path));
+                    kick.notify_one();
                 }
             } else {
                 fail_run += 1;
@@ -46,6 +48,7 @@ pub fn spawn_probe(
                         LogStream::System,
                         format!("readiness probe GET {} failed {fail_run} times: not ready", probe.path),
                     );
+                    kick.notify_one();
                 }
             }
             tokio::time::sleep(probe.period).await;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -31,6 +31,8 @@ pub(super) struct Replica {
     pub digest: Digest,
     pub runner: Runner,
     pub started_ms: u64,
+    /// Wall time (ms) it became ready, 0 while it is not: kept by [`Replica::ready_ms`].
+    ready_ms: AtomicU64,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -48,6 +50,23 @@ impl Replica {
         match &self.runner {
             Runner::Http { ready, .. } => ready.load(Ordering::Relaxed),
             Runner::Command(h) => h.status().phase == Phase::Running,
+        }
+    }
+
+    /// Since when (wall ms) the replica has been ready, as first seen by a pass; 0 while it
+    /// is not. `minReadySeconds` counts from here.
+    pub fn ready_ms(&self) -> u64 {
+        if !self.ready() {
+            self.ready_ms.store(0, Ordering::Relaxed);
+            return 0;
+        }
+        match self.ready_ms.load(Ordering::Relaxed) {
+            0 => {
+                let now = now_ms();
+                self.ready_ms.store(now, Ordering::Relaxed);
+                now
+            }
+            since => since,
         }
     }
 
@@ -114,7 +133,7 @@ impl Replica {
             ready: self.ready(),
             restarts,
             started_ms: self.started_ms,
-            ready_ms: 0,
+            ready_ms: self.ready_ms(),
             message,
             stats,
         }
@@ -168,7 +187,7 @@ impl Inner {
                 let probe = w
                     .readiness
                     .clone()
-                    .map(|p| super::probe::spawn_probe(service.clone(), ready.clone(), p, logs.clone()));
+                    .map(|p| super::probe::spawn_probe(service.clone(), ready.clone(), p, logs.clone(), self.kick.clone()));
                 Runner::Http { service, ready, probe }
             }
             _ => {
@@ -207,6 +226,7 @@ impl Inner {
             digest,
             runner,
             started_ms: now_ms(),
+            ready_ms: AtomicU64::new(0),
             labels: w.labels.clone(),
         })
     }

@@ -16,15 +16,18 @@
 //! current template at full size as revision 1; its coordinator writes that as the first
 //! record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use wasmfleet_scheduler::hash::rendezvous_weight;
 use wasmfleet_scheduler::rollout::{self, Bound, Condition, Counts, Observed, Spec, Strategy};
 
-use crate::manifest::{Deployment, IntOrString, ObjectKey, StrategyType};
-use crate::peering::GossipReplica;
-use crate::state::{RevisionTemplate, RolloutRecord};
+use super::desired::{DeploymentInfo, Workloads};
+use super::{Inner, ObjectStatus};
+use crate::clock::now_ms;
+use crate::manifest::{Deployment, IntOrString, ObjectKey, PodTemplateSpec, StrategyType};
+use crate::peering::{GossipReplica, PeerView};
+use crate::state::{ROLLOUT_PREFIX, RevisionTemplate, RolloutRecord};
 
 /// `kubernetes.io/change-cause`: recorded on the revision a change creates.
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
@@ -151,18 +154,17 @@ pub fn observe<'a>(
     out
 }
 
-/// The next record, if the coordinator `me` must write one: `stored` is the record as
-/// replicated (None: never rolled out), `template` the current template of the Deployment.
+/// The next record of Deployment `name`, if the coordinator `me` must write one: `stored` is
+/// the record as replicated (None: never rolled out).
 pub fn next_record(
     me: &str,
     name: &str,
-    generation: u64,
-    spec: &Spec,
-    template: &RevisionTemplate,
+    info: &DeploymentInfo,
     stored: Option<&RolloutRecord>,
     observed: &BTreeMap<String, Observed>,
     now_ms: u64,
 ) -> Option<RolloutRecord> {
+    let (spec, template, generation) = (&info.spec, &info.template, info.generation);
     let (state, seq, epoch, mut templates) = match stored {
         Some(r) => (r.state.clone(), r.seq, if r.coordinator == me { r.epoch } else { r.epoch + 1 }, r.templates.clone()),
         None => (rollout::State::initial(spec, now_ms), 0, 1, BTreeMap::new()),
@@ -175,4 +177,129 @@ pub fn next_record(
         r.state == next.state && r.generation == next.generation && r.coordinator == next.coordinator && r.templates == next.templates
     });
     (!unchanged).then_some(next)
+}
+
+/// The view of Deployment `key`'s rollout: the recorded sets (or `info`'s, with no record),
+/// the fleet's replicas of each, the conditions.
+pub fn view(
+    key: &ObjectKey,
+    info: &DeploymentInfo,
+    record: Option<&RolloutRecord>,
+    observed: &BTreeMap<String, Observed>,
+    coordinator: Option<&str>,
+) -> RolloutView {
+    let state = record.map(|r| &r.state).unwrap_or(&info.state);
+    let spec = &info.spec;
+    let (max_surge, max_unavailable) = spec.strategy.fenceposts(spec.replicas);
+    let (strategy, surge_spec, unavailable_spec) = match spec.strategy {
+        Strategy::Recreate => ("Recreate", String::new(), String::new()),
+        Strategy::RollingUpdate { max_surge, max_unavailable } => {
+            ("RollingUpdate", bound_text(max_surge), bound_text(max_unavailable))
+        }
+    };
+    let newest = state.newest().map(|s| s.revision);
+    let mut revisions: Vec<RevisionView> = state
+        .sets
+        .iter()
+        .map(|set| {
+            let template = record
+                .and_then(|r| r.templates.get(&set.hash))
+                .map(|t| t.template.clone())
+                .or_else(|| (set.hash == spec.template_hash).then(|| info.template.template.clone()))
+                .unwrap_or_default();
+            let image = serde_json::from_value::<PodTemplateSpec>(template.clone())
+                .map(|t| t.workload().image)
+                .unwrap_or_default();
+            let o = observed.get(&set.hash).copied().unwrap_or_default();
+            RevisionView {
+                revision: set.revision,
+                hash: set.hash.clone(),
+                name: rollout::set_name(&key.name, &set.hash),
+                replicas: set.replicas,
+                running: o.running,
+                ready: o.ready,
+                available: o.available,
+                change_cause: set.change_cause.clone(),
+                image,
+                template,
+                created_ms: set.created_ms,
+                current: Some(set.revision) == newest,
+            }
+        })
+        .collect();
+    revisions.sort_by_key(|r| r.revision);
+    RolloutView {
+        generation: info.generation,
+        observed_generation: record.map(|r| r.generation).unwrap_or(0),
+        replicas: spec.replicas,
+        counts: rollout::counts(spec, state, observed),
+        paused: spec.paused,
+        strategy: strategy.to_string(),
+        max_surge,
+        max_unavailable,
+        max_surge_spec: surge_spec,
+        max_unavailable_spec: unavailable_spec,
+        min_ready_seconds: info.min_ready_s,
+        progress_deadline_seconds: spec.progress_deadline_s,
+        conditions: state.conditions.clone(),
+        revisions,
+        coordinator: coordinator.map(str::to_string),
+        epoch: record.map(|r| r.epoch).unwrap_or(0),
+    }
+}
+
+fn bound_text(b: Bound) -> String {
+    match b {
+        Bound::Count(n) => n.to_string(),
+        Bound::Percent(p) => format!("{p}%"),
+    }
+}
+
+impl Inner {
+    /// Steps the rollouts this node coordinates (not while booting: its record may be old),
+    /// and sets every Deployment's rollout status. `mine` is what this node publishes.
+    pub(super) fn rollouts(
+        &self,
+        workloads: &Workloads,
+        mine: &[GossipReplica],
+        peers: &[PeerView],
+        booting: bool,
+        status: &mut HashMap<ObjectKey, ObjectStatus>,
+    ) {
+        let now = now_ms();
+        let live: Vec<&str> = peers.iter().map(|p| p.name.as_str()).chain([self.node.as_str()]).collect();
+        for (key, info) in &workloads.deployments {
+            let owner = key.to_string();
+            let all = mine.iter().chain(peers.iter().flat_map(|p| p.replicas.iter()));
+            let observed = observe(&owner, all, info.min_ready_s, now);
+            let coordinator = coordinator(key, live.iter().copied());
+            let mut record = info.record.clone();
+            if !booting && coordinator == Some(self.node.as_str()) {
+                if let Some(next) = next_record(&self.node, &key.name, info, record.as_ref(), &observed, now) {
+                    match self.store.put_rollout(key, next.clone()) {
+                        Ok(true) => {
+                            self.replicate_rollout(key);
+                            record = Some(next);
+                        }
+                        // A newer record arrived meanwhile: the next pass steps from it.
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(deployment = %key, error = %e, "cannot record the rollout step"),
+                    }
+                }
+            }
+            let view = view(key, info, record.as_ref(), &observed, coordinator);
+            status.entry(key.clone()).or_default().rollout = Some(view);
+        }
+    }
+
+    /// Pushes a rollout record to peers in the background (anti-entropy brings it otherwise).
+    fn replicate_rollout(&self, key: &ObjectKey) {
+        let peering = self.peering.clone();
+        let summary_key = format!("{ROLLOUT_PREFIX}{key}");
+        tokio::spawn(async move {
+            if let Err(e) = peering.replicate(std::slice::from_ref(&summary_key)).await {
+                tracing::warn!(rollout = %summary_key, error = %e, "rollout record not replicated (anti-entropy will)");
+            }
+        });
+    }
 }

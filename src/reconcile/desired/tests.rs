@@ -86,6 +86,11 @@ fn published(owner: &ObjectKey, index: u32, phase: ReplicaPhase, ready: bool) ->
     }
 }
 
+/// A Deployment replica published by a peer, in the revision set `set`.
+fn published_in(owner: &ObjectKey, set: &str, index: u32, phase: ReplicaPhase, ready: bool) -> GossipReplica {
+    GossipReplica { revision: set.into(), ..published(owner, index, phase, ready) }
+}
+
 fn clustered() -> Boot {
     Boot { clustered: true, has_known_peers: true, last_assigned: None }
 }
@@ -102,7 +107,7 @@ struct World {
 
 impl World {
     fn new(objects: &[(StoredObject, Object)], records: &HashMap<ObjectKey, JobRecord>, nodes: &[&str]) -> World {
-        let workloads = workloads(objects, records);
+        let workloads = workloads(objects, records, &BTreeMap::new());
         let infos: Vec<NodeInfo> = nodes.iter().map(|n| node(n)).collect();
         let placement = place(&workloads.requests, &infos);
         World {
@@ -114,6 +119,22 @@ impl World {
             incoming: BTreeMap::new(),
             moving: BTreeMap::new(),
         }
+    }
+
+    /// The current revision set of Deployment `owner`.
+    fn set(&self, owner: &ObjectKey) -> String {
+        self.workloads.deployments[owner].spec.template_hash.clone()
+    }
+
+    /// Slot `index` of Deployment `owner`'s current set.
+    fn slot(&self, owner: &ObjectKey, index: u32) -> ReplicaKey {
+        ReplicaKey::of_set(owner.clone(), &self.set(owner), index)
+    }
+
+    /// The placement's node of slot `index` of `owner`'s current set.
+    fn node_of(&self, owner: &ObjectKey, index: u32) -> Option<&str> {
+        let slot = wasmfleet_scheduler::Slot::new(workload_key(owner, Some(&self.set(owner))), index);
+        self.placement.node_of(&slot)
     }
 
     fn plan(&self, now: Duration) -> Plan {
@@ -148,7 +169,7 @@ fn a_lone_node_runs_every_replica() {
 fn a_new_revision_waits_beside_the_serving_one_until_ready() {
     let objects = stored(&deployment("web", 1, "web:2"), 2);
     let mut w = World::new(&objects, &HashMap::new(), &[ME]);
-    let key = ReplicaKey::new(ObjectKey::new(Kind::Deployment, "default", "web"), 0);
+    let key = w.slot(&ObjectKey::new(Kind::Deployment, "default", "web"), 0);
     let revision = w.workloads.slots[&key].revision.clone();
     w.local.insert(key.clone(), Local { revision: "old".into(), ready: true, running: false });
     w.incoming.insert(key.clone(), Incoming { revision: revision.clone(), ready: false, since: SETTLED });
@@ -166,16 +187,17 @@ fn a_replica_that_moved_serves_until_its_new_node_is_ready() {
     let objects = stored(&deployment("web", 1, "web:1"), 1);
     let mut w = World::new(&objects, &HashMap::new(), &["n2"]);
     let owner = ObjectKey::new(Kind::Deployment, "default", "web");
-    let key = ReplicaKey::new(owner.clone(), 0);
-    w.local.insert(key.clone(), Local { revision: "r".into(), ready: true, running: false });
-    w.peers = vec![peer("n2", vec![published(&owner, 0, ReplicaPhase::Pending, false)])];
+    let key = w.slot(&owner, 0);
+    let set = w.set(&owner);
+    w.local.insert(key.clone(), Local { revision: set.clone(), ready: true, running: false });
+    w.peers = vec![peer("n2", vec![published_in(&owner, &set, 0, ReplicaPhase::Pending, false)])];
     let plan = w.plan(SETTLED);
     assert!(plan.actions.is_empty(), "{plan:?}");
     assert_eq!(plan.moving.get(&key), Some(&SETTLED));
     w.moving = plan.moving;
     assert!(w.plan(SETTLED + MOVE_GRACE - Duration::from_millis(1)).actions.is_empty());
     assert_eq!(w.plan(SETTLED + MOVE_GRACE).actions, vec![Action::Retire(key.clone())]);
-    w.peers = vec![peer("n2", vec![published(&owner, 0, ReplicaPhase::Running, true)])];
+    w.peers = vec![peer("n2", vec![published_in(&owner, &set, 0, ReplicaPhase::Running, true)])];
     assert_eq!(w.plan(SETTLED).actions, vec![Action::Retire(key)]);
 }
 
@@ -183,7 +205,8 @@ fn a_replica_that_moved_serves_until_its_new_node_is_ready() {
 fn a_restarted_node_runs_its_last_assignment_until_it_sees_a_peer() {
     let objects = stored(&deployment("web", 4, "web:1"), 1);
     let mut w = World::new(&objects, &HashMap::new(), &[ME]);
-    w.boot.last_assigned = Some(BTreeSet::from(["Deployment/default/web#1".to_string()]));
+    let set = w.set(&ObjectKey::new(Kind::Deployment, "default", "web"));
+    w.boot.last_assigned = Some(BTreeSet::from([format!("Deployment/default/web@{set}#1")]));
     let plan = w.plan(Duration::from_secs(1));
     assert!(plan.booting);
     assert_eq!(plan.desired.keys().map(|k| k.index).collect::<Vec<_>>(), vec![1]);
@@ -291,9 +314,9 @@ proptest! {
         let mut w = World::new(&objects, &HashMap::new(), &[ME, "n2", "n3"]);
         let mut published_by: BTreeMap<String, Vec<GossipReplica>> = BTreeMap::new();
         for i in 0..replicas {
-            let key = ReplicaKey::new(owner.clone(), i);
+            let key = w.slot(&owner, i);
             let revision = w.workloads.slots[&key].revision.clone();
-            let here = w.placement.node_of(&wasmfleet_scheduler::Slot::new(owner.to_string(), i)) == Some(ME);
+            let here = w.node_of(&owner, i) == Some(ME);
             let old = if revision_changed && here { "old".to_string() } else { revision.clone() };
             w.local.insert(key.clone(), Local { revision: old, ready: true, running: false });
             if here && revision_changed {
@@ -301,9 +324,9 @@ proptest! {
                 w.incoming.insert(key.clone(), Incoming { revision, ready: incoming_ready[i as usize], since });
             } else if !here {
                 w.moving.insert(key.clone(), moving_since[i as usize].min(now));
-                let new_node = w.placement.node_of(&wasmfleet_scheduler::Slot::new(owner.to_string(), i)).unwrap();
-                published_by.entry(new_node.to_string()).or_default().push(published(
-                    &owner, i, ReplicaPhase::Running, ready_elsewhere[i as usize]));
+                let new_node = w.node_of(&owner, i).unwrap().to_string();
+                published_by.entry(new_node).or_default().push(published_in(
+                    &owner, &revision, i, ReplicaPhase::Running, ready_elsewhere[i as usize]));
             }
         }
         // Both peers are live (this node is past its boot grace, which has its own property).
@@ -343,7 +366,8 @@ proptest! {
         let objects = stored(&deployment("web", replicas, "web:1"), 1);
         let owner = ObjectKey::new(Kind::Deployment, "default", "web");
         let mut w = World::new(&objects, &HashMap::new(), &[ME, "n2"]);
-        w.boot.last_assigned = Some(last.iter().map(|i| format!("{owner}#{i}")).collect());
+        let set = w.set(&owner);
+        w.boot.last_assigned = Some(last.iter().map(|i| format!("{owner}@{set}#{i}")).collect());
         if sees_peer {
             w.peers = vec![peer("n2", vec![])];
         }
