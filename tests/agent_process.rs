@@ -225,14 +225,23 @@ fn an_emptydir_goes_with_its_replica() {
     let file = dir.path().join("sensors.yaml");
     std::fs::write(&file, yaml).unwrap();
     ok(agent.cli(&["apply", "-f", file.to_str().unwrap()]));
-    let volume = |replica: &str| dir.path().join("volumes/default").join(replica).join("data");
+    // Replicas are named `sensor-<revision>-<index>`, as Kubernetes names pods after their
+    // ReplicaSet.
+    let volume = |index: &str| {
+        let root = dir.path().join("volumes/default");
+        let replica = std::fs::read_dir(&root).ok()?.filter_map(Result::ok).find(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("sensor-") && name.ends_with(&format!("-{index}"))
+        })?;
+        Some(replica.path().join("data")).filter(|p| p.is_dir())
+    };
     wait_for("both replicas' emptyDirs", Duration::from_secs(20), || {
-        (volume("sensor-0").is_dir() && volume("sensor-1").is_dir()).then_some(())
+        (volume("0").is_some() && volume("1").is_some()).then_some(())
     });
     // Scaled to one: the replica that went away takes its emptyDir along; the other keeps its.
     ok(agent.cli(&["scale", "deployment", "sensor", "--replicas", "1"]));
-    wait_for("sensor-1's emptyDir removed", Duration::from_secs(20), || (!volume("sensor-1").exists()).then_some(()));
-    assert!(volume("sensor-0").is_dir());
+    wait_for("sensor-1's emptyDir removed", Duration::from_secs(20), || volume("1").is_none().then_some(()));
+    assert!(volume("0").is_some());
 }
 
 #[test]
@@ -346,7 +355,7 @@ fn readiness_probe_gates_traffic() {
     ok(agent.cli(&["apply", "-f", file.to_str().unwrap()]));
     wait_for("replica running but not ready", Duration::from_secs(20), || {
         let out = stdout(&agent.cli(&["get", "replicas"]));
-        out.lines().any(|l| l.starts_with("gated-0") && l.contains("0/1")).then_some(())
+        out.lines().any(|l| l.starts_with("gated-") && l.contains("0/1")).then_some(())
     });
     let (status, body, _) = agent.get("gated", "/").unwrap();
     assert_eq!(status, 503, "{body}");

@@ -321,7 +321,7 @@ fn apply_manifest_blocking(store: &Store, runtime: &Runtime, source: &str, text:
 }
 
 /// The module an `image:` names; a `sha256:` digest is compiled to learn its kind.
-fn resolve_image(store: &Store, runtime: &Runtime, image: &str) -> Result<ModuleRecord, String> {
+pub(crate) fn resolve_image(store: &Store, runtime: &Runtime, image: &str) -> Result<ModuleRecord, String> {
     if let Some(d) = image.strip_prefix("sha256:").and_then(|_| Digest::parse(image)) {
         if !store.has_blob(&d) {
             return Err(format!("module {d} is not in this node's store: push the file first"));

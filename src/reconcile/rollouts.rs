@@ -27,7 +27,7 @@ use super::{Inner, ObjectStatus};
 use crate::clock::now_ms;
 use crate::manifest::{Deployment, IntOrString, ObjectKey, PodTemplateSpec, StrategyType};
 use crate::peering::{GossipReplica, PeerView};
-use crate::state::{ROLLOUT_PREFIX, RevisionTemplate, RolloutRecord};
+use crate::state::{ROLLOUT_PREFIX, RolloutRecord};
 
 /// `kubernetes.io/change-cause`: recorded on the revision a change creates.
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";

@@ -1,0 +1,234 @@
+//! The rollout verbs of the API: `rollout pause | resume | restart | undo` and `set image`.
+//!
+//! Each is a change to the Deployment's spec, written like `apply` (a new generation,
+//! replicated before the answer); the rollout itself follows from the coordinator's next step.
+//! Undo writes the template a revision set keeps back into the spec, with the module digests
+//! it had, so the old revision comes back as the next revision number, exactly as it ran.
+
+use std::collections::BTreeMap;
+
+use wasmfleet_runtime::Digest;
+use wasmfleet_scheduler::rollout::Set;
+
+use super::api::{Api, ApiError, ObjectView, resolve_image};
+use crate::clock::now_ms;
+use crate::manifest::{Object, ObjectKey, PodTemplateSpec};
+use crate::reconcile::desired::revision_of;
+use crate::reconcile::rollouts::{CHANGE_CAUSE, RESTARTED_AT};
+use crate::state::RolloutRecord;
+
+/// What a verb did, in kubectl's words (`deployment.apps/web paused`).
+pub struct Done {
+    pub view: ObjectView,
+    pub message: String,
+}
+
+/// The revision `undo` goes back to: `to_revision`, or (0 / None) the one before the newest.
+/// `Ok(None)`: the current template is that revision already.
+pub fn undo_target<'a>(
+    name: &str,
+    record: Option<&'a RolloutRecord>,
+    current_hash: &str,
+    to_revision: Option<u64>,
+) -> Result<Option<&'a Set>, String> {
+    let sets = record.map(|r| r.state.sets.as_slice()).unwrap_or_default();
+    let target = match to_revision.filter(|r| *r > 0) {
+        Some(n) => sets.iter().find(|s| s.revision == n).ok_or_else(|| format!("unable to find specified revision {n} in history"))?,
+        None => {
+            let mut by_revision: Vec<&Set> = sets.iter().collect();
+            by_revision.sort_by_key(|s| std::cmp::Reverse(s.revision));
+            *by_revision.get(1).ok_or_else(|| format!("no rollout history found for deployment \"{name}\""))?
+        }
+    };
+    Ok((target.hash != current_hash).then_some(target))
+}
+
+/// `deployment.apps/NAME`.
+fn resource(key: &ObjectKey) -> String {
+    format!("deployment.apps/{}", key.name)
+}
+
+impl Api {
+    /// `rollout pause | resume | restart | undo [--to-revision N]` of Deployment `key`.
+    pub fn rollout_verb(&self, key: &ObjectKey, action: &str, to_revision: Option<u64>) -> Result<Done, ApiError> {
+        let not_found = || ApiError::NotFound { what: format!("deployment {}/{}", key.namespace, key.name) };
+        let rec = self.store.get(key)?.ok_or_else(not_found)?;
+        let Some(Object::Deployment(mut d)) = rec.typed() else { return Err(not_found()) };
+        let mut resolved = rec.resolved.clone();
+        let paused = d.spec.paused.unwrap_or(false);
+        let quoted = format!("deployments.apps \"{}\"", key.name);
+        let message = match action {
+            "pause" => {
+                if paused {
+                    return Err(ApiError::BadRequest(format!("{quoted} is already paused")));
+                }
+                d.spec.paused = Some(true);
+                format!("{} paused", resource(key))
+            }
+            "resume" => {
+                if !paused {
+                    return Err(ApiError::BadRequest(format!("{quoted} is not paused")));
+                }
+                d.spec.paused = None;
+                format!("{} resumed", resource(key))
+            }
+            "restart" => {
+                if paused {
+                    return Err(ApiError::BadRequest(format!(
+                        "{quoted} can't restart paused deployment (run rollout resume first)"
+                    )));
+                }
+                d.spec.template.metadata.annotations.insert(RESTARTED_AT.into(), rfc3339(now_ms()));
+                format!("{} restarted", resource(key))
+            }
+            "undo" => {
+                if paused {
+                    return Err(ApiError::BadRequest(format!(
+                        "you cannot rollback a paused deployment; resume it first with 'wasmfleet rollout resume \
+                         deployment/{}' and try again",
+                        key.name
+                    )));
+                }
+                let record = self.store.rollout_record(key)?;
+                let image = d.spec.template.workload().image;
+                let digest = resolved.get(&image).copied().unwrap_or(Digest([0; 32]));
+                let current = revision_of(&d.spec.template, digest);
+                let Some(target) = undo_target(&key.name, record.as_ref(), &current, to_revision)
+                    .map_err(ApiError::BadRequest)?
+                else {
+                    let n = to_revision.filter(|r| *r > 0).map(|r| r.to_string()).unwrap_or_else(|| "previous".into());
+                    let view = self.get(key)?;
+                    return Ok(Done {
+                        view,
+                        message: format!(
+                            "{} skipped rollback (current template already matches revision {n})",
+                            resource(key)
+                        ),
+                    });
+                };
+                let kept = record
+                    .as_ref()
+                    .and_then(|r| r.templates.get(&target.hash))
+                    .ok_or_else(|| ApiError::Internal(format!("revision {} has no stored template", target.revision)))?;
+                d.spec.template = serde_json::from_value::<PodTemplateSpec>(kept.template.clone())
+                    .map_err(|e| ApiError::Internal(format!("revision {}'s template: {e}", target.revision)))?;
+                resolved = kept.resolved.clone();
+                match &target.change_cause {
+                    Some(cause) => d.metadata.annotations.insert(CHANGE_CAUSE.into(), cause.clone()),
+                    None => d.metadata.annotations.remove(CHANGE_CAUSE),
+                };
+                format!("{} rolled back", resource(key))
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown rollout action `{other}`: use pause, resume, restart or undo"
+                )));
+            }
+        };
+        self.store.apply(vec![(Object::Deployment(d), resolved)])?;
+        Ok(Done { view: self.get(key)?, message })
+    }
+
+    /// `set image deployment/NAME CONTAINER=IMAGE...` (`*` names every container).
+    pub async fn set_image(&self, key: &ObjectKey, images: BTreeMap<String, String>) -> Result<Done, ApiError> {
+        let not_found = || ApiError::NotFound { what: format!("deployment {}/{}", key.namespace, key.name) };
+        let rec = self.store.get(key)?.ok_or_else(not_found)?;
+        let Some(Object::Deployment(mut d)) = rec.typed() else { return Err(not_found()) };
+        if images.is_empty() {
+            return Err(ApiError::BadRequest("at least one CONTAINER=IMAGE is required".into()));
+        }
+        for (container, image) in &images {
+            let mut found = false;
+            for c in d.spec.template.spec.containers.iter_mut().filter(|c| container == "*" || c.name == *container) {
+                c.image.clone_from(image);
+                found = true;
+            }
+            if !found {
+                return Err(ApiError::BadRequest(format!("unable to find container named \"{container}\"")));
+            }
+        }
+        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        let mut resolved = rec.resolved.clone();
+        let wanted: Vec<String> = d.spec.template.spec.containers.iter().map(|c| c.image.clone()).collect();
+        let found = tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .map(|image| resolve_image(&store, &runtime, &image).map(|m| (image, m.digest)))
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::BadRequest)?;
+        resolved.retain(|image, _| d.spec.template.spec.containers.iter().any(|c| c.image == *image));
+        resolved.extend(found);
+        self.store.apply(vec![(Object::Deployment(d), resolved)])?;
+        Ok(Done { view: self.get(key)?, message: format!("{} image updated", resource(key)) })
+    }
+}
+
+/// `2026-12-07T03:04:05Z`, as Kubernetes writes times.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmfleet_scheduler::rollout::State;
+
+    use super::*;
+
+    fn record(sets: &[(u64, &str)]) -> RolloutRecord {
+        RolloutRecord {
+            seq: 1,
+            epoch: 1,
+            coordinator: "n1".into(),
+            generation: 1,
+            state: State {
+                sets: sets
+                    .iter()
+                    .map(|(revision, hash)| Set {
+                        hash: (*hash).into(),
+                        revision: *revision,
+                        replicas: 0,
+                        change_cause: None,
+                        created_ms: 0,
+                    })
+                    .collect(),
+                ..State::default()
+            },
+            templates: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn undo_goes_to_the_previous_revision_or_the_one_named() {
+        let r = record(&[(1, "a"), (3, "c"), (2, "b")]);
+        assert_eq!(undo_target("web", Some(&r), "c", None).unwrap().map(|s| s.revision), Some(2));
+        assert_eq!(undo_target("web", Some(&r), "c", Some(1)).unwrap().map(|s| s.revision), Some(1));
+        assert_eq!(undo_target("web", Some(&r), "c", Some(3)).unwrap(), None, "already there");
+        assert_eq!(undo_target("web", Some(&r), "c", Some(9)).unwrap_err(), "unable to find specified revision 9 in history");
+        let one = record(&[(1, "a")]);
+        assert_eq!(undo_target("web", Some(&one), "a", None).unwrap_err(), "no rollout history found for deployment \"web\"");
+        assert!(undo_target("web", None, "a", None).is_err());
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_612_645_000), "2026-12-07T03:04:05Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}
