@@ -493,6 +493,28 @@ struct ScaleBody {
     replicas: u32,
 }
 
+/// `POST /v1/rollout/{ns}/{name}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RolloutBody {
+    action: String,
+    #[serde(default)]
+    to_revision: Option<u64>,
+}
+
+/// `POST /v1/image/{ns}/{name}`: container name (or `*`) to image.
+#[derive(Deserialize)]
+struct ImageBody {
+    images: BTreeMap<String, String>,
+}
+
+/// What a rollout verb answers: the Deployment, and what was done in kubectl's words.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct VerbAnswer {
+    pub object: ObjectView,
+    pub message: String,
+}
+
 #[derive(Deserialize)]
 struct LogsQuery {
     follow: Option<bool>,
@@ -594,6 +616,30 @@ pub fn router(api: Arc<Api>) -> Router {
                     let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
                     let view = a.scale(&key, b.replicas)?;
                     replicated(&a, &[key.to_string()], view).await
+                },
+            ),
+        )
+        .route(
+            "/v1/rollout/{ns}/{name}",
+            post(
+                |State(a): State<AppState>,
+                 Path((ns, name)): Path<(String, String)>,
+                 LimitedJson(b): LimitedJson<RolloutBody, MAX_SMALL_JSON_BYTES>| async move {
+                    let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
+                    let done = a.rollout_verb(&key, &b.action, b.to_revision)?;
+                    replicated(&a, &[key.to_string()], VerbAnswer { object: done.view, message: done.message }).await
+                },
+            ),
+        )
+        .route(
+            "/v1/image/{ns}/{name}",
+            post(
+                |State(a): State<AppState>,
+                 Path((ns, name)): Path<(String, String)>,
+                 LimitedJson(b): LimitedJson<ImageBody, MAX_SMALL_JSON_BYTES>| async move {
+                    let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
+                    let done = a.set_image(&key, b.images).await?;
+                    replicated(&a, &[key.to_string()], VerbAnswer { object: done.view, message: done.message }).await
                 },
             ),
         )

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use wasmfleet::launch::{AgentProcess, BANNER_TIMEOUT, agent_command};
 
+mod fleet;
+pub use fleet::*;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_wasmfleet");
 
 pub fn module_path(name: &str) -> PathBuf {
