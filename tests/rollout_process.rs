@@ -62,11 +62,8 @@ struct Sampler {
 
 impl Sampler {
     fn start(agents: &[Agent]) -> Sampler {
-        let targets: Vec<(String, String, String)> = agents
-            .iter()
-            .zip(NODES)
-            .map(|(a, n)| (a.api.clone(), a.token(), n.to_string()))
-            .collect();
+        let targets: Vec<(String, String, String)> =
+            agents.iter().zip(NODES).map(|(a, n)| (a.api.clone(), a.token(), n.to_string())).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -155,7 +152,12 @@ fn roll_under_load(agents: &[Agent], strategy: &str) -> (usize, usize) {
     let mut total = 0;
     for l in loads {
         let (okd, failed) = l.finish();
-        assert!(failed.is_empty(), "{} failed requests during the rollout: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+        assert!(
+            failed.is_empty(),
+            "{} failed requests during the rollout: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
         total += okd;
     }
     assert!(total > 100, "only {total} requests");

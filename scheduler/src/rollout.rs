@@ -340,7 +340,9 @@ fn scale(spec: &Spec, next: &mut State) {
             // Largest first, newest breaking ties (Kubernetes' ReplicaSetsBySizeNewer); the
             // first takes what rounding leaves.
             let mut order = active.clone();
-            order.sort_by_key(|i| (std::cmp::Reverse(next.sets[*i].replicas), std::cmp::Reverse(next.sets[*i].revision)));
+            order.sort_by_key(|i| {
+                (std::cmp::Reverse(next.sets[*i].replicas), std::cmp::Reverse(next.sets[*i].revision))
+            });
             let mut sizes: Vec<i64> = order.iter().map(|i| i64::from(next.sets[*i].replicas)).collect();
             let start = to_add;
             for (k, i) in order.iter().enumerate() {

@@ -155,7 +155,12 @@ pub struct NodeView {
 
 impl Api {
     fn view(&self, rec: StoredObject) -> ObjectView {
-        let status = self.reconciler.object_status(&rec.key).unwrap_or_default();
+        let mut status = self.reconciler.object_status(&rec.key).unwrap_or_default();
+        if let Some(r) = &mut status.rollout {
+            // The stored generation, not the one the last pass saw: a spec written since then
+            // is not observed yet (`rollout status` waits for it).
+            r.generation = rec.generation;
+        }
         ObjectView {
             object: rec.object.clone().unwrap_or_default(),
             resolved: rec.resolved,

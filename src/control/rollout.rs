@@ -33,7 +33,10 @@ pub fn undo_target<'a>(
 ) -> Result<Option<&'a Set>, String> {
     let sets = record.map(|r| r.state.sets.as_slice()).unwrap_or_default();
     let target = match to_revision.filter(|r| *r > 0) {
-        Some(n) => sets.iter().find(|s| s.revision == n).ok_or_else(|| format!("unable to find specified revision {n} in history"))?,
+        Some(n) => sets
+            .iter()
+            .find(|s| s.revision == n)
+            .ok_or_else(|| format!("unable to find specified revision {n} in history"))?,
         None => {
             let mut by_revision: Vec<&Set> = sets.iter().collect();
             by_revision.sort_by_key(|s| std::cmp::Reverse(s.revision));
@@ -93,8 +96,8 @@ impl Api {
                 let image = d.spec.template.workload().image;
                 let digest = resolved.get(&image).copied().unwrap_or(Digest([0; 32]));
                 let current = revision_of(&d.spec.template, digest);
-                let Some(target) = undo_target(&key.name, record.as_ref(), &current, to_revision)
-                    .map_err(ApiError::BadRequest)?
+                let Some(target) =
+                    undo_target(&key.name, record.as_ref(), &current, to_revision).map_err(ApiError::BadRequest)?
                 else {
                     let n = to_revision.filter(|r| *r > 0).map(|r| r.to_string()).unwrap_or_else(|| "previous".into());
                     let view = self.get(key)?;
@@ -106,10 +109,9 @@ impl Api {
                         ),
                     });
                 };
-                let kept = record
-                    .as_ref()
-                    .and_then(|r| r.templates.get(&target.hash))
-                    .ok_or_else(|| ApiError::Internal(format!("revision {} has no stored template", target.revision)))?;
+                let kept = record.as_ref().and_then(|r| r.templates.get(&target.hash)).ok_or_else(|| {
+                    ApiError::Internal(format!("revision {} has no stored template", target.revision))
+                })?;
                 d.spec.template = serde_json::from_value::<PodTemplateSpec>(kept.template.clone())
                     .map_err(|e| ApiError::Internal(format!("revision {}'s template: {e}", target.revision)))?;
                 resolved = kept.resolved.clone();
@@ -219,9 +221,15 @@ mod tests {
         assert_eq!(undo_target("web", Some(&r), "c", None).unwrap().map(|s| s.revision), Some(2));
         assert_eq!(undo_target("web", Some(&r), "c", Some(1)).unwrap().map(|s| s.revision), Some(1));
         assert_eq!(undo_target("web", Some(&r), "c", Some(3)).unwrap(), None, "already there");
-        assert_eq!(undo_target("web", Some(&r), "c", Some(9)).unwrap_err(), "unable to find specified revision 9 in history");
+        assert_eq!(
+            undo_target("web", Some(&r), "c", Some(9)).unwrap_err(),
+            "unable to find specified revision 9 in history"
+        );
         let one = record(&[(1, "a")]);
-        assert_eq!(undo_target("web", Some(&one), "a", None).unwrap_err(), "no rollout history found for deployment \"web\"");
+        assert_eq!(
+            undo_target("web", Some(&one), "a", None).unwrap_err(),
+            "no rollout history found for deployment \"web\""
+        );
         assert!(undo_target("web", None, "a", None).is_err());
     }
 

@@ -184,10 +184,9 @@ impl Inner {
                 let service =
                     HttpService::new(self.runtime.clone(), &module, spec, logs.clone()).map_err(|e| e.to_string())?;
                 let ready = Arc::new(AtomicBool::new(w.readiness.is_none()));
-                let probe = w
-                    .readiness
-                    .clone()
-                    .map(|p| super::probe::spawn_probe(service.clone(), ready.clone(), p, logs.clone(), self.kick.clone()));
+                let probe = w.readiness.clone().map(|p| {
+                    super::probe::spawn_probe(service.clone(), ready.clone(), p, logs.clone(), self.kick.clone())
+                });
                 Runner::Http { service, ready, probe }
             }
             _ => {

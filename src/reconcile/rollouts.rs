@@ -166,7 +166,9 @@ pub fn next_record(
 ) -> Option<RolloutRecord> {
     let (spec, template, generation) = (&info.spec, &info.template, info.generation);
     let (state, seq, epoch, mut templates) = match stored {
-        Some(r) => (r.state.clone(), r.seq, if r.coordinator == me { r.epoch } else { r.epoch + 1 }, r.templates.clone()),
+        Some(r) => {
+            (r.state.clone(), r.seq, if r.coordinator == me { r.epoch } else { r.epoch + 1 }, r.templates.clone())
+        }
         None => (rollout::State::initial(spec, now_ms), 0, 1, BTreeMap::new()),
     };
     let state = rollout::step(name, spec, &state, observed, now_ms);
@@ -174,7 +176,10 @@ pub fn next_record(
     templates.retain(|hash, _| state.set(hash).is_some());
     let next = RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates };
     let unchanged = stored.is_some_and(|r| {
-        r.state == next.state && r.generation == next.generation && r.coordinator == next.coordinator && r.templates == next.templates
+        r.state == next.state
+            && r.generation == next.generation
+            && r.coordinator == next.coordinator
+            && r.templates == next.templates
     });
     (!unchanged).then_some(next)
 }
@@ -274,17 +279,16 @@ impl Inner {
             let observed = observe(&owner, all, info.min_ready_s, now);
             let coordinator = coordinator(key, live.iter().copied());
             let mut record = info.record.clone();
-            if !booting && coordinator == Some(self.node.as_str()) {
-                if let Some(next) = next_record(&self.node, &key.name, info, record.as_ref(), &observed, now) {
-                    match self.store.put_rollout(key, next.clone()) {
-                        Ok(true) => {
-                            self.replicate_rollout(key);
-                            record = Some(next);
-                        }
-                        // A newer record arrived meanwhile: the next pass steps from it.
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(deployment = %key, error = %e, "cannot record the rollout step"),
+            let deciding = !booting && coordinator == Some(self.node.as_str());
+            if deciding && let Some(next) = next_record(&self.node, &key.name, info, record.as_ref(), &observed, now) {
+                match self.store.put_rollout(key, next.clone()) {
+                    Ok(true) => {
+                        self.replicate_rollout(key);
+                        record = Some(next);
                     }
+                    // A newer record arrived meanwhile: the next pass steps from it.
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(deployment = %key, error = %e, "cannot record the rollout step"),
                 }
             }
             let view = view(key, info, record.as_ref(), &observed, coordinator);

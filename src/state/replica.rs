@@ -22,7 +22,9 @@ use wasmfleet_cluster::Version;
 use wasmfleet_cluster::replication::{Entry, Key, Merge, Mode, Storage, Summary, resolve};
 
 use super::store::{JOBS, OBJECTS, ROLLOUTS, TAGS};
-use super::{JOB_PREFIX, JobRecord, ModuleRecord, ROLLOUT_PREFIX, RolloutRecord, Store, StoreError, StoredObject, TAG_PREFIX};
+use super::{
+    JOB_PREFIX, JobRecord, ModuleRecord, ROLLOUT_PREFIX, RolloutRecord, Store, StoreError, StoredObject, TAG_PREFIX,
+};
 use crate::clock::now_ms;
 use crate::manifest::ObjectKey;
 

@@ -74,4 +74,3 @@ impl Load {
         (self.ok(), self.failed.lock().unwrap().clone())
     }
 }
-

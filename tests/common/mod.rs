@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use wasmfleet::launch::{AgentProcess, BANNER_TIMEOUT, agent_command};
 
 mod fleet;
+#[allow(unused_imports, reason = "each test binary uses a different subset of the helpers")]
 pub use fleet::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wasmfleet");

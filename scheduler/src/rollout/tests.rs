@@ -27,7 +27,10 @@ struct Fleet {
 
 impl Fleet {
     fn observed(&self) -> BTreeMap<String, Observed> {
-        self.sets.iter().map(|(h, &(running, ready))| (h.clone(), Observed { running, ready, available: ready })).collect()
+        self.sets
+            .iter()
+            .map(|(h, &(running, ready))| (h.clone(), Observed { running, ready, available: ready }))
+            .collect()
     }
 
     fn running(&self) -> u32 {
@@ -85,7 +88,10 @@ fn a_template_change_creates_revision_two_and_scaling_does_not() {
     assert_eq!(next.newest().unwrap().hash, "bbb");
     assert_eq!(next.newest().unwrap().revision, 2);
     let p = next.condition(ConditionType::Progressing).unwrap();
-    assert_eq!((p.reason.as_str(), p.message.as_str()), (REASON_NEW_SET_CREATED, "Created new replica set \"web-bbb\""));
+    assert_eq!(
+        (p.reason.as_str(), p.message.as_str()),
+        (REASON_NEW_SET_CREATED, "Created new replica set \"web-bbb\"")
+    );
 }
 
 #[test]
@@ -158,7 +164,11 @@ fn a_stalled_rollout_exceeds_its_deadline_and_pause_stops_the_clock() {
         t += 1_000;
     }
     let at = exceeded_at.expect("deadline exceeded");
-    assert!(at - resumed_at > 10_000 && at - resumed_at <= 13_000, "after about 10 s of no progress: {}", at - resumed_at);
+    assert!(
+        at - resumed_at > 10_000 && at - resumed_at <= 13_000,
+        "after about 10 s of no progress: {}",
+        at - resumed_at
+    );
     let p = st.condition(ConditionType::Progressing).unwrap();
     assert_eq!(p.status, ConditionStatus::False);
     assert_eq!(p.message, "ReplicaSet \"web-bad\" has timed out progressing.");
