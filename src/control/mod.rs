@@ -1,7 +1,9 @@
 //! The control plane of one node: the HTTP API ([`api`]), its client ([`client`]), the
-//! cluster-wide log service ([`logs`]) and the `/metrics` text ([`metrics`]).
+//! bodies of the rollout verbs both sides share ([`verbs`]), the cluster-wide log service
+//! ([`logs`]) and the `/metrics` text ([`metrics`]).
 
 pub mod api;
 pub mod client;
 pub mod logs;
 pub mod metrics;
+pub mod verbs;
