@@ -55,8 +55,8 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum)]
         output: Option<Output>,
     },
-    /// Show one object in detail, with its status.
-    Describe { kind: String, name: String },
+    /// Show one object in detail, with its status: `describe KIND NAME` or `describe KIND/NAME`.
+    Describe { kind: String, name: Option<String> },
     /// Delete objects by kind and name, or those in manifests (-f).
     Delete {
         kind: Option<String>,

@@ -1,12 +1,17 @@
 //! The command line: `wasmfleet agent`, and kubectl-like client commands.
 //!
 //! Map: [`args`] (what the command line accepts, clap), [`commands`] (what each command does),
-//! [`print`] (tables and descriptions as kubectl prints them), [`demo`] (the quick start).
+//! [`print`] (tables as kubectl prints them), [`demo`] (the quick start). kubectl's words, pure
+//! and golden-tested: [`deployment`] (`get`, `-o yaml` status, `describe` lines), [`describe`],
+//! [`tabs`] (Go's tabwriter).
 
 pub mod args;
 mod commands;
 pub mod demo;
+mod deployment;
+mod describe;
 mod print;
+mod tabs;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -44,7 +49,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Apply { files, write } => apply(&cli, files, *write),
         Command::Get { kind, name, output } => get(&cli, kind, name.as_deref(), *output),
-        Command::Describe { kind, name } => describe(&cli, kind, name),
+        Command::Describe { kind, name } => describe(&cli, kind, name.as_deref()),
         Command::Delete { kind, name, files, write } => delete(&cli, kind.as_deref(), name.as_deref(), files, *write),
         Command::Logs { name, follow, tail } => logs(&cli, name, *follow, *tail),
         Command::Scale { kind, name, replicas, write } => {
