@@ -53,11 +53,15 @@ fn local_web(url: &str, token: &str, node: &str) -> Option<Vec<(String, bool)>> 
     )
 }
 
+/// What a sampler saw: the most replicas running at once, the fewest ready at once, and the
+/// revisions each node ran.
+type Seen = (usize, usize, Vec<BTreeSet<String>>);
+
 /// Samples every node's own replicas every 50 ms: the most that ran at once, the fewest ready
 /// at once, and every revision seen per node.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(usize, usize, Vec<BTreeSet<String>>)>>,
+    thread: Option<std::thread::JoinHandle<Seen>>,
 }
 
 impl Sampler {
@@ -90,7 +94,7 @@ impl Sampler {
     }
 
     /// (most running at once, fewest ready at once, revisions seen per node).
-    fn finish(mut self) -> (usize, usize, Vec<BTreeSet<String>>) {
+    fn finish(mut self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap()
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::agent::default_data_dir;
 use crate::control::client::Client;
@@ -55,8 +55,8 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum)]
         output: Option<Output>,
     },
-    /// Show one object in detail, with its status.
-    Describe { kind: String, name: String },
+    /// Show one object in detail, with its status: `describe KIND NAME` or `describe KIND/NAME`.
+    Describe { kind: String, name: Option<String> },
     /// Delete objects by kind and name, or those in manifests (-f).
     Delete {
         kind: Option<String>,
@@ -83,6 +83,16 @@ pub enum Command {
         replicas: u32,
         #[command(flatten)]
         write: WriteArgs,
+    },
+    /// Manage the rollout of a deployment: status, history, undo, pause, resume, restart.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutCommand,
+    },
+    /// Update a field of an object: `set image deployment/NAME CONTAINER=IMAGE ...`.
+    Set {
+        #[command(subcommand)]
+        what: SetCommand,
     },
     /// Run a command module once, locally, like `wasmtime run` (exit code passed through).
     Run(RunArgs),
@@ -118,6 +128,80 @@ impl WriteArgs {
     pub fn exit_code(&self, durable: bool) -> i32 {
         if self.wait_durable && !durable { 1 } else { 0 }
     }
+}
+
+/// `rollout ...`: each names a deployment as `deployment/NAME`, `deployment NAME` or `NAME`.
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Watch a rollout until it finishes (exit 1 when it exceeds its progress deadline).
+    Status {
+        /// `deployment/NAME`, `deployment NAME`, or `NAME`.
+        #[arg(required = true, num_args = 1..=2, value_name = "TYPE/NAME")]
+        resource: Vec<String>,
+        /// Give up after this long: `60s`, `5m`, `1m30s` (0: wait as long as it takes).
+        #[arg(long, default_value = "0s")]
+        timeout: String,
+        /// Keep watching until the rollout finishes (`--watch=false`: print where it stands).
+        #[arg(
+            short = 'w',
+            long,
+            default_value_t = true,
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "true",
+            action = ArgAction::Set
+        )]
+        watch: bool,
+    },
+    /// List the revisions, or show one (`--revision N`).
+    History {
+        /// `deployment/NAME`, `deployment NAME`, or `NAME`.
+        #[arg(required = true, num_args = 1..=2, value_name = "TYPE/NAME")]
+        resource: Vec<String>,
+        /// Show the pod template of this revision.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Roll back to the previous revision, or to `--to-revision N`.
+    Undo {
+        /// `deployment/NAME`, `deployment NAME`, or `NAME`.
+        #[arg(required = true, num_args = 1..=2, value_name = "TYPE/NAME")]
+        resource: Vec<String>,
+        /// The revision to go back to (0: the previous one).
+        #[arg(long)]
+        to_revision: Option<u64>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Stop rolling out: template changes wait until `rollout resume`.
+    Pause(RolloutTarget),
+    /// Roll out again after `rollout pause`.
+    Resume(RolloutTarget),
+    /// Replace every replica, a few at a time, with the same template.
+    Restart(RolloutTarget),
+}
+
+/// The deployment of `rollout pause|resume|restart`.
+#[derive(Args, Debug)]
+pub struct RolloutTarget {
+    /// `deployment/NAME`, `deployment NAME`, or `NAME`.
+    #[arg(required = true, num_args = 1..=2, value_name = "TYPE/NAME")]
+    pub resource: Vec<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SetCommand {
+    /// Change container images: `set image deployment/NAME CONTAINER=IMAGE ...` (`*=IMAGE`: every
+    /// container; a local .wasm path is uploaded first).
+    Image {
+        /// `deployment/NAME` (or `deployment NAME`), then `CONTAINER=IMAGE` pairs.
+        #[arg(required = true, num_args = 2.., value_name = "ARGS")]
+        args: Vec<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,4 +323,93 @@ pub(super) fn parse_ttl(s: &str) -> Result<u64> {
         _ => bail!("--ttl `{s}`: unit must be s, m, h or d"),
     };
     Ok(n * mult)
+}
+
+/// A duration as kubectl's flags take it (Go's `time.ParseDuration`, non-negative): `500ms`,
+/// `60s`, `5m`, `1h30m`; `0` alone is zero.
+pub(super) fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let text = s.trim();
+    let bad = || anyhow::anyhow!("invalid duration `{s}`: expected e.g. 30s, 5m, 1h30m");
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = std::time::Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let d = match &rest[..unit] {
+            "ms" => std::time::Duration::from_millis(n),
+            "s" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_secs(n * 60),
+            "h" => std::time::Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        total += d;
+        rest = &rest[unit..];
+    }
+    if text.is_empty() { Err(bad()) } else { Ok(total) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "5", "5x", "s", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn rollout(args: &[&str]) -> RolloutCommand {
+        let cli = Cli::try_parse_from([&["wasmfleet", "rollout"], args].concat()).unwrap();
+        match cli.command {
+            Command::Rollout { action } => action,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rollout_status_flags_as_kubectl_takes_them() {
+        for (args, want) in [
+            (&["status", "deployment/web"][..], true),
+            (&["status", "deployment/web", "--watch"], true),
+            (&["status", "deployment/web", "--watch=false"], false),
+            (&["status", "deployment/web", "-w=false"], false),
+        ] {
+            let RolloutCommand::Status { watch, .. } = rollout(args) else { panic!() };
+            assert_eq!(watch, want, "{args:?}");
+        }
+        let RolloutCommand::Status { resource, timeout, .. } =
+            rollout(&["status", "deployment", "web", "--timeout", "60s"])
+        else {
+            panic!()
+        };
+        assert_eq!((resource, timeout.as_str()), (vec!["deployment".to_string(), "web".to_string()], "60s"));
+        let RolloutCommand::Undo { to_revision, .. } = rollout(&["undo", "deploy/web", "--to-revision=2"]) else {
+            panic!()
+        };
+        assert_eq!(to_revision, Some(2));
+        assert!(matches!(rollout(&["pause", "web"]), RolloutCommand::Pause(_)));
+    }
+
+    #[test]
+    fn set_image_takes_pairs() {
+        let cli = Cli::try_parse_from(["wasmfleet", "set", "image", "deployment/web", "web=web:2", "*=x:1"]).unwrap();
+        let Command::Set { what: SetCommand::Image { args, .. } } = cli.command else { panic!() };
+        assert_eq!(args, ["deployment/web", "web=web:2", "*=x:1"]);
+        assert!(Cli::try_parse_from(["wasmfleet", "set", "image", "deployment/web"]).is_err());
+    }
 }

@@ -276,9 +276,9 @@ pub(super) fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Outp
                 bail!("{} \"{n}\" not found in namespace {}", k.as_str().to_lowercase(), cli.namespace);
             }
             if matches!(output, Some(Output::Json | Output::Yaml)) {
-                let v: Vec<&serde_json::Value> = objs.iter().map(|o| &o.object).collect();
+                let mut v: Vec<serde_json::Value> = objs.iter().map(super::deployment::with_status).collect();
                 let v = if name.is_some() && v.len() == 1 {
-                    v[0].clone()
+                    v.remove(0)
                 } else {
                     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": v})
                 };
@@ -290,7 +290,12 @@ pub(super) fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Outp
     }
 }
 
-pub(super) fn describe(cli: &Cli, kind: &str, name: &str) -> Result<i32> {
+pub(super) fn describe(cli: &Cli, kind: &str, name: Option<&str>) -> Result<i32> {
+    let (kind, name) = match (name, kind.split_once('/')) {
+        (Some(name), _) => (kind, name),
+        (None, Some((kind, name))) if !name.is_empty() => (kind, name),
+        _ => bail!("name what to describe: `describe KIND NAME` or `describe KIND/NAME`"),
+    };
     let client = cli.client()?;
     if matches!(kind.to_ascii_lowercase().as_str(), "node" | "nodes" | "no") {
         let nodes: Vec<crate::peering::NodeView> = client.get("/v1/nodes")?;
@@ -319,68 +324,8 @@ pub(super) fn describe(cli: &Cli, kind: &str, name: &str) -> Result<i32> {
     let (o, in_sync): (ObjectView, bool) =
         client.get_local(&format!("/v1/objects/{}/{}/{}", k.plural(), cli.namespace, name))?;
     warn_if_stale(in_sync);
-    println!("Name:         {}", o.key.name);
-    println!("Namespace:    {}", o.key.namespace);
-    println!("Kind:         {}", o.key.kind.as_str());
-    println!("Generation:   {}", o.generation);
-    println!("Version:      {}", o.version);
-    println!("Created:      {} ago", age(o.created_ms));
-    for (img, d) in &o.resolved {
-        println!("Image:        {img} -> {d}");
-    }
-    let st = &o.status;
-    match k {
-        Kind::Job => println!(
-            "Completions:  {}/{} succeeded, {} failed{}",
-            st.succeeded,
-            st.desired,
-            st.failed,
-            if st.complete { ", complete" } else { "" }
-        ),
-        _ => println!("Replicas:     {} desired, {} ready", st.desired, st.ready),
-    }
-    for p in &st.ports {
-        println!(
-            "Node port:    {} {}",
-            p.port,
-            if p.bound { "bound".to_string() } else { p.error.clone().unwrap_or_default() }
-        );
-    }
-    if !st.endpoints.is_empty() {
-        println!("Endpoints:");
-        for e in &st.endpoints {
-            println!("  {}\t{}", e.replica, if e.ready { "ready" } else { "not ready" });
-        }
-    }
-    if k != Kind::Service {
-        let reps: Vec<ReplicaStatus> = client.get("/v1/replicas")?;
-        let mine: Vec<&ReplicaStatus> = reps.iter().filter(|r| r.owner == o.key.to_string()).collect();
-        if !mine.is_empty() {
-            println!("Replicas:");
-            for r in mine {
-                println!(
-                    "  {}\tnode={} phase={} ready={} restarts={} revision={}{}",
-                    r.name,
-                    r.node,
-                    r.phase,
-                    r.ready,
-                    r.restarts,
-                    r.revision,
-                    r.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
-                );
-            }
-        }
-    }
-    if !st.messages.is_empty() {
-        println!("Messages:");
-        for m in &st.messages {
-            println!("  {m}");
-        }
-    }
-    println!("Spec:");
-    for l in serde_yaml::to_string(&o.object)?.lines() {
-        println!("  {l}");
-    }
+    let replicas: Vec<ReplicaStatus> = if k == Kind::Service { Vec::new() } else { client.get("/v1/replicas")? };
+    print!("{}", super::describe::describe_object(&o, &replicas, crate::clock::now_ms())?);
     Ok(0)
 }
 

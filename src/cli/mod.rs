@@ -1,16 +1,28 @@
 //! The command line: `wasmfleet agent`, and kubectl-like client commands.
 //!
 //! Map: [`args`] (what the command line accepts, clap), [`commands`] (what each command does),
-//! [`print`] (tables and descriptions as kubectl prints them), [`demo`] (the quick start).
+//! [`rollout`] (`rollout ...` and `set image`), [`print`] (tables as kubectl prints them),
+//! [`demo`] (the quick start). kubectl's words, pure and golden-tested: [`status`] (`rollout
+//! status`), [`history`] (`rollout history`), [`deployment`] (`get`, `-o yaml` status,
+//! `describe` lines), [`describe`], [`template`] (a pod template), [`tabs`] (Go's tabwriter),
+//! [`resource`] (`deployment/NAME`).
 
 pub mod args;
 mod commands;
 pub mod demo;
+mod deployment;
+mod describe;
+mod history;
 mod print;
+pub mod resource;
+mod rollout;
+mod status;
+mod tabs;
+mod template;
 
 use anyhow::{Context as _, Result, bail};
 
-pub use args::{AgentArgs, Cli, Command, Output, RunArgs, TokenAction, WriteArgs};
+pub use args::{AgentArgs, Cli, Command, Output, RolloutCommand, RunArgs, SetCommand, TokenAction, WriteArgs};
 pub use print::{kubectl_name, print_table};
 
 use self::args::parse_ttl;
@@ -44,7 +56,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Apply { files, write } => apply(&cli, files, *write),
         Command::Get { kind, name, output } => get(&cli, kind, name.as_deref(), *output),
-        Command::Describe { kind, name } => describe(&cli, kind, name),
+        Command::Describe { kind, name } => describe(&cli, kind, name.as_deref()),
         Command::Delete { kind, name, files, write } => delete(&cli, kind.as_deref(), name.as_deref(), files, *write),
         Command::Logs { name, follow, tail } => logs(&cli, name, *follow, *tail),
         Command::Scale { kind, name, replicas, write } => {
@@ -58,6 +70,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             println!("deployment.apps/{name} scaled to {replicas}");
             Ok(write.exit_code(report_durability(written.durability)))
         }
+        Command::Rollout { action } => rollout::rollout(&cli, action),
+        Command::Set { what: SetCommand::Image { args, write } } => rollout::set_image(&cli, args, *write),
         Command::Run(r) => run_local(r),
         Command::Serve { component, addr } => serve_local(component, *addr),
         Command::Token { action: TokenAction::Create { ttl } } => {

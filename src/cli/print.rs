@@ -14,8 +14,12 @@ pub fn kubectl_name(key: &ObjectKey) -> String {
 }
 
 pub(super) fn age(ms: u64) -> String {
-    let now = crate::clock::now_ms();
-    let s = now.saturating_sub(ms) / 1000;
+    age_at(crate::clock::now_ms(), ms)
+}
+
+/// How long before `now_ms` `ms` was, as kubectl's AGE column says it (`45s`, `3m`, `5h`, `2d`).
+pub(super) fn age_at(now_ms: u64, ms: u64) -> String {
+    let s = now_ms.saturating_sub(ms) / 1000;
     match s {
         0..120 => format!("{s}s"),
         120..7200 => format!("{}m", s / 60),
@@ -26,6 +30,11 @@ pub(super) fn age(ms: u64) -> String {
 
 /// Prints an aligned table, kubectl style.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    print!("{}", format_table(headers, rows));
+}
+
+/// An aligned table, kubectl style: columns three spaces apart, no trailing spaces.
+pub(super) fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -34,7 +43,8 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -43,12 +53,32 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}   ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        out.push_str(s.trim_end());
+        out.push('\n');
     };
     line(headers.to_vec());
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+    out
+}
+
+/// A wall time (ms since the epoch) as Kubernetes writes timestamps: RFC 3339, UTC, to the
+/// second (`2026-12-07T03:04:05Z`).
+pub(super) fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's `civil_from_days`, for days since 1970-01-01 (never negative here).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 pub(super) fn warn_if_stale(in_sync: bool) {
@@ -94,7 +124,8 @@ pub(super) fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
         v.pointer(p).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default()
     };
     match kind {
-        Kind::Deployment | Kind::DaemonSet => {
+        Kind::Deployment => print!("{}", super::deployment::table(objs, wide, crate::clock::now_ms())),
+        Kind::DaemonSet => {
             let rows: Vec<Vec<String>> = objs
                 .iter()
                 .map(|o| {
@@ -195,5 +226,28 @@ trait IfEmpty {
 impl IfEmpty for String {
     fn if_empty(self, d: &str) -> String {
         if self.is_empty() || self == "null" { d.to_string() } else { self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_612_645_999), "2026-12-07T03:04:05Z");
+        assert_eq!(rfc3339(4_107_542_399_000), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn ages_and_tables() {
+        assert_eq!(age_at(200_000, 155_000), "45s");
+        assert_eq!(age_at(10_000_000, 0), "2h");
+        assert_eq!(
+            format_table(&["NAME", "AGE"], &[vec!["a-long-name".into(), "1s".into()]]),
+            "NAME          AGE\na-long-name   1s\n"
+        );
     }
 }

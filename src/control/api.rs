@@ -23,6 +23,7 @@ use wasmfleet_cluster::replication::ReplicationError;
 use wasmfleet_runtime::{Digest, ModuleKind, Runtime};
 
 use crate::clock::now_ms;
+use crate::control::verbs::{ImageUpdate, RolloutAction, RolloutAnswer};
 use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey};
 use crate::reconcile::{ObjectStatus, Reconciler, ReplicaStatus};
 use crate::state::{ApplyAction, MAX_MODULE_BYTES, ModuleRecord, Store, StoreError, StoredObject};
@@ -498,28 +499,6 @@ struct ScaleBody {
     replicas: u32,
 }
 
-/// `POST /v1/rollout/{ns}/{name}`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RolloutBody {
-    action: String,
-    #[serde(default)]
-    to_revision: Option<u64>,
-}
-
-/// `POST /v1/image/{ns}/{name}`: container name (or `*`) to image.
-#[derive(Deserialize)]
-struct ImageBody {
-    images: BTreeMap<String, String>,
-}
-
-/// What a rollout verb answers: the Deployment, and what was done in kubectl's words.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct VerbAnswer {
-    pub object: ObjectView,
-    pub message: String,
-}
-
 #[derive(Deserialize)]
 struct LogsQuery {
     follow: Option<bool>,
@@ -629,10 +608,10 @@ pub fn router(api: Arc<Api>) -> Router {
             post(
                 |State(a): State<AppState>,
                  Path((ns, name)): Path<(String, String)>,
-                 LimitedJson(b): LimitedJson<RolloutBody, MAX_SMALL_JSON_BYTES>| async move {
+                 LimitedJson(b): LimitedJson<RolloutAction, MAX_SMALL_JSON_BYTES>| async move {
                     let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
                     let done = a.rollout_verb(&key, &b.action, b.to_revision)?;
-                    replicated(&a, &[key.to_string()], VerbAnswer { object: done.view, message: done.message }).await
+                    replicated(&a, &[key.to_string()], RolloutAnswer { object: done.view, message: done.message }).await
                 },
             ),
         )
@@ -641,10 +620,10 @@ pub fn router(api: Arc<Api>) -> Router {
             post(
                 |State(a): State<AppState>,
                  Path((ns, name)): Path<(String, String)>,
-                 LimitedJson(b): LimitedJson<ImageBody, MAX_SMALL_JSON_BYTES>| async move {
+                 LimitedJson(b): LimitedJson<ImageUpdate, MAX_SMALL_JSON_BYTES>| async move {
                     let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
                     let done = a.set_image(&key, b.images).await?;
-                    replicated(&a, &[key.to_string()], VerbAnswer { object: done.view, message: done.message }).await
+                    replicated(&a, &[key.to_string()], RolloutAnswer { object: done.view, message: done.message }).await
                 },
             ),
         )

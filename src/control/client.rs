@@ -8,7 +8,9 @@ use anyhow::{Context as _, Result, anyhow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::control::api::{COPIES_HEADER, Durability, ErrorBody, WANTED_HEADER};
+use crate::control::api::{COPIES_HEADER, Durability, ErrorBody, ObjectView, WANTED_HEADER};
+use crate::control::verbs::{ImageUpdate, RolloutAction, RolloutAnswer};
+use crate::manifest::Kind;
 
 /// Where and how to reach an agent.
 #[derive(Clone, Debug)]
@@ -98,6 +100,21 @@ impl Client {
     /// A write (`delete`, `scale`) with a JSON body: its answer and how durable it is.
     pub fn write_json<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<Written<T>> {
         Written::from(self.check(self.request("POST", path).send_json(body))?)
+    }
+
+    /// One object with its live status (`GET /v1/objects/{kind}/{ns}/{name}`).
+    pub fn object(&self, kind: Kind, namespace: &str, name: &str) -> Result<ObjectView> {
+        self.get(&format!("/v1/objects/{}/{}/{}", kind.plural(), encode(namespace), encode(name)))
+    }
+
+    /// `rollout pause|resume|restart|undo` of a Deployment (`POST /v1/rollout/{ns}/{name}`).
+    pub fn rollout(&self, namespace: &str, name: &str, action: &RolloutAction) -> Result<Written<RolloutAnswer>> {
+        self.write_json(&format!("/v1/rollout/{}/{}", encode(namespace), encode(name)), action)
+    }
+
+    /// `set image` of a Deployment (`POST /v1/image/{ns}/{name}`).
+    pub fn set_image(&self, namespace: &str, name: &str, update: &ImageUpdate) -> Result<Written<RolloutAnswer>> {
+        self.write_json(&format!("/v1/image/{}/{}", encode(namespace), encode(name)), update)
     }
 
     pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: &[u8]) -> Result<T> {
