@@ -195,18 +195,26 @@ impl<'a> Fleet<'a> {
         scratch.zone_hist.clear();
         scratch.zone_hist.push(statics.bound_zone.iter().filter(|b| **b).count() as u32);
 
-        out.nodes.resize(workload.replicas as usize, UNPLACED);
+        out.nodes.resize(planned(workload) as usize, UNPLACED);
         if self.rule == Rule::Striped {
             place_striped(workload, &seeds, statics, index, free, scratch, out);
         }
         spread_scan(workload, &seeds, statics, nodes, index, free, scratch, out);
+        // Slots past `replicas` only held their place in the plan.
+        out.nodes.truncate(workload.replicas as usize);
         for p in scratch.touched.drain(..) {
             scratch.on_node[p] = 0;
         }
     }
 }
 
-/// Takes one replica of `workload` at position `p` for slot `slot_index`.
+/// The slots a workload is placed as: `replicas`, or its plan when larger.
+fn planned(workload: &WorkloadReq) -> u32 {
+    workload.replicas.max(workload.planned)
+}
+
+/// Takes one replica of `workload` at position `p` for slot `slot_index` (a slot past
+/// `replicas` counts for spreading but takes no capacity).
 fn commit(
     workload: &WorkloadReq,
     p: usize,
@@ -217,7 +225,9 @@ fn commit(
     index: &NodeIndex<'_>,
 ) {
     let Scratch { on_node, touched, in_zone, hist, zone_hist, .. } = scratch;
-    free[p].take(workload);
+    if slot_index < workload.replicas {
+        free[p].take(workload);
+    }
     if on_node[p] == 0 {
         touched.push(p);
     }
@@ -242,10 +252,10 @@ fn place_striped(
     scratch: &mut Scratch,
     out: &mut Outcome,
 ) {
-    if workload.replicas == 0 || statics.units.is_empty() {
+    if planned(workload) == 0 || statics.units.is_empty() {
         return;
     }
-    let quotas = plan::quotas(workload.replicas, &statics.units, seeds);
+    let quotas = plan::quotas(planned(workload), &statics.units, seeds);
     let slot_units = plan::assign(&quotas, &statics.units, seeds);
     // Scratch vectors taken out for the pass, so that `commit` can borrow the rest.
     let mut unit_start = std::mem::take(&mut scratch.unit_start);
@@ -354,14 +364,17 @@ fn spread_scan(
     let mut min_on_node = 0usize;
     let mut min_zone = 0usize;
     let mut last_failure: Option<String> = None;
-    for slot_index in 0..workload.replicas {
+    for slot_index in 0..planned(workload) {
         if out.nodes[slot_index as usize] != UNPLACED {
             continue;
         }
-        out.homeless += 1;
+        let real = slot_index < workload.replicas;
+        out.homeless += u32::from(real);
         // Capacity only shrinks, so once one slot fails the rest fail the same way.
         if let Some(reason) = &last_failure {
-            out.failures.push((slot_index, reason.clone()));
+            if real {
+                out.failures.push((slot_index, reason.clone()));
+            }
             continue;
         }
         let Scratch { on_node, in_zone, hist, zone_hist, groups, .. } = &mut *scratch;
@@ -474,7 +487,9 @@ fn spread_scan(
                 }
             }
             let reason = summary.to_string();
-            out.failures.push((slot_index, reason.clone()));
+            if real {
+                out.failures.push((slot_index, reason.clone()));
+            }
             last_failure = Some(reason);
         }
     }

@@ -116,6 +116,7 @@ mod tests {
             cpu_millis: 0,
             node_selector: BTreeMap::new(),
             arch: None,
+            planned: 0,
         }
     }
 
@@ -210,6 +211,7 @@ mod tests {
             cpu_millis: 0,
             node_selector: BTreeMap::new(),
             arch: Some("x86_64".into()),
+            planned: 0,
         };
         let p = place(&[ds], &nodes);
         assert_eq!(p.assignments, BTreeMap::from([(Slot::new("DaemonSet/kube/agent", 0), "edge-1".into())]));

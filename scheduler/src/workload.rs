@@ -23,6 +23,13 @@ pub struct WorkloadReq {
     pub kind: WorkloadKind,
     /// Number of slots; ignored for [`WorkloadKind::DaemonSet`].
     pub replicas: u32,
+    /// The size the placement is planned for, when larger than `replicas`: slots are placed
+    /// as if the workload had `planned` of them, and the first `replicas` run (only they take
+    /// capacity). While capacity does not bind, a workload that grows or shrinks within its
+    /// plan keeps every slot where it was: a Deployment's revision sets are planned at the
+    /// Deployment's size, so a rollout never moves a replica that stays.
+    #[serde(default)]
+    pub planned: u32,
     /// Memory one replica needs; 0 means it only takes an instance slot.
     pub memory_mib: u64,
     /// CPU one replica needs; 0 means it only takes an instance slot.

@@ -120,6 +120,7 @@ pub fn workloads(
             cpu_millis: spec.template.cpu_millis.unwrap_or(0),
             node_selector: spec.template.node_selector.clone(),
             arch: None,
+            planned: 0,
         };
         match obj {
             Object::Deployment(d) => {
@@ -150,6 +151,9 @@ pub fn workloads(
                     out.requests.push(WorkloadReq {
                         key: workload_key(&key, Some(&set.hash)),
                         replicas: set.replicas,
+                        // Every set is planned at the Deployment's size: a set that grows or
+                        // shrinks during a rollout moves none of its replicas.
+                        planned: d.spec.replicas(),
                         memory_mib: slot.template.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0),
                         cpu_millis: slot.template.cpu_millis.unwrap_or(0),
                         node_selector: slot.template.node_selector.clone(),
