@@ -210,7 +210,8 @@ fn a_version_that_never_gets_ready_stops_at_the_progress_deadline() {
     let load = Load::start(&agents[1].gateway, "web");
     load.wait_more(20);
     // `hostile` traps on the probe's path: its replicas never get ready.
-    let bad = web(6, "v1", strategy).replace("path: /ready", "path: /trap");
+    let bad =
+        web(6, "v1", strategy).replace("path: /ready", "path: /trap").replace("image: hello:1.0", "image: hostile:1.0");
     apply(&agents[0], &bad);
     let (done, out, err) = rollout_status(&agents[2], "60s");
     assert!(!done, "a rollout that cannot progress succeeded:\n{out}");
