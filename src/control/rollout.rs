@@ -212,6 +212,7 @@ mod tests {
                 ..State::default()
             },
             templates: BTreeMap::new(),
+            progress: None,
         }
     }
 

@@ -174,7 +174,8 @@ pub fn next_record(
     let state = rollout::step(name, spec, &state, observed, now_ms);
     templates.entry(spec.template_hash.clone()).or_insert_with(|| template.clone());
     templates.retain(|hash, _| state.set(hash).is_some());
-    let next = RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates };
+    let next =
+        RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates, progress: None };
     let unchanged = stored.is_some_and(|r| {
         r.state == next.state
             && r.generation == next.generation

@@ -45,6 +45,9 @@ pub struct RolloutRecord {
     pub state: rollout::State,
     /// Templates of the sets in `state`, by hash.
     pub templates: BTreeMap<String, RevisionTemplate>,
+    /// A Rollout's canary or blue/green progress (None for a Deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<rollout::progressive::Progress>,
 }
 
 impl RolloutRecord {

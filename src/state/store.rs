@@ -62,6 +62,10 @@ pub struct StoredObject {
     pub generation: u64,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Operator verbs on a Rollout (`promote`, `abort`, ...): how many times each was given.
+    /// Kept across applies; the Rollout's coordinator acts on each new one once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub verbs: BTreeMap<String, u64>,
 }
 
 impl StoredObject {
@@ -264,6 +268,7 @@ impl Store {
                     Some(e) => (ApplyAction::Created, e.generation + 1, now),
                     None => (ApplyAction::Created, 1, now),
                 };
+                let verbs = existing.as_ref().filter(|e| !e.deleted).map(|e| e.verbs.clone()).unwrap_or_default();
                 let rec = StoredObject {
                     key: key.clone(),
                     version: self.next_version(),
@@ -273,6 +278,7 @@ impl Store {
                     generation,
                     created_ms,
                     updated_ms: now,
+                    verbs,
                 };
                 let bytes = serde_json::to_vec(&rec).map_err(|e| self.db_err(e))?;
                 table.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
@@ -284,6 +290,39 @@ impl Store {
             self.notify();
         }
         Ok(results)
+    }
+
+    /// Counts one more `verb` on an existing object (a new version; the spec and its
+    /// generation are unchanged). Returns the object, or None if there is none.
+    pub fn add_verb(&self, key: &ObjectKey, verb: &str) -> Result<Option<StoredObject>, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let out = {
+            let mut table = txn.open_table(OBJECTS).map_err(|e| self.db_err(e))?;
+            let k = key.to_string();
+            let existing: Option<StoredObject> = match table.get(k.as_str()).map_err(|e| self.db_err(e))? {
+                Some(v) => Some(
+                    serde_json::from_slice(v.value())
+                        .map_err(|e| StoreError::Corrupt { key: k.clone(), reason: e.to_string() })?,
+                ),
+                None => None,
+            };
+            match existing {
+                Some(mut rec) if !rec.deleted => {
+                    *rec.verbs.entry(verb.to_string()).or_default() += 1;
+                    rec.version = self.next_version();
+                    rec.updated_ms = now_ms();
+                    let bytes = serde_json::to_vec(&rec).map_err(|e| self.db_err(e))?;
+                    table.insert(k.as_str(), bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                    Some(rec)
+                }
+                _ => None,
+            }
+        };
+        txn.commit().map_err(|e| self.db_err(e))?;
+        if out.is_some() {
+            self.notify();
+        }
+        Ok(out)
     }
 
     /// Replaces the spec of an existing object (e.g. `scale`).

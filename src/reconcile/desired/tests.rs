@@ -48,6 +48,7 @@ fn stored(yaml: &str, generation: u64) -> Vec<(StoredObject, Object)> {
                 generation,
                 created_ms: 0,
                 updated_ms: 0,
+                verbs: BTreeMap::new(),
             };
             (rec, o)
         })
