@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# A rolling update under load on real agents (127.0.0.1, port 0): 3 nodes, REPLICAS replicas
+# of hello (default 30), maxSurge 1 / maxUnavailable 0, wrk through every gateway while the
+# template changes. Prints the time the rollout took (apply -> `rollout status` done), the
+# time per step, and the requests that failed (non-2xx or socket errors, from wrk).
+#
+#   benches/rollout.sh                 # REPLICAS=30 ROUNDS=3
+#   REPLICAS=12 ROUNDS=1 benches/rollout.sh
+#
+# hello has no readiness probe, so a new replica is ready as soon as it starts (well under a
+# millisecond): the time per step is what pacing itself costs (a step needs two gossip hops:
+# the coordinator sees the new replica ready, cuts an old one, sees it gone, grows the new set).
+. "$(dirname "$0")/lib.sh"
+need_bin
+need_wrk
+need_hello
+declare -A WRK
+REPLICAS="${REPLICAS:-30}"
+ROUNDS="${ROUNDS:-3}"
+
+start_agent n1 --node-name n1
+api() { listener "$1" api; }
+cli() { "$BIN" --server "$(api n1)" --token "$(cat "$tmp/n1/token")" "$@"; }
+TOKEN=$(cli token create --ttl 1h | tail -1)
+start_agent n2 --node-name n2 --join "$(listener n1 cluster)" --join-token "$TOKEN"
+start_agent n3 --node-name n3 --join "$(listener n1 cluster)" --join-token "$TOKEN"
+cli push hello:1.0 "$HELLO" >/dev/null
+
+manifest() { # greeting
+  cat >"$tmp/web.yaml" <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: $REPLICAS
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: hello:1.0
+        env: [{name: GREETING, value: "$1"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+YAML
+  cli apply -f "$tmp/web.yaml" >/dev/null 2>&1
+}
+
+manifest v0
+cli rollout status deployment/web --timeout 120s >/dev/null
+echo "(wrk runs ${WRK_SECONDS:-15} s per round; the rollout starts 1 s in)"
+echo "3 nodes, $REPLICAS replicas, maxSurge 1 maxUnavailable 0, wrk (1 thread, 4 connections) through every gateway"
+printf '%-6s %10s %12s %10s %10s\n' round total_ms per_step_ms requests failed
+for round in $(seq 1 "$ROUNDS"); do
+  for n in n1 n2 n3; do
+    wrk -t1 -c4 -d "${WRK_SECONDS:-15}s" -H "Host: web" "$(listener $n gateway)/" >"$tmp/wrk-$n.out" 2>&1 &
+    WRK[$n]=$!
+  done
+  sleep 1
+  start=$(date +%s%N)
+  manifest "v$round"
+  cli rollout status deployment/web --timeout 120s >/dev/null
+  took_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  # wrk runs its whole window (the rollout inside it), then prints its counts.
+  for n in n1 n2 n3; do wait "${WRK[$n]}" 2>/dev/null || true; done
+  requests=0 failed=0
+  for n in n1 n2 n3; do
+    r=$(awk '/requests in/ {print $1}' "$tmp/wrk-$n.out"); requests=$((requests + ${r:-0}))
+    f=$(awk '/Non-2xx/ {print $NF}' "$tmp/wrk-$n.out"); failed=$((failed + ${f:-0}))
+    e=$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' "$tmp/wrk-$n.out"); failed=$((failed + ${e:-0}))
+  done
+  printf '%-6s %10s %12s %10s %10s\n' "$round" "$took_ms" "$((took_ms / REPLICAS))" "$requests" "$failed"
+  if [ "$failed" -gt 0 ]; then
+    for n in n1 n2 n3; do echo "-- wrk through $n"; cat "$tmp/wrk-$n.out"; done >&2
+  fi
+done
