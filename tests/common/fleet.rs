@@ -38,10 +38,15 @@ pub struct Load {
 
 impl Load {
     pub fn start(gateway: &str, host: &str) -> Load {
+        Self::start_path(gateway, host, "/")
+    }
+
+    /// GETs `path` instead of `/`.
+    pub fn start_path(gateway: &str, host: &str, path: &str) -> Load {
         let (stop, okc, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::default());
         let (s, o, f): (Arc<AtomicBool>, Arc<AtomicU64>, Arc<std::sync::Mutex<Vec<String>>>) =
             (stop.clone(), okc.clone(), Arc::clone(&failed));
-        let (url, host) = (format!("{gateway}/"), host.to_string());
+        let (url, host) = (format!("{gateway}{path}"), host.to_string());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match http_get(&url, &host) {
@@ -54,6 +59,11 @@ impl Load {
             }
         });
         Load { stop, ok: okc, failed, thread: Some(thread) }
+    }
+
+    /// Requests that failed so far.
+    pub fn failed_count(&self) -> usize {
+        self.failed.lock().unwrap().len()
     }
 
     pub fn ok(&self) -> u64 {
