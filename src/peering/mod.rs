@@ -24,6 +24,7 @@ pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaPhase};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -112,6 +113,9 @@ enum Rpc {
     Ping,
     /// Health probe: cheaper than Ping (no digest).
     Probe,
+    /// The sender's replicas (its gossip `replicas` value), sent straight to the peers that
+    /// decide rollouts of them, ahead of gossip. `seq` orders reports from one sender.
+    Replicas { seq: u64, value: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -132,6 +136,9 @@ enum Reply {
     Ack { won: usize },
 }
 
+/// Gossip key of the sequence number of this node's `replicas` value.
+pub const REPLICAS_SEQ_KEY: &str = "rseq";
+
 /// State the mesh handler needs.
 struct Shared {
     node_id: String,
@@ -142,7 +149,21 @@ struct Shared {
     gossip_key: GossipKey,
     gossip_advertise: Mutex<Option<SocketAddr>>,
     tokens: Mutex<Vec<IssuedToken>>,
+    /// Replica reports peers sent straight here ([`Rpc::Replicas`]), by sender.
+    reports: Mutex<HashMap<String, Report>>,
+    /// Poked when a report arrives.
+    reported: Arc<tokio::sync::Notify>,
 }
+
+/// A peer's replicas as it reported them directly.
+struct Report {
+    seq: u64,
+    at: std::time::Instant,
+    replicas: Vec<GossipReplica>,
+}
+
+/// How long a direct report stands in for gossip: by then gossip carries the same list.
+const REPORT_FRESH: Duration = Duration::from_secs(2);
 
 /// The running cluster layer of a node.
 pub struct Peering {
@@ -293,6 +314,8 @@ impl Peering {
             gossip_key: gossip_key.clone(),
             gossip_advertise: Mutex::new(None),
             tokens: Mutex::new(tokens),
+            reports: Mutex::new(HashMap::new()),
+            reported: Arc::new(tokio::sync::Notify::new()),
         });
         let handler_state = shared.clone();
         let handler = move |peer: PeerInfo, req: Bytes| {
@@ -435,21 +458,55 @@ impl Peering {
 
     /// Every other node gossip knows of (dead ones included, with their last published state).
     pub fn peer_views(&self) -> Vec<PeerView> {
+        let reports = self.shared.reports.lock().unwrap_or_else(|e| e.into_inner());
         self.members
             .borrow()
             .iter()
             .filter(|m| m.name != self.shared.node_id)
             .map(|m| {
                 let info: Option<NodeInfo> = m.kv.get("info").and_then(|i| serde_json::from_str(i).ok());
+                // A direct report newer than what gossip carries stands in for it, briefly.
+                let gossip_seq: u64 = m.kv.get(REPLICAS_SEQ_KEY).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let report = reports
+                    .get(&m.name)
+                    .filter(|r| r.seq > gossip_seq && r.at.elapsed() < REPORT_FRESH)
+                    .map(|r| r.replicas.clone());
                 PeerView {
                     name: m.name.clone(),
                     state: m.state,
                     cluster: info.as_ref().and_then(|i| i.cluster.parse().ok()),
                     info,
-                    replicas: m.kv.get("replicas").and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
+                    replicas: report.unwrap_or_else(|| {
+                        m.kv.get("replicas").and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
+                    }),
                 }
             })
             .collect()
+    }
+
+    /// Notified when a peer reports its replicas directly.
+    pub fn reports_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.shared.reported.clone()
+    }
+
+    /// Publishes this node's replicas (`value`, the gossip `replicas` JSON) with sequence
+    /// `seq` in gossip, and sends it straight to `targets` (peers deciding rollouts of them) so
+    /// they see it before gossip carries it. Reports are best effort: gossip follows anyway.
+    pub async fn publish_replicas(self: &Arc<Self>, value: &str, seq: u64, targets: &[String]) -> Result<()> {
+        self.publish(REPLICAS_SEQ_KEY, &seq.to_string()).await?;
+        self.publish("replicas", value).await?;
+        let addrs: HashMap<String, SocketAddr> = self.peers().into_iter().collect();
+        let request = Bytes::from(rmp_serde::to_vec_named(&Rpc::Replicas { seq, value: value.to_string() })?);
+        for target in targets {
+            let Some(addr) = addrs.get(target).copied() else { continue };
+            let (mesh, target, request) = (self.mesh.clone(), target.clone(), request.clone());
+            tokio::spawn(async move {
+                if let Err(e) = mesh.call(&target, addr, request, Duration::from_secs(2)).await {
+                    tracing::debug!(peer = %target, error = %e, "replica report not delivered (gossip follows)");
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Publishes `key=value` in this node's gossip state.
@@ -713,6 +770,15 @@ impl Shared {
             (_, None) => bail!("not authenticated: only a join request is accepted without a node certificate"),
             (Rpc::Ping, Some(_)) => Reply::Pong { digest: self.store.digest()?.to_string() },
             (Rpc::Probe, Some(_)) => Reply::Ack { won: 0 },
+            (Rpc::Replicas { seq, value }, Some(sender)) => {
+                let replicas: Vec<GossipReplica> = serde_json::from_str(&value).context("undecodable replica report")?;
+                let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+                if reports.get(&sender).is_none_or(|r| r.seq < seq) {
+                    reports.insert(sender, Report { seq, at: std::time::Instant::now(), replicas });
+                    self.reported.notify_one();
+                }
+                Reply::Ack { won: 0 }
+            }
         };
         Ok(Bytes::from(rmp_serde::to_vec_named(&reply)?))
     }

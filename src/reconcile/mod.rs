@@ -207,8 +207,9 @@ struct Inner {
     ports: Mutex<HashMap<u16, PortListener>>,
     view: Mutex<Vec<ReplicaStatus>>,
     status: DashMap<ObjectKey, ObjectStatus>,
-    /// The last replica list published in gossip.
+    /// The last replica list published in gossip, and its sequence number.
     published: Mutex<String>,
+    published_seq: Mutex<u64>,
     /// Poked when a command ends, so Job progress is recorded at once.
     kick: Arc<tokio::sync::Notify>,
     started: Instant,
@@ -251,6 +252,7 @@ impl Reconciler {
                 view: Mutex::new(Vec::new()),
                 status: DashMap::new(),
                 published: Mutex::new(String::new()),
+                published_seq: Mutex::new(0),
                 kick: Arc::new(tokio::sync::Notify::new()),
                 started: Instant::now(),
                 boot_logged: AtomicBool::new(false),
@@ -267,6 +269,7 @@ impl Reconciler {
             let mut shutdown = inner.shutdown.clone();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut members = inner.peering.members_watch();
+            let reports = inner.peering.reports_notify();
             loop {
                 this.pass().await;
                 let gossip = tokio::select! {
@@ -274,6 +277,7 @@ impl Reconciler {
                     _ = tick.tick() => false,
                     _ = inner.kick.notified() => false,
                     Ok(()) = members.changed() => true,
+                    _ = reports.notified() => true,
                     _ = shutdown.wait_for(|s| *s) => break,
                 };
                 if gossip {
@@ -386,7 +390,7 @@ impl Inner {
             .map(|k| (k.owner.namespace.clone(), k.name()))
             .collect();
         drop(running);
-        self.publish_gossip(gossip).await;
+        self.publish_gossip(gossip, &peers).await;
         for r in retired {
             r.stop().await;
         }

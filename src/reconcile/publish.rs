@@ -1,7 +1,7 @@
 //! Status and gossip: what this node tells the API (its replicas, each object's ready count)
 //! and its peers (the replicas it runs, key `replicas` in its gossip state).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::replicas::Running;
 use super::{Inner, ObjectStatus, ReplicaStatus};
@@ -53,23 +53,55 @@ impl Inner {
         (view, gossip)
     }
 
-    /// Publishes this node's replicas in gossip when they changed.
-    pub(super) async fn publish_gossip(&self, replicas: Vec<GossipReplica>) {
+    /// Publishes this node's replicas in gossip when they changed, and reports them straight
+    /// to the coordinators of the Deployments whose replicas changed (`peers`: the live
+    /// ones), so a rollout's next step does not wait for gossip.
+    pub(super) async fn publish_gossip(&self, replicas: Vec<GossipReplica>, peers: &[PeerView]) {
         let (value, kept) = gossip_value(replicas);
         if let Some(kept) = kept {
             tracing::warn!(kept, "too many replicas to publish in gossip; published a subset");
         }
-        {
+        let changed_owners = {
             let mut last = self.published.lock().unwrap_or_else(|e| e.into_inner());
             if *last == value {
                 return;
             }
+            let owners = changed_owners(&last, &value);
             last.clone_from(&value);
-        }
-        if let Err(e) = self.peering.publish("replicas", &value).await {
+            owners
+        };
+        let live: Vec<&str> = peers.iter().map(|p| p.name.as_str()).chain([self.node.as_str()]).collect();
+        let mut targets: Vec<String> = changed_owners
+            .iter()
+            .filter(|o| o.kind == crate::manifest::Kind::Deployment)
+            .filter_map(|o| super::rollouts::coordinator(o, live.iter().copied()))
+            .filter(|c| *c != self.node)
+            .map(str::to_string)
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let seq = {
+            let mut seq = self.published_seq.lock().unwrap_or_else(|e| e.into_inner());
+            *seq = (*seq + 1).max(crate::clock::now_ms());
+            *seq
+        };
+        if let Err(e) = self.peering.publish_replicas(&value, seq, &targets).await {
             tracing::warn!(error = %format!("{e:#}"), "cannot publish replicas in gossip");
         }
     }
+}
+
+/// The owners whose replicas differ between two published values.
+fn changed_owners(before: &str, after: &str) -> BTreeSet<ObjectKey> {
+    let parse = |v: &str| -> BTreeSet<(String, String, bool, String)> {
+        serde_json::from_str::<Vec<GossipReplica>>(v)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.owner, r.name, r.ready, r.phase.to_string()))
+            .collect()
+    };
+    let (a, b) = (parse(before), parse(after));
+    a.symmetric_difference(&b).filter_map(|(owner, ..)| owner.parse().ok()).collect()
 }
 
 /// A replica as published in gossip.
