@@ -49,6 +49,7 @@
 //! The runtime view of a template, with these and Kubernetes' defaults applied, is
 //! [`PodTemplateSpec::workload`] → [`WorkloadTemplate`].
 
+mod condition;
 mod error;
 mod locate;
 mod object;
@@ -58,6 +59,7 @@ pub mod types;
 mod validate;
 mod workload;
 
+pub use condition::{Comparison, Condition, ConditionError, Figure, Op};
 pub use error::ManifestError;
 pub use object::{Kind, Object, ObjectKey};
 pub use parse::parse_str;
