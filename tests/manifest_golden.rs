@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmfleet::manifest::{Kind, Object, RestartPolicy, ServiceType, parse_str};
+use wasmfleet::manifest::{Kind, Object, RestartPolicy, ServiceType, Step, StrategyKind, parse_str};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -181,4 +181,72 @@ fn annotations_and_host_paths_reach_the_workload() {
     assert_eq!(w.memory_bytes, Some(128 << 20), "memory comes from limits before requests");
     assert_eq!(w.cpu_millis, Some(1000));
     assert_eq!(w.env[2], ("EMPTY".to_owned(), String::new()));
+}
+
+#[test]
+fn rollouts_mean_what_they_say() {
+    let objects = parse_ok(&root().join("tests/manifests/valid/rollout-canary.yaml"));
+    let Object::Rollout(r) = &objects[0] else { panic!("first object is not a Rollout") };
+    assert_eq!(objects[0].key().to_string(), "Rollout/default/web");
+    assert_eq!(r.spec.replicas(), 4);
+    let w = objects[0].pod_template().expect("a Rollout has a pod template").workload();
+    assert_eq!((w.image.as_str(), w.restart_policy), ("web:2.0", RestartPolicy::Always));
+    let Some(StrategyKind::Canary(c)) = r.spec.strategy.kind() else { panic!("not a canary") };
+    assert_eq!((c.canary_service.as_deref(), c.stable_service.as_deref()), (Some("web-canary"), Some("web-stable")));
+    let steps: Vec<Step> = c.steps.iter().map(|s| s.kind().expect("a validated step")).collect();
+    let secs = |s| Step::Pause(Some(Duration::from_secs(s)));
+    assert_eq!(
+        steps,
+        [
+            Step::SetWeight(10),
+            secs(30),
+            Step::SetWeight(25),
+            secs(60),
+            Step::Analysis(vec!["success-rate".into(), "latency".into()]),
+            Step::SetWeight(50),
+            secs(300),
+            Step::SetWeight(50),
+            Step::Pause(None),
+            Step::SetWeight(100),
+        ]
+    );
+    let background = c.analysis.as_ref().expect("background analysis");
+    assert_eq!((background.template_names(), background.starting_step()), (vec!["success-rate".to_owned()], 1));
+
+    let objects = parse_ok(&root().join("tests/manifests/valid/rollout-bluegreen.yaml"));
+    let Object::Rollout(r) = &objects[0] else { panic!("not a Rollout") };
+    let Some(StrategyKind::BlueGreen(b)) = r.spec.strategy.kind() else { panic!("not blue-green") };
+    assert_eq!((b.active_service.as_str(), b.preview_service.as_deref()), ("shop", Some("shop-preview")));
+    assert!(!b.auto_promotion_enabled());
+    assert_eq!(b.auto_promotion_after(), Some(Duration::from_secs(30)));
+    assert_eq!(b.scale_down_delay(), Duration::from_secs(60));
+    assert_eq!(b.preview_replicas(r.spec.replicas()), 1);
+    let Object::Rollout(r) = &objects[1] else { panic!("not a Rollout") };
+    let Some(StrategyKind::BlueGreen(b)) = r.spec.strategy.kind() else { panic!("not blue-green") };
+    assert!(b.auto_promotion_enabled());
+    assert_eq!((b.scale_down_delay(), b.preview_replicas(r.spec.replicas())), (Duration::from_secs(30), 1));
+}
+
+#[test]
+fn analysis_templates_mean_what_they_say() {
+    let objects = parse_ok(&root().join("tests/manifests/valid/analysistemplate.yaml"));
+    assert_eq!(objects[0].kind(), Kind::AnalysisTemplate);
+    assert!(objects[0].pod_template().is_none());
+    let Object::AnalysisTemplate(t) = &objects[0] else { panic!("not an AnalysisTemplate") };
+    let m = &t.spec.metrics[0];
+    assert_eq!((m.interval(), m.count(), m.failure_limit(), m.inconclusive_limit()), (Duration::from_secs(5), 3, 0, 1));
+    assert_eq!(m.min_requests(), 20);
+    let success = m.success_condition().unwrap().expect("a success condition");
+    let failure = m.failure_condition().unwrap().expect("a failure condition");
+    let figures = |name: &str| match name {
+        "successRate" => Some(0.995),
+        "errorRate" => Some(0.005),
+        "p99Ms" => Some(180.0),
+        _ => None,
+    };
+    assert_eq!((success.eval(&figures), failure.eval(&figures)), (Some(true), Some(false)));
+    let m = &t.spec.metrics[1];
+    assert_eq!((m.interval(), m.count(), m.min_requests()), (Duration::from_secs(10), 1, 10));
+    assert_eq!(m.success_condition().unwrap().map(|c| c.to_string()).as_deref(), Some("rps >= 1 || requests > 100"));
+    assert_eq!(m.failure_condition(), Ok(None));
 }

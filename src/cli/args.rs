@@ -48,7 +48,7 @@ pub enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
-    /// List objects: deployments, services, jobs, daemonsets, replicas, modules, node.
+    /// List objects: deployments, services, jobs, daemonsets, rollouts, analysistemplates, replicas, modules, node.
     Get {
         kind: String,
         name: Option<String>,

@@ -263,7 +263,8 @@ pub(super) fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Outp
         other => {
             let k = Kind::parse(other).with_context(|| {
                 format!(
-                    "unknown kind `{other}`: use deployments, services, jobs, daemonsets, replicas, modules or nodes"
+                    "unknown kind `{other}`: use deployments, services, jobs, daemonsets, rollouts, analysistemplates, \
+                     replicas, modules or nodes"
                 )
             })?;
             let (mut objs, in_sync): (Vec<ObjectView>, bool) =

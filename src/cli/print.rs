@@ -9,6 +9,7 @@ pub fn kubectl_name(key: &ObjectKey) -> String {
         Kind::Deployment | Kind::DaemonSet => format!("{}.apps", key.kind.as_str().to_lowercase()),
         Kind::Job => "job.batch".into(),
         Kind::Service => "service".into(),
+        Kind::Rollout | Kind::AnalysisTemplate => format!("{}.argoproj.io", key.kind.as_str().to_lowercase()),
     };
     format!("{group}/{}", key.name)
 }
@@ -125,6 +126,10 @@ pub(super) fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
     };
     match kind {
         Kind::Deployment => print!("{}", super::deployment::table(objs, wide, crate::clock::now_ms())),
+        Kind::Rollout | Kind::AnalysisTemplate => print_table(
+            &["NAME", "AGE"],
+            &objs.iter().map(|o| vec![o.key.name.clone(), age(o.created_ms)]).collect::<Vec<_>>(),
+        ),
         Kind::DaemonSet => {
             let rows: Vec<Vec<String>> = objs
                 .iter()

@@ -158,10 +158,12 @@ mod tests {
         assert_eq!(parse("deployment"), Err(ResourceError::NoName { kind: "deployment".into() }));
         assert_eq!(parse("deployment/"), Err(ResourceError::NoName { kind: "deployment".into() }));
         assert_eq!(parse("svc/web"), Err(ResourceError::NoRollouts { plural: "services" }));
-        assert_eq!(parse("rollout/web"), Err(ResourceError::UnknownKind { kind: "rollout".into() }));
+        // Argo's Rollout is a kind now, but not yet a `RolloutKind`.
+        assert_eq!(parse("rollout/web"), Err(ResourceError::NoRollouts { plural: "rollouts" }));
+        assert_eq!(parse("statefulset/web"), Err(ResourceError::UnknownKind { kind: "statefulset".into() }));
         assert_eq!(
-            ResourceError::UnknownKind { kind: "rollout".into() }.to_string(),
-            "the server doesn't have a resource type \"rollout\" (use `deployment/NAME`)"
+            ResourceError::UnknownKind { kind: "statefulset".into() }.to_string(),
+            "the server doesn't have a resource type \"statefulset\" (use `deployment/NAME`)"
         );
         assert!(ResourceRef::parse_only(&words("deployment/web extra")).is_err());
     }

@@ -507,7 +507,9 @@ struct LogsQuery {
 
 fn kind_of(s: &str) -> ApiResult<Kind> {
     Kind::parse(s).ok_or_else(|| {
-        ApiError::BadRequest(format!("unknown kind `{s}`: use deployments, services, jobs or daemonsets"))
+        ApiError::BadRequest(format!(
+            "unknown kind `{s}`: use deployments, services, jobs, daemonsets, rollouts or analysistemplates"
+        ))
     })
 }
 

@@ -7,9 +7,11 @@
 //!
 //! # Kinds
 //!
-//! `apps/v1 Deployment`, `v1 Service`, `batch/v1 Job`, `apps/v1 DaemonSet`, and `v1 List` whose
-//! `items` are such objects (as `kubectl get -o yaml` prints them). A kind with the wrong
-//! `apiVersion` (`extensions/v1beta1 Deployment`) is an error that names the right one.
+//! `apps/v1 Deployment`, `v1 Service`, `batch/v1 Job`, `apps/v1 DaemonSet`, Argo Rollouts'
+//! `argoproj.io/v1alpha1 Rollout` and `AnalysisTemplate` ([`progressive`], with the built-in
+//! metrics' [`Condition`] language), and `v1 List` whose `items` are such objects (as
+//! `kubectl get -o yaml` prints them). A kind with the wrong `apiVersion`
+//! (`extensions/v1beta1 Deployment`) is an error that names the right one.
 //!
 //! # Errors
 //!
@@ -49,18 +51,26 @@
 //! The runtime view of a template, with these and Kubernetes' defaults applied, is
 //! [`PodTemplateSpec::workload`] → [`WorkloadTemplate`].
 
+mod condition;
 mod error;
 mod locate;
 mod object;
 mod parse;
+pub mod progressive;
 mod quantity;
 pub mod types;
 mod validate;
 mod workload;
 
+pub use condition::{Comparison, Condition, ConditionError, Figure, Op};
 pub use error::ManifestError;
 pub use object::{Kind, Object, ObjectKey};
 pub use parse::parse_str;
+pub use progressive::{
+    AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, BackgroundAnalysis, BlueGreenStrategy, CanaryStep,
+    CanaryStrategy, Metric, MetricProvider, Rollout, RolloutAnalysis, RolloutPause, RolloutSpec, RolloutStrategy, Step,
+    StrategyKind, WasmfleetMetric, parse_pause_duration,
+};
 pub use quantity::{parse_cpu_millis, parse_duration, parse_memory_bytes};
 pub use types::{
     Container, ContainerPort, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStrategy, EnvVar,

@@ -160,16 +160,27 @@ fn deserialize_object<'de, D: Deserializer<'de, Error = serde_yaml::Error>>(
     d: D,
 ) -> Result<Object, DeError> {
     Ok(match kind {
-        Kind::Deployment => Object::Deployment(de(d)?),
+        Kind::Deployment => Object::Deployment(de(d).map_err(rollout_hint)?),
         Kind::Service => Object::Service(de(d)?),
         Kind::Job => Object::Job(de(d)?),
         Kind::DaemonSet => Object::DaemonSet(de(d)?),
+        Kind::Rollout => Object::Rollout(de(d)?),
+        Kind::AnalysisTemplate => Object::AnalysisTemplate(de(d)?),
     })
+}
+
+/// Argo's fields on a Deployment are unknown fields; says where they belong.
+fn rollout_hint(mut e: DeError) -> DeError {
+    let argo = matches!(e.path.as_str(), "spec.analysis" | "spec.strategy.canary" | "spec.strategy.blueGreen");
+    if argo && e.message.starts_with("unknown field") {
+        e.message.push_str("; canary and blue-green rollouts are `kind: Rollout` (apiVersion argoproj.io/v1alpha1)");
+    }
+    e
 }
 
 /// Checks `apiVersion` and `kind` of one object (a document or a List item).
 fn type_meta(map: &serde_yaml::Mapping) -> Result<Kind, (&'static str, String)> {
-    let supported = "Deployment, Service, Job, DaemonSet (or a List of them)";
+    let supported = "Deployment, Service, Job, DaemonSet, Rollout, AnalysisTemplate (or a List of them)";
     let kind = match map.get("kind") {
         None => return Err(("kind", format!("is required: one of {supported}"))),
         Some(Value::String(k)) => k.as_str(),
@@ -186,6 +197,13 @@ fn type_meta(map: &serde_yaml::Mapping) -> Result<Kind, (&'static str, String)> 
             (None, "StatefulSet") => "kind StatefulSet is not supported by wasmfleet: replicas are interchangeable; \
                                       use a Deployment with a hostPath volume"
                 .to_owned(),
+            (None, "ClusterAnalysisTemplate") => "kind ClusterAnalysisTemplate is not supported by wasmfleet: \
+                                                  use an AnalysisTemplate in the Rollout's namespace"
+                .to_owned(),
+            (None, "AnalysisRun" | "Experiment") => format!(
+                "kind {kind} is not supported by wasmfleet: analysis runs are started by a Rollout; apply an \
+                 AnalysisTemplate and reference it from the Rollout's steps"
+            ),
             (None, _) => format!("kind {kind:?} is not supported by wasmfleet: expected one of {supported}"),
         };
         return Err(("kind", msg));

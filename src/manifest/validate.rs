@@ -5,7 +5,10 @@
 //!
 //! Map: [`validate`] dispatches by kind; then metadata and names, selectors, Deployment
 //! strategies, the pod template (restart policy, node selector, annotations), volumes, the
-//! container (image, env, ports, resources, unsupported fields), probes, and Services.
+//! container (image, env, ports, resources, unsupported fields), probes, and Services. Argo's
+//! Rollout and AnalysisTemplate are checked in [`progressive`].
+
+mod progressive;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -100,6 +103,8 @@ pub(crate) fn validate(object: &Object) -> Vec<Issue> {
             template(&spec.template, TemplateOf::Job, &mut out);
         }
         Object::Service(s) => service(&s.spec, &mut out),
+        Object::Rollout(r) => progressive::rollout(r, &mut out),
+        Object::AnalysisTemplate(t) => progressive::analysis_template(t, &mut out),
     }
     out.0
 }
@@ -211,7 +216,7 @@ fn int_or_percent(v: &IntOrString) -> Result<i64, String> {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum TemplateOf {
-    /// Deployment or DaemonSet: replicas run until removed.
+    /// Deployment, DaemonSet or Rollout: replicas run until removed.
     Service,
     Job,
 }
@@ -233,7 +238,7 @@ fn template(t: &PodTemplateSpec, of: TemplateOf, out: &mut Issues) {
         (TemplateOf::Service, None | Some(RestartPolicy::Always)) => {}
         (TemplateOf::Service, Some(p)) => out.push(
             join_key(sbase, "restartPolicy"),
-            format!("must be Always for a Deployment or DaemonSet (got {p:?}); use a Job for run-to-completion work"),
+            format!("must be Always for a Deployment, DaemonSet or Rollout (got {p:?}); use a Job for run-to-completion work"),
         ),
         (TemplateOf::Job, Some(RestartPolicy::OnFailure | RestartPolicy::Never)) => {}
         (TemplateOf::Job, Some(p)) => out.push(

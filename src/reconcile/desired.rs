@@ -210,6 +210,7 @@ pub fn workloads(
                 }
             }
             Object::Service(_) => continue,
+            Object::Rollout(_) | Object::AnalysisTemplate(_) => continue,
         }
         out.requests.push(req);
     }
