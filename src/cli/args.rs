@@ -179,6 +179,21 @@ pub enum RolloutCommand {
     Resume(RolloutTarget),
     /// Replace every replica, a few at a time, with the same template.
     Restart(RolloutTarget),
+    /// A Rollout: go past the current pause or inconclusive analysis (`--full`: skip every
+    /// remaining step and take all traffic once ready; blue/green: switch to the preview).
+    Promote {
+        /// `NAME` (a Rollout) or `rollout/NAME`.
+        #[arg(required = true, num_args = 1..=2, value_name = "NAME")]
+        resource: Vec<String>,
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// A Rollout: send all traffic back to the stable revision and scale the canary down.
+    Abort(RolloutTarget),
+    /// A Rollout: start an aborted canary again from its first step.
+    Retry(RolloutTarget),
 }
 
 /// The deployment of `rollout pause|resume|restart`.

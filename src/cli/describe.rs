@@ -51,6 +51,11 @@ pub(super) fn describe_object(o: &ObjectView, replicas: &[ReplicaStatus], now_ms
     if let Some(r) = rollout {
         line(describe_status(r).trim_end().to_string());
     }
+    if o.key.kind == Kind::Rollout
+        && let Some(r) = &st.rollout
+    {
+        line(super::rollouts::describe(r).trim_end().to_string());
+    }
     if !st.endpoints.is_empty() {
         line("Endpoints:".into());
         for e in &st.endpoints {

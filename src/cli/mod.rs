@@ -16,6 +16,7 @@ mod history;
 mod print;
 pub mod resource;
 mod rollout;
+mod rollouts;
 mod status;
 mod tabs;
 mod template;

@@ -126,7 +126,8 @@ pub(super) fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
     };
     match kind {
         Kind::Deployment => print!("{}", super::deployment::table(objs, wide, crate::clock::now_ms())),
-        Kind::Rollout | Kind::AnalysisTemplate => print_table(
+        Kind::Rollout => print!("{}", super::rollouts::table(objs, crate::clock::now_ms())),
+        Kind::AnalysisTemplate => print_table(
             &["NAME", "AGE"],
             &objs.iter().map(|o| vec![o.key.name.clone(), age(o.created_ms)]).collect::<Vec<_>>(),
         ),

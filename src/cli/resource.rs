@@ -10,6 +10,8 @@ use crate::manifest::Kind;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RolloutKind {
     Deployment,
+    /// Argo's `Rollout` (canary, blue/green).
+    Rollout,
 }
 
 impl RolloutKind {
@@ -17,6 +19,7 @@ impl RolloutKind {
     fn parse(word: &str) -> Option<RolloutKind> {
         match Kind::parse(word) {
             Some(Kind::Deployment) => Some(RolloutKind::Deployment),
+            Some(Kind::Rollout) => Some(RolloutKind::Rollout),
             _ => None,
         }
     }
@@ -25,6 +28,7 @@ impl RolloutKind {
     pub fn kind(self) -> Kind {
         match self {
             RolloutKind::Deployment => Kind::Deployment,
+            RolloutKind::Rollout => Kind::Rollout,
         }
     }
 
@@ -32,6 +36,7 @@ impl RolloutKind {
     pub fn kubectl_name(self, name: &str) -> String {
         match self {
             RolloutKind::Deployment => format!("deployment.apps/{name}"),
+            RolloutKind::Rollout => format!("rollout.argoproj.io/{name}"),
         }
     }
 
@@ -39,6 +44,7 @@ impl RolloutKind {
     pub fn noun(self) -> &'static str {
         match self {
             RolloutKind::Deployment => "deployment",
+            RolloutKind::Rollout => "rollout",
         }
     }
 }
@@ -91,6 +97,17 @@ impl ResourceRef {
             return Err(ResourceError::NoName { kind: first.clone() });
         }
         Ok((ResourceRef::new(RolloutKind::Deployment, first.as_str()), &words[1..]))
+    }
+
+    /// Like [`ResourceRef::parse_only`], but a bare `NAME` is of kind `default` (`rollout
+    /// promote NAME` names a Rollout, as Argo's plugin takes it).
+    pub fn parse_only_or(words: &[String], default: RolloutKind) -> anyhow::Result<ResourceRef> {
+        let bare = words.len() == 1 && !words[0].contains('/') && Kind::parse(&words[0]).is_none();
+        let mut r = Self::parse_only(words)?;
+        if bare {
+            r.kind = default;
+        }
+        Ok(r)
     }
 
     /// Like [`ResourceRef::parse`], with nothing allowed after the object.

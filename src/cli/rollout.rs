@@ -31,6 +31,12 @@ pub(super) fn rollout(cli: &Cli, command: &RolloutCommand) -> Result<i32> {
         RolloutCommand::Pause(t) => act(cli, &t.resource, &RolloutAction::new(RolloutAction::PAUSE), t.write),
         RolloutCommand::Resume(t) => act(cli, &t.resource, &RolloutAction::new(RolloutAction::RESUME), t.write),
         RolloutCommand::Restart(t) => act(cli, &t.resource, &RolloutAction::new(RolloutAction::RESTART), t.write),
+        RolloutCommand::Promote { resource, full, write } => {
+            let action = if *full { RolloutAction::PROMOTE_FULL } else { RolloutAction::PROMOTE };
+            act_on_rollout(cli, resource, &RolloutAction::new(action), *write)
+        }
+        RolloutCommand::Abort(t) => act_on_rollout(cli, &t.resource, &RolloutAction::new(RolloutAction::ABORT), t.write),
+        RolloutCommand::Retry(t) => act_on_rollout(cli, &t.resource, &RolloutAction::new(RolloutAction::RETRY), t.write),
     }
 }
 
@@ -70,10 +76,19 @@ fn history(cli: &Cli, r: &ResourceRef, revision: Option<u64>) -> Result<i32> {
 
 /// `undo`, `pause`, `resume`, `restart`: the server's line, and the write's exit code.
 fn act(cli: &Cli, words: &[String], action: &RolloutAction, write: WriteArgs) -> Result<i32> {
-    let r = ResourceRef::parse_only(words)?;
+    send(cli, &ResourceRef::parse_only(words)?, action, write)
+}
+
+/// `promote`, `abort`, `retry`: a bare NAME is a Rollout.
+fn act_on_rollout(cli: &Cli, words: &[String], action: &RolloutAction, write: WriteArgs) -> Result<i32> {
+    send(cli, &ResourceRef::parse_only_or(words, RolloutKind::Rollout)?, action, write)
+}
+
+fn send(cli: &Cli, r: &ResourceRef, action: &RolloutAction, write: WriteArgs) -> Result<i32> {
     let client = cli.client()?;
     let written = match r.kind {
         RolloutKind::Deployment => client.rollout(&cli.namespace, &r.name, action)?,
+        RolloutKind::Rollout => client.rollout(&cli.namespace, &r.name, &action.clone().on("Rollout"))?,
     };
     Ok(answered(written, write))
 }
@@ -94,6 +109,7 @@ pub(super) fn set_image(cli: &Cli, args: &[String], write: WriteArgs) -> Result<
     }
     let written = match r.kind {
         RolloutKind::Deployment => client.set_image(&cli.namespace, &r.name, &ImageUpdate { images })?,
+        RolloutKind::Rollout => bail!("set image on a Rollout: edit its manifest and apply it"),
     };
     let code = answered(written, write);
     Ok(if durable { code } else { write.exit_code(false) })

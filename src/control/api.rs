@@ -611,7 +611,12 @@ pub fn router(api: Arc<Api>) -> Router {
                 |State(a): State<AppState>,
                  Path((ns, name)): Path<(String, String)>,
                  LimitedJson(b): LimitedJson<RolloutAction, MAX_SMALL_JSON_BYTES>| async move {
-                    let key = ObjectKey { kind: Kind::Deployment, namespace: ns, name };
+                    let kind = match b.kind.as_deref().map(Kind::parse) {
+                        None => Kind::Deployment,
+                        Some(Some(k @ (Kind::Deployment | Kind::Rollout))) => k,
+                        Some(_) => return Err(ApiError::BadRequest("kind must be Deployment or Rollout".into())),
+                    };
+                    let key = ObjectKey { kind, namespace: ns, name };
                     let done = a.rollout_verb(&key, &b.action, b.to_revision)?;
                     replicated(&a, &[key.to_string()], RolloutAnswer { object: done.view, message: done.message }).await
                 },

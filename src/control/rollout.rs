@@ -12,7 +12,7 @@ use wasmfleet_scheduler::rollout::Set;
 
 use super::api::{Api, ApiError, ObjectView, resolve_image};
 use crate::clock::now_ms;
-use crate::manifest::{Object, ObjectKey, PodTemplateSpec};
+use crate::manifest::{Deployment, Kind, Object, ObjectKey, PodTemplateSpec, Rollout};
 use crate::reconcile::desired::revision_of;
 use crate::reconcile::rollouts::{CHANGE_CAUSE, RESTARTED_AT};
 use crate::state::RolloutRecord;
@@ -46,33 +46,99 @@ pub fn undo_target<'a>(
     Ok((target.hash != current_hash).then_some(target))
 }
 
-/// `deployment.apps/NAME`.
+/// `deployment.apps/NAME`, `rollout.argoproj.io/NAME`.
 fn resource(key: &ObjectKey) -> String {
-    format!("deployment.apps/{}", key.name)
+    match key.kind {
+        Kind::Rollout => format!("rollout.argoproj.io/{}", key.name),
+        _ => format!("deployment.apps/{}", key.name),
+    }
+}
+
+/// A Deployment or a Rollout: the fields the verbs change.
+enum Rolled {
+    Deployment(Box<Deployment>),
+    Rollout(Box<Rollout>),
+}
+
+impl Rolled {
+    fn of(obj: Object) -> Option<Rolled> {
+        match obj {
+            Object::Deployment(d) => Some(Rolled::Deployment(Box::new(d))),
+            Object::Rollout(r) => Some(Rolled::Rollout(Box::new(r))),
+            _ => None,
+        }
+    }
+
+    fn paused(&mut self) -> &mut Option<bool> {
+        match self {
+            Rolled::Deployment(d) => &mut d.spec.paused,
+            Rolled::Rollout(r) => &mut r.spec.paused,
+        }
+    }
+
+    fn template(&mut self) -> &mut PodTemplateSpec {
+        match self {
+            Rolled::Deployment(d) => &mut d.spec.template,
+            Rolled::Rollout(r) => &mut r.spec.template,
+        }
+    }
+
+    fn annotations(&mut self) -> &mut BTreeMap<String, String> {
+        match self {
+            Rolled::Deployment(d) => &mut d.metadata.annotations,
+            Rolled::Rollout(r) => &mut r.metadata.annotations,
+        }
+    }
+
+    fn into_object(self) -> Object {
+        match self {
+            Rolled::Deployment(d) => Object::Deployment(*d),
+            Rolled::Rollout(r) => Object::Rollout(*r),
+        }
+    }
 }
 
 impl Api {
     /// `rollout pause | resume | restart | undo [--to-revision N]` of Deployment `key`.
     pub fn rollout_verb(&self, key: &ObjectKey, action: &str, to_revision: Option<u64>) -> Result<Done, ApiError> {
-        let not_found = || ApiError::NotFound { what: format!("deployment {}/{}", key.namespace, key.name) };
+        let noun = if key.kind == Kind::Rollout { "rollout" } else { "deployment" };
+        let not_found = || ApiError::NotFound { what: format!("{noun} {}/{}", key.namespace, key.name) };
         let rec = self.store.get(key)?.ok_or_else(not_found)?;
-        let Some(Object::Deployment(mut d)) = rec.typed() else { return Err(not_found()) };
+        let Some(mut d) = rec.typed().and_then(Rolled::of) else { return Err(not_found()) };
+        if matches!(action, "promote" | "promote-full" | "abort" | "retry") {
+            if key.kind != Kind::Rollout {
+                return Err(ApiError::BadRequest(format!(
+                    "`{action}` is for Rollouts (canary, blue/green); a Deployment rolls out by itself"
+                )));
+            }
+            self.store.add_verb(key, action)?.ok_or_else(not_found)?;
+            let done = match action {
+                "promote" => "promoted",
+                "promote-full" => "fully promoted",
+                "abort" => "aborted",
+                _ => "retried",
+            };
+            return Ok(Done { view: self.get(key)?, message: format!("rollout '{}' {done}", key.name) });
+        }
         let mut resolved = rec.resolved.clone();
-        let paused = d.spec.paused.unwrap_or(false);
-        let quoted = format!("deployments.apps \"{}\"", key.name);
+        let paused = d.paused().unwrap_or(false);
+        let quoted = match key.kind {
+            Kind::Rollout => format!("rollouts.argoproj.io \"{}\"", key.name),
+            _ => format!("deployments.apps \"{}\"", key.name),
+        };
         let message = match action {
             "pause" => {
                 if paused {
                     return Err(ApiError::BadRequest(format!("{quoted} is already paused")));
                 }
-                d.spec.paused = Some(true);
+                *d.paused() = Some(true);
                 format!("{} paused", resource(key))
             }
             "resume" => {
                 if !paused {
                     return Err(ApiError::BadRequest(format!("{quoted} is not paused")));
                 }
-                d.spec.paused = None;
+                *d.paused() = None;
                 format!("{} resumed", resource(key))
             }
             "restart" => {
@@ -81,21 +147,21 @@ impl Api {
                         "{quoted} can't restart paused deployment (run rollout resume first)"
                     )));
                 }
-                d.spec.template.metadata.annotations.insert(RESTARTED_AT.into(), rfc3339(now_ms()));
+                d.template().metadata.annotations.insert(RESTARTED_AT.into(), rfc3339(now_ms()));
                 format!("{} restarted", resource(key))
             }
             "undo" => {
                 if paused {
                     return Err(ApiError::BadRequest(format!(
-                        "you cannot rollback a paused deployment; resume it first with 'wasmfleet rollout resume \
-                         deployment/{}' and try again",
+                        "you cannot rollback a paused {noun}; resume it first with 'wasmfleet rollout resume \
+                         {noun}/{}' and try again",
                         key.name
                     )));
                 }
                 let record = self.store.rollout_record(key)?;
-                let image = d.spec.template.workload().image;
+                let image = d.template().workload().image;
                 let digest = resolved.get(&image).copied().unwrap_or(Digest([0; 32]));
-                let current = revision_of(&d.spec.template, digest);
+                let current = revision_of(d.template(), digest);
                 let Some(target) =
                     undo_target(&key.name, record.as_ref(), &current, to_revision).map_err(ApiError::BadRequest)?
                 else {
@@ -112,22 +178,22 @@ impl Api {
                 let kept = record.as_ref().and_then(|r| r.templates.get(&target.hash)).ok_or_else(|| {
                     ApiError::Internal(format!("revision {} has no stored template", target.revision))
                 })?;
-                d.spec.template = serde_json::from_value::<PodTemplateSpec>(kept.template.clone())
+                *d.template() = serde_json::from_value::<PodTemplateSpec>(kept.template.clone())
                     .map_err(|e| ApiError::Internal(format!("revision {}'s template: {e}", target.revision)))?;
                 resolved = kept.resolved.clone();
                 match &target.change_cause {
-                    Some(cause) => d.metadata.annotations.insert(CHANGE_CAUSE.into(), cause.clone()),
-                    None => d.metadata.annotations.remove(CHANGE_CAUSE),
+                    Some(cause) => d.annotations().insert(CHANGE_CAUSE.into(), cause.clone()),
+                    None => d.annotations().remove(CHANGE_CAUSE),
                 };
                 format!("{} rolled back", resource(key))
             }
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "unknown rollout action `{other}`: use pause, resume, restart or undo"
+                    "unknown rollout action `{other}`: use pause, resume, restart, undo, promote, abort or retry"
                 )));
             }
         };
-        self.store.apply(vec![(Object::Deployment(d), resolved)])?;
+        self.store.apply(vec![(d.into_object(), resolved)])?;
         Ok(Done { view: self.get(key)?, message })
     }
 

@@ -19,6 +19,9 @@ pub struct RolloutAction {
     /// `undo` only: the revision to go back to (absent: the one before the current).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_revision: Option<u64>,
+    /// The object's kind: `Rollout`, or (absent) `Deployment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 impl RolloutAction {
@@ -26,15 +29,29 @@ impl RolloutAction {
     pub const RESUME: &str = "resume";
     pub const RESTART: &str = "restart";
     pub const UNDO: &str = "undo";
+    /// Rollouts only: go past the current pause or analysis.
+    pub const PROMOTE: &str = "promote";
+    /// Rollouts only: skip every remaining step.
+    pub const PROMOTE_FULL: &str = "promote-full";
+    /// Rollouts only: send everything back to the stable revision.
+    pub const ABORT: &str = "abort";
+    /// Rollouts only: start an aborted canary again.
+    pub const RETRY: &str = "retry";
 
     /// `action` with no revision.
     pub fn new(action: &str) -> RolloutAction {
-        RolloutAction { action: action.to_string(), to_revision: None }
+        RolloutAction { action: action.to_string(), to_revision: None, kind: None }
+    }
+
+    /// The same action on an object of `kind` (`Rollout`).
+    pub fn on(mut self, kind: &str) -> RolloutAction {
+        self.kind = Some(kind.to_string());
+        self
     }
 
     /// `undo`, to `to_revision` or (None) the previous revision.
     pub fn undo(to_revision: Option<u64>) -> RolloutAction {
-        RolloutAction { action: Self::UNDO.to_string(), to_revision }
+        RolloutAction { action: Self::UNDO.to_string(), to_revision, kind: None }
     }
 }
 

@@ -136,6 +136,9 @@ enum Reply {
     Ack { won: usize },
 }
 
+/// Gossip key of this node's gateway figures for the revisions under analysis.
+pub const FIGURES_KEY: &str = "rstats";
+
 /// Gossip key of the sequence number of this node's `replicas` value.
 pub const REPLICAS_SEQ_KEY: &str = "rseq";
 
@@ -479,6 +482,7 @@ impl Peering {
                     replicas: report.unwrap_or_else(|| {
                         m.kv.get("replicas").and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
                     }),
+                    figures: m.kv.get(FIGURES_KEY).and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
                 }
             })
             .collect()

@@ -130,6 +130,8 @@ pub struct PeerView {
     pub cluster: Option<SocketAddr>,
     pub info: Option<NodeInfo>,
     pub replicas: Vec<GossipReplica>,
+    /// Its gateways' request figures for the revisions under analysis (key `rstats`).
+    pub figures: BTreeMap<String, crate::dataplane::revisions::RevisionFigures>,
 }
 
 /// A node as the API reports it.

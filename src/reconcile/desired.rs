@@ -26,9 +26,10 @@ use wasmfleet_runtime::Digest;
 use wasmfleet_scheduler::rollout;
 use wasmfleet_scheduler::{Placement, Rule, WorkloadKind, WorkloadReq};
 
+use super::progressive::{ProgressiveInfo, progressive_of, verbs_of};
 use super::rollouts::spec_of;
 use super::{ObjectStatus, ReplicaKey};
-use crate::manifest::{Kind, Object, ObjectKey, PodTemplateSpec, WorkloadTemplate};
+use crate::manifest::{AnalysisTemplate, Kind, Object, ObjectKey, PodTemplateSpec, WorkloadTemplate};
 use crate::peering::{GossipReplica, PeerView};
 use crate::state::{JobRecord, RevisionTemplate, RolloutRecord, StoredObject};
 
@@ -63,7 +64,7 @@ pub struct JobSpec {
     pub generation: u64,
 }
 
-/// A Deployment as its rollout needs it.
+/// A Deployment or Rollout as its rollout needs it.
 #[derive(Clone, Debug)]
 pub struct DeploymentInfo {
     pub spec: rollout::Spec,
@@ -74,6 +75,8 @@ pub struct DeploymentInfo {
     /// The sets the fleet runs now: the record's, or the current template alone.
     pub state: rollout::State,
     pub record: Option<RolloutRecord>,
+    /// A Rollout's canary or blue/green strategy (None: a Deployment).
+    pub progressive: Option<ProgressiveInfo>,
 }
 
 /// The cluster's workloads, derived from the stored objects and Job records.
@@ -102,6 +105,15 @@ pub fn workloads(
     rollouts: &BTreeMap<ObjectKey, RolloutRecord>,
 ) -> Workloads {
     let mut out = Workloads::default();
+    let templates: BTreeMap<(&str, &str), &AnalysisTemplate> = objects
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Object::AnalysisTemplate(t) => {
+                Some(((t.metadata.namespace.as_deref().unwrap_or("default"), t.metadata.name.as_deref()?), t))
+            }
+            _ => None,
+        })
+        .collect();
     for (rec, obj) in objects {
         let Some(tpl) = obj.pod_template() else { continue };
         let w = tpl.workload();
@@ -131,46 +143,46 @@ pub fn workloads(
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&spec_r, rec.created_ms),
                 };
-                for set in state.sets.iter().filter(|s| s.replicas > 0) {
-                    let slot = if set.hash == spec.revision {
-                        spec.clone()
-                    } else {
-                        match record.as_ref().and_then(|r| set_spec(r, &set.hash)) {
-                            Some(slot) => slot,
-                            None => {
-                                let msg = format!("revision {} has no stored template", set.revision);
-                                out.status.entry(key.clone()).or_default().messages.push(msg);
-                                continue;
-                            }
-                        }
-                    };
-                    out.digests.insert(slot.digest);
-                    for i in 0..set.replicas {
-                        out.slots.insert(ReplicaKey::of_set(key.clone(), &set.hash, i), slot.clone());
-                    }
-                    out.requests.push(WorkloadReq {
-                        key: workload_key(&key, Some(&set.hash)),
-                        replicas: set.replicas,
-                        // Every set is planned at the Deployment's size: a set that grows or
-                        // shrinks during a rollout moves none of its replicas.
-                        planned: d.spec.replicas(),
-                        memory_mib: slot.template.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0),
-                        cpu_millis: slot.template.cpu_millis.unwrap_or(0),
-                        node_selector: slot.template.node_selector.clone(),
-                        ..req.clone()
-                    });
-                }
-                let template = RevisionTemplate {
-                    template: serde_json::to_value(tpl).unwrap_or_default(),
-                    resolved: rec.resolved.clone(),
-                };
+                push_sets(&mut out, &key, &spec, &state, record.as_ref(), d.spec.replicas(), &req);
                 let info = DeploymentInfo {
                     spec: spec_r,
-                    template,
+                    template: kept_template(tpl, rec),
                     generation: rec.generation,
                     min_ready_s: d.spec.min_ready_seconds.unwrap_or(0),
                     state,
                     record,
+                    progressive: None,
+                };
+                out.deployments.insert(key.clone(), info);
+                continue;
+            }
+            Object::Rollout(r) => {
+                out.status.entry(key.clone()).or_default().desired = r.spec.replicas();
+                let built = progressive_of(r, &spec.revision, &key.namespace, &templates);
+                let st = out.status.entry(key.clone()).or_default();
+                st.messages.extend(built.messages.iter().cloned());
+                let record = rollouts.get(&key).cloned();
+                let state = match &record {
+                    Some(r) => r.state.clone(),
+                    None => rollout::State::initial(&built.base, rec.created_ms),
+                };
+                push_sets(&mut out, &key, &spec, &state, record.as_ref(), r.spec.replicas(), &req);
+                let progress = record.as_ref().and_then(|r| r.progress.clone()).unwrap_or_default();
+                let info = DeploymentInfo {
+                    spec: built.base.clone(),
+                    template: kept_template(tpl, rec),
+                    generation: rec.generation,
+                    min_ready_s: r.spec.min_ready_seconds.unwrap_or(0),
+                    state,
+                    record,
+                    progressive: Some(ProgressiveInfo {
+                        spec: built.spec,
+                        progress,
+                        verbs: verbs_of(&rec.verbs),
+                        metrics: built.metrics,
+                        services: built.services,
+                        labels: spec.template.labels.clone(),
+                    }),
                 };
                 out.deployments.insert(key.clone(), info);
                 continue;
@@ -210,7 +222,7 @@ pub fn workloads(
                 }
             }
             Object::Service(_) => continue,
-            Object::Rollout(_) | Object::AnalysisTemplate(_) => continue,
+            Object::AnalysisTemplate(_) => continue,
         }
         out.requests.push(req);
     }
@@ -224,6 +236,55 @@ pub fn current_record(stored: Option<&JobRecord>, generation: u64) -> JobRecord 
         Some(r) if r.generation == generation => r.clone(),
         _ => JobRecord { generation, ..Default::default() },
     }
+}
+
+/// The slots and scheduler requests of a workload run as revision sets (Deployments and
+/// Rollouts): every set with a size runs its template (`current` for the current template,
+/// else the one the record keeps), planned at `planned` slots.
+#[expect(clippy::too_many_arguments, reason = "one workload's pieces")]
+fn push_sets(
+    out: &mut Workloads,
+    key: &ObjectKey,
+    current: &SlotSpec,
+    state: &rollout::State,
+    record: Option<&RolloutRecord>,
+    planned: u32,
+    base: &WorkloadReq,
+) {
+    for set in state.sets.iter().filter(|s| s.replicas > 0) {
+        let slot = if set.hash == current.revision {
+            current.clone()
+        } else {
+            match record.and_then(|r| set_spec(r, &set.hash)) {
+                Some(slot) => slot,
+                None => {
+                    let msg = format!("revision {} has no stored template", set.revision);
+                    out.status.entry(key.clone()).or_default().messages.push(msg);
+                    continue;
+                }
+            }
+        };
+        out.digests.insert(slot.digest);
+        for i in 0..set.replicas {
+            out.slots.insert(ReplicaKey::of_set(key.clone(), &set.hash, i), slot.clone());
+        }
+        out.requests.push(WorkloadReq {
+            key: workload_key(key, Some(&set.hash)),
+            replicas: set.replicas,
+            // Every set is planned at the workload's size: a set that grows or shrinks during
+            // a rollout moves none of its replicas.
+            planned,
+            memory_mib: slot.template.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(0),
+            cpu_millis: slot.template.cpu_millis.unwrap_or(0),
+            node_selector: slot.template.node_selector.clone(),
+            ..base.clone()
+        });
+    }
+}
+
+/// The current template as a revision set keeps it.
+fn kept_template(tpl: &PodTemplateSpec, rec: &StoredObject) -> RevisionTemplate {
+    RevisionTemplate { template: serde_json::to_value(tpl).unwrap_or_default(), resolved: rec.resolved.clone() }
 }
 
 /// The slot spec of revision set `hash`, from the template the record keeps for it.

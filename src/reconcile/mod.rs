@@ -33,6 +33,7 @@ mod jobs;
 mod logs;
 mod modules;
 mod probe;
+pub mod progressive;
 mod publish;
 mod replicas;
 pub mod rollouts;
@@ -207,6 +208,11 @@ struct Inner {
     ports: Mutex<HashMap<u16, PortListener>>,
     view: Mutex<Vec<ReplicaStatus>>,
     status: DashMap<ObjectKey, ObjectStatus>,
+    /// Figures of each Rollout's analysis runs at the start of their current interval (only
+    /// on the Rollout's coordinator), by Rollout and run.
+    baselines: Mutex<HashMap<ObjectKey, HashMap<String, crate::dataplane::revisions::RevisionFigures>>>,
+    /// The last request figures published in gossip.
+    published_figures: Mutex<String>,
     /// The last replica list published in gossip, and its sequence number.
     published: Mutex<String>,
     published_seq: Mutex<u64>,
@@ -253,6 +259,8 @@ impl Reconciler {
                 status: DashMap::new(),
                 published: Mutex::new(String::new()),
                 published_seq: Mutex::new(0),
+                baselines: Mutex::new(HashMap::new()),
+                published_figures: Mutex::new(String::new()),
                 kick: Arc::new(tokio::sync::Notify::new()),
                 started: Instant::now(),
                 boot_logged: AtomicBool::new(false),
@@ -348,6 +356,24 @@ impl Reconciler {
     }
 }
 
+/// The canary revisions under analysis, and every revision of a Deployment or Rollout.
+fn revisions_in_use(workloads: &Workloads) -> (std::collections::BTreeSet<String>, HashSet<String>) {
+    let mut analysed = std::collections::BTreeSet::new();
+    let mut live = HashSet::new();
+    for info in workloads.deployments.values() {
+        let state = info.record.as_ref().map(|r| &r.state).unwrap_or(&info.state);
+        live.extend(state.sets.iter().map(|s| s.hash.clone()));
+        let progress = info.record.as_ref().and_then(|r| r.progress.as_ref());
+        if let Some(p) = progress
+            && let Some(c) = &p.canary
+            && !p.runs.is_empty()
+        {
+            analysed.insert(c.clone());
+        }
+    }
+    (analysed, live)
+}
+
 impl Inner {
     async fn pass(&self) -> Result<(), StoreError> {
         let now = self.started.elapsed();
@@ -391,6 +417,8 @@ impl Inner {
             .collect();
         drop(running);
         self.publish_gossip(gossip, &peers).await;
+        let (analysed, live) = revisions_in_use(&workloads);
+        self.publish_figures(&analysed, &live).await;
         for r in retired {
             r.stop().await;
         }

@@ -91,6 +91,29 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Publishes this gateway's request figures for the canary revisions under analysis
+    /// (`analysed`), for their coordinators to measure; forgets the figures of revisions no
+    /// Deployment or Rollout has any more (`live`).
+    pub(super) async fn publish_figures(&self, analysed: &BTreeSet<String>, live: &HashSet<String>) {
+        let stats = self.routes.revision_stats();
+        stats.retain(|r| live.contains(r));
+        let figures: std::collections::BTreeMap<String, crate::dataplane::revisions::RevisionFigures> =
+            stats.snapshot().into_iter().filter(|(r, _)| analysed.contains(r)).collect();
+        let value = serde_json::to_string(&figures).unwrap_or_default();
+        {
+            let mut last = self.published_figures.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == value {
+                return;
+            }
+            last.clone_from(&value);
+        }
+        if let Err(e) = self.peering.publish(crate::peering::FIGURES_KEY, &value).await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot publish request figures in gossip");
+        }
+    }
+}
+
 /// The owners whose replicas differ between two published values.
 fn changed_owners(before: &str, after: &str) -> BTreeSet<ObjectKey> {
     let parse = |v: &str| -> BTreeSet<(String, String, bool, String)> {

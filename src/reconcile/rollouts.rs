@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use wasmfleet_scheduler::hash::rendezvous_weight;
+use wasmfleet_scheduler::rollout::progressive::{self, Progress, Progressive};
 use wasmfleet_scheduler::rollout::{self, Bound, Condition, Counts, Observed, Spec, Strategy};
 
 use super::desired::{DeploymentInfo, Workloads};
@@ -62,6 +63,13 @@ pub struct RolloutView {
     /// The node that decides this Deployment's steps, and its epoch.
     pub coordinator: Option<String>,
     pub epoch: u64,
+    /// A Rollout's canary or blue/green progress: step, weight, phase, analysis runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// A Rollout's canary steps (`setWeight: 10`, `pause: {}`, `analysis: t`), as `describe`
+    /// lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
 }
 
 /// One revision set.
@@ -154,14 +162,16 @@ pub fn observe<'a>(
     out
 }
 
-/// The next record of Deployment `name`, if the coordinator `me` must write one: `stored` is
-/// the record as replicated (None: never rolled out).
+/// The next record of Deployment (or Rollout) `name`, if the coordinator `me` must write
+/// one: `stored` is the record as replicated (None: never rolled out); `progress` a Rollout's
+/// progress with the measurements just taken (None: as recorded).
 pub fn next_record(
     me: &str,
     name: &str,
     info: &DeploymentInfo,
     stored: Option<&RolloutRecord>,
     observed: &BTreeMap<String, Observed>,
+    progress: Option<Progress>,
     now_ms: u64,
 ) -> Option<RolloutRecord> {
     let (spec, template, generation) = (&info.spec, &info.template, info.generation);
@@ -171,16 +181,24 @@ pub fn next_record(
         }
         None => (rollout::State::initial(spec, now_ms), 0, 1, BTreeMap::new()),
     };
-    let state = rollout::step(name, spec, &state, observed, now_ms);
+    let (state, progress) = match &info.progressive {
+        None => (rollout::step(name, spec, &state, observed, now_ms), None),
+        Some(p) => {
+            let before = progress.unwrap_or_else(|| p.progress.clone());
+            let (mut state, progress) = progressive::step(&p.spec, &state, &before, observed, p.verbs, now_ms);
+            state.counts = rollout::counts(spec, &state, observed);
+            (state, Some(progress))
+        }
+    };
     templates.entry(spec.template_hash.clone()).or_insert_with(|| template.clone());
     templates.retain(|hash, _| state.set(hash).is_some());
-    let next =
-        RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates, progress: None };
+    let next = RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates, progress };
     let unchanged = stored.is_some_and(|r| {
         r.state == next.state
             && r.generation == next.generation
             && r.coordinator == next.coordinator
             && r.templates == next.templates
+            && r.progress == next.progress
     });
     (!unchanged).then_some(next)
 }
@@ -197,12 +215,22 @@ pub fn view(
     let state = record.map(|r| &r.state).unwrap_or(&info.state);
     let spec = &info.spec;
     let (max_surge, max_unavailable) = spec.strategy.fenceposts(spec.replicas);
-    let (strategy, surge_spec, unavailable_spec) = match spec.strategy {
+    let (mut strategy, surge_spec, unavailable_spec) = match spec.strategy {
         Strategy::Recreate => ("Recreate", String::new(), String::new()),
         Strategy::RollingUpdate { max_surge, max_unavailable } => {
             ("RollingUpdate", bound_text(max_surge), bound_text(max_unavailable))
         }
     };
+    let mut steps = Vec::new();
+    if let Some(p) = &info.progressive {
+        match &p.spec.strategy {
+            Progressive::Canary { steps: s, .. } => {
+                strategy = "Canary";
+                steps = s.iter().map(step_text).collect();
+            }
+            Progressive::BlueGreen { .. } => strategy = "BlueGreen",
+        }
+    }
     let newest = state.newest().map(|s| s.revision);
     let mut revisions: Vec<RevisionView> = state
         .sets
@@ -251,6 +279,20 @@ pub fn view(
         revisions,
         coordinator: coordinator.map(str::to_string),
         epoch: record.map(|r| r.epoch).unwrap_or(0),
+        progress: info.progressive.as_ref().map(|p| record.and_then(|r| r.progress.clone()).unwrap_or_else(|| p.progress.clone())),
+        steps,
+    }
+}
+
+/// A canary step as `describe` shows it.
+fn step_text(step: &progressive::Step) -> String {
+    match step {
+        progressive::Step::SetWeight(w) => format!("setWeight: {w}"),
+        progressive::Step::Pause(Some(ms)) => format!("pause: {} s", ms / 1000),
+        progressive::Step::Pause(None) => "pause: until promoted".into(),
+        progressive::Step::Analysis(m) => {
+            format!("analysis: {}", m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "))
+        }
     }
 }
 
@@ -281,7 +323,10 @@ impl Inner {
             let coordinator = coordinator(key, live.iter().copied());
             let mut record = info.record.clone();
             let deciding = !booting && coordinator == Some(self.node.as_str());
-            if deciding && let Some(next) = next_record(&self.node, &key.name, info, record.as_ref(), &observed, now) {
+            let progress = if deciding { self.measure(key, info, record.as_ref(), peers, now) } else { None };
+            if deciding
+                && let Some(next) = next_record(&self.node, &key.name, info, record.as_ref(), &observed, progress, now)
+            {
                 match self.store.put_rollout(key, next.clone()) {
                     Ok(true) => {
                         self.replicate_rollout(key);
@@ -295,6 +340,33 @@ impl Inner {
             let view = view(key, info, record.as_ref(), &observed, coordinator);
             status.entry(key.clone()).or_default().rollout = Some(view);
         }
+    }
+
+    /// A Rollout's progress with the measurements that were due taken (None when nothing was
+    /// measured): the canary revision's figures, summed over every gateway in the fleet.
+    fn measure(
+        &self,
+        key: &ObjectKey,
+        info: &DeploymentInfo,
+        record: Option<&RolloutRecord>,
+        peers: &[PeerView],
+        now: u64,
+    ) -> Option<Progress> {
+        let p = info.progressive.as_ref()?;
+        let mut progress = record.and_then(|r| r.progress.clone()).unwrap_or_else(|| p.progress.clone());
+        let canary = progress.canary.clone()?;
+        if progress.runs.is_empty() {
+            return None;
+        }
+        let mut total = self.routes.revision_stats().snapshot().remove(&canary).unwrap_or_default();
+        for peer in peers {
+            if let Some(f) = peer.figures.get(&canary) {
+                total.add(f);
+            }
+        }
+        let mut baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = baselines.entry(key.clone()).or_default();
+        super::progressive::measure(&mut progress, &p.metrics, &total, mine, now).then_some(progress)
     }
 
     /// Pushes a rollout record to peers in the background (anti-entropy brings it otherwise).

@@ -68,7 +68,14 @@ fn node(id: &str) -> NodeInfo {
 }
 
 fn peer(name: &str, replicas: Vec<GossipReplica>) -> PeerView {
-    PeerView { name: name.into(), state: MemberState::Alive, cluster: None, info: None, replicas }
+    PeerView {
+        name: name.into(),
+        state: MemberState::Alive,
+        cluster: None,
+        info: None,
+        replicas,
+        figures: BTreeMap::new(),
+    }
 }
 
 fn published(owner: &ObjectKey, index: u32, phase: ReplicaPhase, ready: bool) -> GossipReplica {
