@@ -4,7 +4,9 @@
 //! Wire, on one mesh stream ([`Mesh::open_stream`]):
 //! - caller → peer: the opening frame carries a [`ForwardHead`] (MessagePack, fields as an
 //!   array; the older map form decodes too): Service, preferred replica, method, path and
-//!   headers; then the request body as raw stream bytes, ended by finishing the stream.
+//!   headers, and the revision to keep to when the Service's requests are split (then the head
+//!   goes in map form, which nodes that predate the field decode too); then the request body
+//!   as raw stream bytes, ended by finishing the stream.
 //! - peer → caller: one length-prefixed frame with a [`ForwardAnswer`], then (for a response)
 //!   the body as raw bytes, ended by finishing the stream; a body that fails midway resets it.
 //!
@@ -36,6 +38,7 @@ use wasmfleet_cluster::mesh::{Mesh, MeshError, PeerInfo, RecvStream, SendStream,
 use wasmfleet_runtime::ResponseBody;
 
 use crate::dataplane::gateway::Routes;
+use crate::dataplane::split::Group;
 use crate::manifest::{Kind, ObjectKey};
 
 /// The mesh stream channel of forwarded requests.
@@ -64,6 +67,19 @@ pub struct ForwardHead {
     /// Path and query.
     pub uri: String,
     pub headers: Vec<(String, serde_bytes::ByteBuf)>,
+    /// The revision the caller chose, when the Service's requests are split between revisions:
+    /// another ready local replica serves only if it is of this revision. Last, and left out
+    /// when `None`, so that the array form stays what nodes that predate it decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+impl ForwardHead {
+    /// The head's bytes: the compact array form, or with a `revision` the map form (a node
+    /// that predates the field ignores it there, where an array one longer would not decode).
+    pub fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        if self.revision.is_some() { rmp_serde::to_vec_named(self) } else { rmp_serde::to_vec(self) }
+    }
 }
 
 /// What the peer answers first.
@@ -279,7 +295,7 @@ impl Forwarder {
         if health.is_down() {
             return Err(ForwardError::NotDelivered(format!("{node} is unreachable")));
         }
-        let head_bytes = rmp_serde::to_vec(head).map_err(|e| ForwardError::NotDelivered(e.to_string()))?;
+        let head_bytes = head.encode().map_err(|e| ForwardError::NotDelivered(e.to_string()))?;
         health.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(health.clone());
         // Errors carry whether the connection itself failed (then the peer leaves rotation).
@@ -549,13 +565,16 @@ async fn serve(
     };
     let key = ObjectKey { kind: Kind::Service, namespace: head.namespace.clone(), name: head.service.clone() };
     let route = routes.load().by_key.get(&key).cloned();
-    let endpoint = route.as_ref().and_then(|route| route.pick_local(head.replica.as_deref()).cloned());
-    let (Some(route), Some(endpoint)) = (route, endpoint) else {
+    // The caller chose the revision when the Service's requests are split: keep to it.
+    let group = head.revision.as_deref().map_or(Group::Any, Group::Revision);
+    let picked = route.as_ref().and_then(|route| route.pick_local_in(group, head.replica.as_deref()));
+    let (Some(route), Some(picked)) = (route, picked) else {
         let reason = format!("no ready replica of service {}/{} on this node", head.namespace, head.service);
         answer(&mut send, &ForwardAnswer::Unavailable { reason }).await;
         let _ = send.finish();
         return;
     };
+    let endpoint = &route.endpoints[picked];
     let Some(service) = endpoint.local_service() else { return };
     let mut builder = Request::builder().method(head.method.as_str()).uri(head.uri.as_str());
     for (name, value) in &head.headers {
@@ -638,6 +657,7 @@ mod tests {
             method: "GET".into(),
             uri: "/".into(),
             headers: Vec::new(),
+            revision: None,
         }
     }
 
@@ -661,6 +681,35 @@ mod tests {
             let decoded = rmp_serde::from_slice::<ForwardAnswer>(&bytes).unwrap();
             assert!(matches!(decoded, ForwardAnswer::Response { status: 204, .. }), "{decoded:?}");
         }
+    }
+
+    #[test]
+    fn a_head_with_a_revision_goes_in_map_form_which_older_nodes_decode() {
+        /// The head as nodes that predate `revision` know it.
+        #[derive(Deserialize)]
+        #[expect(dead_code, reason = "only decoded")]
+        struct OlderHead {
+            namespace: String,
+            service: String,
+            replica: Option<String>,
+            method: String,
+            uri: String,
+            headers: Vec<(String, serde_bytes::ByteBuf)>,
+        }
+        let plain = get();
+        assert_eq!(plain.encode().unwrap(), rmp_serde::to_vec(&plain).unwrap());
+        let older: OlderHead = rmp_serde::from_slice(&plain.encode().unwrap()).unwrap();
+        assert_eq!((older.service.as_str(), older.replica), ("hello", None));
+        assert_eq!(rmp_serde::from_slice::<ForwardHead>(&plain.encode().unwrap()).unwrap().revision, None);
+
+        let split = ForwardHead { replica: Some("hello-1".into()), revision: Some("0123456789".into()), ..get() };
+        let bytes = split.encode().unwrap();
+        let older: OlderHead = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!((older.service.as_str(), older.replica.as_deref()), ("hello", Some("hello-1")));
+        let decoded: ForwardHead = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(decoded.revision.as_deref(), Some("0123456789"));
+        // The array form with the field would not decode there.
+        assert!(rmp_serde::from_slice::<OlderHead>(&rmp_serde::to_vec(&split).unwrap()).is_err());
     }
 
     // A current-thread runtime: the test's thread is the lane.

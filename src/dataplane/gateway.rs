@@ -9,10 +9,15 @@
 //! chosen the same way among reachable peers. When a peer fails before its response starts,
 //! the request is retried on another replica: always if it was not delivered, and for
 //! idempotent methods with a small body also when the outcome is unknown.
+//!
+//! A route may split its requests between a canary revision and the others
+//! ([`crate::dataplane::split`]): the choice above is then made within the group each request
+//! is given, falling back to the other group. Every answered request is counted under the
+//! revision that served it ([`crate::dataplane::revisions`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,8 @@ use wasmfleet_runtime::{HttpService, ResponseBody};
 
 use crate::dataplane::forward::{DEFAULT_DEADLINE, ForwardError, ForwardHead, Forwarder, PeerHealth, wire_headers};
 use crate::dataplane::metrics::{GatewayMetrics, ServiceMetrics};
+use crate::dataplane::revisions::{RevisionCounters, RevisionStats};
+use crate::dataplane::split::{Attempts, Group, Sequences, Split};
 use crate::manifest::ObjectKey;
 
 /// Request bodies up to this size are buffered when forwarded, so they can be retried.
@@ -51,6 +58,8 @@ pub enum Backend {
 pub struct Endpoint {
     pub replica: String,
     pub node: String,
+    /// The replica's revision (its template hash).
+    pub revision: String,
     pub backend: Backend,
     pub ready: Arc<AtomicBool>,
 }
@@ -81,45 +90,69 @@ impl Endpoint {
 }
 
 /// A Service and its endpoints. Rebuilt on every reconcile pass; its counters are not in it
-/// but in the node's [`GatewayMetrics`], found through [`Routes`] ([`ServiceRoute::metrics`]).
+/// but in the node's registries, found through [`Routes`] ([`ServiceRoute::metrics`]).
 pub struct ServiceRoute {
     pub key: ObjectKey,
     pub endpoints: Vec<Endpoint>,
+    /// How requests are split between a canary revision and the others, if they are.
+    pub split: Option<Split>,
     rr: AtomicUsize,
-    /// Handles to this Service's series, bound when the route is stored or first used.
-    metrics: OnceLock<ServiceMetrics>,
+    /// Handles to this Service's shared state, bound when the route is stored or first used.
+    bound: OnceLock<Bound>,
+}
+
+/// What a route shares with the node's registries (see [`Routes`]).
+pub(crate) struct Bound {
+    pub(crate) metrics: ServiceMetrics,
+    /// The counters of each endpoint's revision, by endpoint index.
+    pub(crate) revisions: Box<[Arc<RevisionCounters>]>,
+    /// The Service's request sequence for its split.
+    pub(crate) sequence: Arc<AtomicU64>,
 }
 
 impl ServiceRoute {
     pub fn new(key: ObjectKey, endpoints: Vec<Endpoint>) -> Self {
-        ServiceRoute { key, endpoints, rr: AtomicUsize::new(0), metrics: OnceLock::new() }
+        Self::with_split(key, endpoints, None)
+    }
+
+    /// A route whose requests are split between revisions as `split` says.
+    pub fn with_split(key: ObjectKey, endpoints: Vec<Endpoint>, split: Option<Split>) -> Self {
+        ServiceRoute { key, endpoints, split, rr: AtomicUsize::new(0), bound: OnceLock::new() }
+    }
+
+    pub(crate) fn bound(&self, routes: &Routes) -> &Bound {
+        self.bound.get_or_init(|| Bound {
+            metrics: routes.metrics().service(&self.key),
+            revisions: self.endpoints.iter().map(|e| routes.revisions.counters(&e.revision)).collect(),
+            sequence: routes.sequences.of(&self.key),
+        })
     }
 
     /// This Service's counters and latency histogram, which outlive the route.
     pub fn metrics(&self, routes: &Routes) -> &ServiceMetrics {
-        self.metrics.get_or_init(|| routes.metrics().service(&self.key))
+        &self.bound(routes).metrics
     }
 
     pub fn ready_count(&self) -> usize {
         self.endpoints.iter().filter(|e| e.usable()).count()
     }
 
-    /// Power of two choices among usable endpoints that pass `filter`.
-    fn pick_where(&self, filter: impl Fn(&Endpoint) -> bool) -> Option<&Endpoint> {
+    /// Power of two choices among usable endpoints that pass `filter`: an index.
+    fn pick_where(&self, filter: impl Fn(&Endpoint) -> bool) -> Option<usize> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
         let start = self.rr.fetch_add(1, Ordering::Relaxed);
-        let mut first: Option<&Endpoint> = None;
-        for i in 0..n {
-            let e = &self.endpoints[(start + i) % n];
+        let mut first: Option<usize> = None;
+        for i in (0..n).map(|i| (start + i) % n) {
+            let e = &self.endpoints[i];
             if !e.usable() || !filter(e) {
                 continue;
             }
             match first {
-                None => first = Some(e),
-                Some(f) => return Some(if e.in_flight() < f.in_flight() { e } else { f }),
+                None => first = Some(i),
+                Some(f) => return Some(if e.in_flight() < self.endpoints[f].in_flight() { i } else { f }),
             }
         }
         first
@@ -127,18 +160,26 @@ impl ServiceRoute {
 
     /// A ready replica on this node: `preferred` if it is one, else by two choices.
     pub fn pick_local(&self, preferred: Option<&str>) -> Option<&Endpoint> {
-        if let Some(name) = preferred
-            && let Some(e) = self.endpoints.iter().find(|e| e.replica == name && e.local_service().is_some())
-            && e.usable()
-        {
-            return Some(e);
-        }
-        self.pick_where(|e| e.local_service().is_some())
+        self.pick_local_in(Group::Any, preferred).map(|i| &self.endpoints[i])
     }
 
-    /// A ready replica on a reachable peer not in `exclude`.
-    fn pick_remote(&self, exclude: &[String]) -> Option<&Endpoint> {
-        self.pick_where(|e| e.local_service().is_none() && !exclude.contains(&e.node))
+    /// A ready replica on this node in `group`: `preferred` if it is one, else by two choices.
+    pub(crate) fn pick_local_in(&self, group: Group<'_>, preferred: Option<&str>) -> Option<usize> {
+        if let Some(name) = preferred
+            && let Some(i) = self.endpoints.iter().position(|e| e.replica == name && e.local_service().is_some())
+            && self.endpoints[i].usable()
+            && self.in_group(&self.endpoints[i], group)
+        {
+            return Some(i);
+        }
+        self.pick_where(|e| e.local_service().is_some() && self.in_group(e, group))
+    }
+
+    /// A ready replica in `group` on a reachable peer not in `exclude`.
+    pub(crate) fn pick_remote_in(&self, group: Group<'_>, exclude: &[&str]) -> Option<usize> {
+        self.pick_where(|e| {
+            e.local_service().is_none() && !exclude.contains(&e.node.as_str()) && self.in_group(e, group)
+        })
     }
 }
 
@@ -178,22 +219,27 @@ pub struct Routes {
     changed: Arc<tokio::sync::Notify>,
     /// Per-Service counters and histograms, registered once and kept across tables.
     metrics: Arc<GatewayMetrics>,
+    /// Per-revision request figures, kept across tables.
+    revisions: Arc<RevisionStats>,
+    /// Per-Service split sequences, kept across tables.
+    sequences: Arc<Sequences>,
 }
 
 impl Routes {
     pub fn load(&self) -> Arc<RoutingTable> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    /// Stores a new table. Its routes are bound to their Services' metrics, and the series of
-    /// Services that left the table are dropped.
+    /// Stores a new table. Its routes are bound to their Services' metrics and their
+    /// revisions' counters, and the series of Services that left the table are dropped.
     pub fn store(&self, table: RoutingTable) {
         for route in &table.services {
-            route.metrics(self);
+            route.bound(self);
         }
         let new = Arc::new(table);
         let old = std::mem::replace(&mut *self.table.write().unwrap_or_else(|e| e.into_inner()), new.clone());
         for key in old.by_key.keys().filter(|k| !new.by_key.contains_key(*k)) {
             self.metrics.forget(key);
+            self.sequences.forget(key);
         }
         self.changed.notify_waiters();
     }
@@ -201,6 +247,11 @@ impl Routes {
     /// The gateway's metrics on this node (see [`crate::dataplane::metrics`]).
     pub fn metrics(&self) -> &Arc<GatewayMetrics> {
         &self.metrics
+    }
+
+    /// The request figures per revision on this node (see [`crate::dataplane::revisions`]).
+    pub fn revision_stats(&self) -> &Arc<RevisionStats> {
+        &self.revisions
     }
 
     /// `route`, or its newer version once it has a usable endpoint: a Service with none holds
@@ -301,35 +352,48 @@ pub async fn route(routes: &Routes, binding: Binding, req: Request<Incoming>) ->
     dispatch(routes, &route, req).await
 }
 
-/// Serves one request for `route`: a ready local replica, else a remote one (with retries).
+/// Serves one request for `route`: a ready local replica, else a remote one (with retries),
+/// within the group the route's split gives the request, then the other.
 pub async fn dispatch<B>(routes: &Routes, route: &ServiceRoute, req: Request<B>) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<wasmfleet_runtime::WasiHttpError> + std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let metrics = route.metrics(routes);
-    metrics.requests.inc();
-    let resp = if let Some(ep) = route.pick_local(None)
-        && let Some(service) = ep.local_service()
+    let bound = route.bound(routes);
+    bound.metrics.requests.inc();
+    let forwarder = routes.forwarder().map(Arc::as_ref);
+    let mut attempts = route.attempts(route.plan(&bound.sequence), forwarder.is_some());
+    let first = attempts.next();
+    let (resp, served_by) = if let Some(i) = first
+        && let Some(service) = route.endpoints[i].local_service()
     {
-        let mut resp = service.handle(req).await;
-        if let Ok(v) = http::HeaderValue::from_str(&ep.replica) {
-            resp.headers_mut().insert("x-wasmfleet-replica", v);
-        }
-        resp
+        (tag_replica(service.handle(req).await, &route.endpoints[i]), Some(i))
     } else {
-        match routes.forwarder() {
-            Some(forwarder) => forward(forwarder, route, metrics, req).await,
-            None => unavailable(route, metrics, None),
-        }
+        forward(forwarder, route, &bound.metrics, first, attempts, req).await
     };
-    metrics.observe_latency(started.elapsed());
+    let elapsed = started.elapsed();
+    bound.metrics.observe_latency(elapsed);
+    if let Some(counters) = served_by.and_then(|i| bound.revisions.get(i)) {
+        counters.record(resp.status().is_server_error(), elapsed);
+    }
+    resp
+}
+
+/// A local replica's answer, which says which replica it is.
+fn tag_replica(mut resp: Response<ResponseBody>, ep: &Endpoint) -> Response<ResponseBody> {
+    if let Ok(v) = http::HeaderValue::from_str(&ep.replica) {
+        resp.headers_mut().insert("x-wasmfleet-replica", v);
+    }
     resp
 }
 
 fn unavailable(route: &ServiceRoute, metrics: &ServiceMetrics, last_error: Option<String>) -> Response<ResponseBody> {
     metrics.unavailable.inc();
+    let split = match &route.split {
+        Some(s) => format!("; {}‰ of requests go to revision {}", s.weight_permille.min(1000), s.canary),
+        None => String::new(),
+    };
     let why = match last_error {
         Some(e) => format!("; last attempt: {e}"),
         None => String::new(),
@@ -337,7 +401,7 @@ fn unavailable(route: &ServiceRoute, metrics: &ServiceMetrics, last_error: Optio
     text(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
-            "service {}/{} has no ready replicas ({}/{} ready){why}",
+            "service {}/{} has no ready replicas ({}/{} ready{split}){why}",
             route.key.namespace,
             route.key.name,
             route.ready_count(),
@@ -350,16 +414,31 @@ fn idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-/// Forwards to a replica on another node, retrying on another one when that is safe.
+/// What is left of a request's body while the request looks for a replica.
+enum Payload<B> {
+    /// Not read yet.
+    Unread(B),
+    /// Buffered (small): can be sent again.
+    Replay(bytes::Bytes),
+    /// Streamed to an attempt that failed: the request cannot go anywhere else.
+    Spent,
+}
+
+/// Forwards to a replica on another node, retrying on another one when that is safe; after
+/// the first group of the split, a local replica of the next serves if there is one. `first`
+/// is the first of `attempts`. Returns the answer and the index of the endpoint it is from
+/// (the last one tried when none answered).
 async fn forward<B>(
-    forwarder: &Forwarder,
+    forwarder: Option<&Forwarder>,
     route: &ServiceRoute,
     metrics: &ServiceMetrics,
+    first: Option<usize>,
+    mut attempts: Attempts<'_>,
     req: Request<B>,
-) -> Response<ResponseBody>
+) -> (Response<ResponseBody>, Option<usize>)
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
+    B::Error: Into<wasmfleet_runtime::WasiHttpError> + std::error::Error + Send + Sync + 'static,
 {
     let (parts, body) = req.into_parts();
     let mut head = ForwardHead {
@@ -369,54 +448,86 @@ where
         method: parts.method.to_string(),
         uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
         headers: wire_headers(&parts.headers),
+        revision: None,
     };
-    // Small bodies are buffered so the request can be sent again.
-    let mut streaming = None;
-    let replay = match body.size_hint().upper() {
-        Some(n) if n <= REPLAY_LIMIT => match Limited::new(body, REPLAY_LIMIT as usize).collect().await {
-            Ok(collected) => Some(collected.to_bytes()),
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
-        },
-        _ => {
-            streaming = Some(body);
-            None
-        }
-    };
-    let retry_unknown = idempotent(&parts.method) && replay.is_some();
-    let mut tried: Vec<String> = Vec::new();
+    let mut payload = Payload::Unread(body);
+    let mut sent = 0;
+    let mut last: Option<usize> = None;
     let mut last_error = None;
-    for attempt in 0..MAX_ATTEMPTS {
-        let Some(ep) = route.pick_remote(&tried) else { break };
-        let Backend::Remote { addr, lanes, .. } = &ep.backend else { break };
-        tried.push(ep.node.clone());
+    let mut next = first;
+    while let Some(i) = next {
+        let ep = &route.endpoints[i];
+        let (addr, lanes) = match &ep.backend {
+            Backend::Remote { addr, lanes, .. } => (*addr, lanes),
+            // A local replica of the next group: the request goes to it as it came. (Rare:
+            // boxed, so as not to grow every forwarded request's future.)
+            Backend::Local(service) => {
+                let resp = match payload {
+                    Payload::Unread(body) => Box::pin(service.handle(Request::from_parts(parts, body))).await,
+                    Payload::Replay(bytes) => {
+                        let body =
+                            Full::new(bytes).map_err(|never| -> wasmfleet_runtime::WasiHttpError { match never {} });
+                        Box::pin(service.handle(Request::from_parts(parts, body))).await
+                    }
+                    Payload::Spent => break,
+                };
+                return (tag_replica(resp, ep), Some(i));
+            }
+        };
+        let Some(forwarder) = forwarder else { break };
+        if sent == MAX_ATTEMPTS {
+            break;
+        }
+        // Small bodies are buffered so the request can be sent again.
+        let (replay, streaming) = match std::mem::replace(&mut payload, Payload::Spent) {
+            Payload::Unread(body) => match body.size_hint().upper() {
+                Some(n) if n <= REPLAY_LIMIT => match Limited::new(body, REPLAY_LIMIT as usize).collect().await {
+                    Ok(collected) => (Some(collected.to_bytes()), None),
+                    Err(e) => {
+                        return (text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")), None);
+                    }
+                },
+                _ => (None, Some(body)),
+            },
+            Payload::Replay(bytes) => (Some(bytes), None),
+            Payload::Spent => break,
+        };
+        if let Some(bytes) = &replay {
+            payload = Payload::Replay(bytes.clone());
+        }
+        let retry_unknown = idempotent(&parts.method) && replay.is_some();
+        last = Some(i);
         head.replica = Some(ep.replica.clone());
-        if attempt > 0 {
+        // The peer keeps to the revision chosen here if it has to serve with another replica.
+        head.revision = route.split.as_ref().map(|_| ep.revision.clone());
+        if sent > 0 {
             metrics.retried.inc();
         }
         metrics.forwarded.inc();
-        let result = match (&replay, streaming.take()) {
-            (Some(bytes), _) => {
-                forwarder.send(&ep.node, *addr, lanes, &head, Full::new(bytes.clone()), DEFAULT_DEADLINE).await
-            }
-            (None, Some(body)) => forwarder.send(&ep.node, *addr, lanes, &head, body, DEFAULT_DEADLINE).await,
+        sent += 1;
+        let result = match (replay, streaming) {
+            (Some(bytes), _) => forwarder.send(&ep.node, addr, lanes, &head, Full::new(bytes), DEFAULT_DEADLINE).await,
+            (None, Some(body)) => forwarder.send(&ep.node, addr, lanes, &head, body, DEFAULT_DEADLINE).await,
             (None, None) => break,
         };
         match result {
-            Ok(resp) => return resp,
+            Ok(resp) => return (resp, Some(i)),
             Err(ForwardError::NotDelivered(e)) => last_error = Some(e),
             Err(ForwardError::Unknown(e)) if retry_unknown => last_error = Some(e),
             Err(ForwardError::Unknown(e)) => {
-                return text(
+                let resp = text(
                     StatusCode::BAD_GATEWAY,
                     format!(
                         "replica {} on {} failed before answering: {e} (not retried: {} requests are retried only when idempotent with a body under {REPLAY_LIMIT} bytes)",
                         ep.replica, ep.node, parts.method
                     ),
                 );
+                return (resp, Some(i));
             }
         }
+        next = attempts.next();
     }
-    unavailable(route, metrics, last_error)
+    (unavailable(route, metrics, last_error), last)
 }
 
 fn strip_port(host: &str) -> &str {

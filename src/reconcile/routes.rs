@@ -76,6 +76,7 @@ impl Inner {
                 Runner::Http { service, ready, .. } => Some(Endpoint {
                     replica: r.key.name(),
                     node: self.node.clone(),
+                    revision: r.revision.clone(),
                     backend: Backend::Local(service.clone()),
                     ready: ready.clone(),
                 }),
@@ -107,6 +108,7 @@ impl Inner {
                 out.push(Endpoint {
                     replica: r.name.clone(),
                     node: peer.name.clone(),
+                    revision: r.revision.clone(),
                     backend: Backend::Remote { addr, lanes: lanes.clone(), health: forwarder.health(&peer.name) },
                     ready: Arc::new(AtomicBool::new(true)),
                 });
