@@ -35,8 +35,12 @@ pub(super) fn rollout(cli: &Cli, command: &RolloutCommand) -> Result<i32> {
             let action = if *full { RolloutAction::PROMOTE_FULL } else { RolloutAction::PROMOTE };
             act_on_rollout(cli, resource, &RolloutAction::new(action), *write)
         }
-        RolloutCommand::Abort(t) => act_on_rollout(cli, &t.resource, &RolloutAction::new(RolloutAction::ABORT), t.write),
-        RolloutCommand::Retry(t) => act_on_rollout(cli, &t.resource, &RolloutAction::new(RolloutAction::RETRY), t.write),
+        RolloutCommand::Abort(t) => {
+            act_on_rollout(cli, &t.resource, &RolloutAction::new(RolloutAction::ABORT), t.write)
+        }
+        RolloutCommand::Retry(t) => {
+            act_on_rollout(cli, &t.resource, &RolloutAction::new(RolloutAction::RETRY), t.write)
+        }
     }
 }
 

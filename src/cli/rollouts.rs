@@ -81,7 +81,9 @@ pub(super) fn describe(r: &RolloutView) -> String {
         "Replicas:\t{} desired | {} updated | {} total | {} available",
         r.replicas, r.counts.updated, r.counts.replicas, r.counts.available
     ));
-    let short = |hash: &str| r.revisions.iter().find(|v| v.hash == hash).map(|v| format!("{} (revision {})", v.name, v.revision));
+    let short = |hash: &str| {
+        r.revisions.iter().find(|v| v.hash == hash).map(|v| format!("{} (revision {})", v.name, v.revision))
+    };
     line(format!("Stable:\t{}", short(&p.stable).unwrap_or_else(|| "<none>".into())));
     line(format!("Canary:\t{}", p.canary.as_deref().and_then(short).unwrap_or_else(|| "<none>".into())));
     if let Some((old, _)) = &p.scale_down {
@@ -91,11 +93,11 @@ pub(super) fn describe(r: &RolloutView) -> String {
         line("Analysis:".into());
         for run in &p.runs {
             line(format!(
-                "  {}\t{:?}\t{}{}",
+                "  {}\t{:?}\t{}{} measurement(s)",
                 run.metric.name,
                 run.phase,
                 if run.background { "background, " } else { "" },
-                format!("{} measurement(s)", run.measurements.len())
+                run.measurements.len()
             ));
             for m in run.measurements.iter().rev().take(3) {
                 let outcome = match m.outcome {

@@ -21,10 +21,10 @@ pub mod view;
 
 pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaPhase};
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -115,7 +115,10 @@ enum Rpc {
     Probe,
     /// The sender's replicas (its gossip `replicas` value), sent straight to the peers that
     /// decide rollouts of them, ahead of gossip. `seq` orders reports from one sender.
-    Replicas { seq: u64, value: String },
+    Replicas {
+        seq: u64,
+        value: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -775,7 +778,8 @@ impl Shared {
             (Rpc::Ping, Some(_)) => Reply::Pong { digest: self.store.digest()?.to_string() },
             (Rpc::Probe, Some(_)) => Reply::Ack { won: 0 },
             (Rpc::Replicas { seq, value }, Some(sender)) => {
-                let replicas: Vec<GossipReplica> = serde_json::from_str(&value).context("undecodable replica report")?;
+                let replicas: Vec<GossipReplica> =
+                    serde_json::from_str(&value).context("undecodable replica report")?;
                 let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
                 if reports.get(&sender).is_none_or(|r| r.seq < seq) {
                     reports.insert(sender, Report { seq, at: std::time::Instant::now(), replicas });

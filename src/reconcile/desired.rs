@@ -241,7 +241,6 @@ pub fn current_record(stored: Option<&JobRecord>, generation: u64) -> JobRecord 
 /// The slots and scheduler requests of a workload run as revision sets (Deployments and
 /// Rollouts): every set with a size runs its template (`current` for the current template,
 /// else the one the record keeps), planned at `planned` slots.
-#[expect(clippy::too_many_arguments, reason = "one workload's pieces")]
 fn push_sets(
     out: &mut Workloads,
     key: &ObjectKey,

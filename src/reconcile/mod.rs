@@ -356,6 +356,26 @@ impl Reconciler {
     }
 }
 
+/// How the Services a Rollout touches split their traffic (from each Rollout's recorded
+/// progress).
+fn traffic_rules(
+    objects: &[(StoredObject, Object)],
+    workloads: &Workloads,
+) -> HashMap<ObjectKey, progressive::Traffic> {
+    let services: Vec<(ObjectKey, &BTreeMap<String, String>)> = objects
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Object::Service(s) => Some((o.key(), &s.spec.selector)),
+            _ => None,
+        })
+        .collect();
+    let rollouts = workloads.deployments.iter().filter_map(|(key, info)| {
+        let p = info.progressive.as_ref()?;
+        Some((key, p, info.record.as_ref().and_then(|r| r.progress.as_ref())))
+    });
+    progressive::traffic(rollouts, &services)
+}
+
 /// The canary revisions under analysis, and every revision of a Deployment or Rollout.
 fn revisions_in_use(workloads: &Workloads) -> (std::collections::BTreeSet<String>, HashSet<String>) {
     let mut analysed = std::collections::BTreeSet::new();
@@ -408,7 +428,8 @@ impl Inner {
         let recorded = self.record_jobs(&mut running, &workloads, &mut status);
         let (view, gossip) = self.views(&running, &peers, &mut status);
         self.rollouts(&workloads, &gossip, &peers, plan.booting, &mut status);
-        self.publish_routes(&objects, &running.serving, &peers, &mut status);
+        let traffic = traffic_rules(&objects, &workloads);
+        self.publish_routes(&objects, &running.serving, &peers, &traffic, &mut status);
         let here: HashSet<(String, String)> = running
             .serving
             .keys()

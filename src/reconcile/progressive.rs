@@ -89,7 +89,7 @@ pub fn progressive_of(
                         return None;
                     }
                 };
-                metrics.insert(id.clone(), MetricDef { success, failure, min_requests: m.min_requests() });
+                metrics.insert(id.clone(), MetricDef { success, failure, min_requests: u64::from(m.min_requests()) });
                 out.push(MetricSpec {
                     name: id,
                     interval_ms: m.interval().as_millis() as u64,
@@ -271,8 +271,7 @@ pub fn traffic<'a>(
     let mut out = HashMap::new();
     for (key, info, recorded) in rollouts {
         let progress = recorded.unwrap_or(&info.progress);
-        let stable =
-            if progress.stable.is_empty() { info.spec.template_hash.clone() } else { progress.stable.clone() };
+        let stable = if progress.stable.is_empty() { info.spec.template_hash.clone() } else { progress.stable.clone() };
         let canary = progress.canary.clone();
         let named = |name: &Option<String>| {
             name.as_ref().map(|n| ObjectKey::new(crate::manifest::Kind::Service, key.namespace.clone(), n.clone()))

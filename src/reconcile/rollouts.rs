@@ -192,7 +192,8 @@ pub fn next_record(
     };
     templates.entry(spec.template_hash.clone()).or_insert_with(|| template.clone());
     templates.retain(|hash, _| state.set(hash).is_some());
-    let next = RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates, progress };
+    let next =
+        RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates, progress };
     let unchanged = stored.is_some_and(|r| {
         r.state == next.state
             && r.generation == next.generation
@@ -279,7 +280,10 @@ pub fn view(
         revisions,
         coordinator: coordinator.map(str::to_string),
         epoch: record.map(|r| r.epoch).unwrap_or(0),
-        progress: info.progressive.as_ref().map(|p| record.and_then(|r| r.progress.clone()).unwrap_or_else(|| p.progress.clone())),
+        progress: info
+            .progressive
+            .as_ref()
+            .map(|p| record.and_then(|r| r.progress.clone()).unwrap_or_else(|| p.progress.clone())),
         steps,
     }
 }

@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::task::JoinHandle;
 
+use super::progressive::Traffic;
 use super::replicas::{Replica, Runner};
 use super::{EndpointStatus, Inner, ObjectStatus, PortStatus, ReplicaKey};
 use crate::dataplane::gateway::{Backend, Binding, Endpoint, RoutingTable, ServiceRoute};
+use crate::dataplane::split::Split;
 use crate::manifest::{Object, ObjectKey, Service, ServiceType, selector_matches};
 use crate::peering::PeerView;
 use crate::state::StoredObject;
@@ -27,6 +29,7 @@ impl Inner {
         objects: &[(StoredObject, Object)],
         replicas: &BTreeMap<ReplicaKey, Replica>,
         peers: &[PeerView],
+        traffic: &HashMap<ObjectKey, Traffic>,
         status: &mut HashMap<ObjectKey, ObjectStatus>,
     ) {
         let mut table = RoutingTable::default();
@@ -41,6 +44,15 @@ impl Inner {
             let key = obj.key();
             let mut endpoints = self.local_endpoints(&key, svc, replicas);
             endpoints.extend(self.remote_endpoints(&key, svc, peers, &labels_of));
+            // A Rollout's Services: one revision only (canary/stable, active/preview), or the
+            // canary's weight.
+            let rule = traffic.get(&key);
+            if let Some(only) = rule.and_then(|t| t.only.as_ref()) {
+                endpoints.retain(|e| e.revision == *only);
+            }
+            let split = rule
+                .and_then(|t| t.split.as_ref())
+                .map(|(canary, weight_permille)| Split { canary: canary.clone(), weight_permille: *weight_permille });
             let st = status.entry(key.clone()).or_default();
             st.endpoints = endpoints
                 .iter()
@@ -51,7 +63,7 @@ impl Inner {
                 .collect();
             st.desired = endpoints.len() as u32;
             st.ready = st.endpoints.iter().filter(|e| e.ready).count() as u32;
-            let route = Arc::new(ServiceRoute::new(key.clone(), endpoints));
+            let route = Arc::new(ServiceRoute::with_split(key.clone(), endpoints, split));
             for p in node_ports(svc) {
                 wanted_ports.insert(p, route.clone());
             }

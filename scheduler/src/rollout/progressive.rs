@@ -134,7 +134,14 @@ pub struct AnalysisRun {
 impl AnalysisRun {
     pub fn new(metric: MetricSpec, background: bool, now_ms: u64) -> AnalysisRun {
         let next_ms = now_ms + metric.interval_ms;
-        AnalysisRun { metric, background, started_ms: now_ms, next_ms, measurements: Vec::new(), phase: RunPhase::Running }
+        AnalysisRun {
+            metric,
+            background,
+            started_ms: now_ms,
+            next_ms,
+            measurements: Vec::new(),
+            phase: RunPhase::Running,
+        }
     }
 
     /// Whether a measurement is due at `now_ms`.
@@ -467,7 +474,7 @@ fn promote_canary(
 
 /// While the canary grows to full size, its weight follows its available share.
 fn canary_weight_while_growing(available: u32, replicas: u32) -> u32 {
-    if replicas == 0 { 0 } else { (available.min(replicas) * 100 / replicas).min(100) }
+    (available.min(replicas) * 100).checked_div(replicas).unwrap_or(0).min(100)
 }
 
 fn blue_green(
@@ -514,9 +521,7 @@ fn blue_green(
         return;
     }
     let since = *p.preview_ready_ms.get_or_insert(now_ms);
-    let go = p.promoting
-        || promote
-        || (!spec.paused && auto && auto_ms.is_none_or(|ms| now_ms >= since + ms));
+    let go = p.promoting || promote || (!spec.paused && auto && auto_ms.is_none_or(|ms| now_ms >= since + ms));
     if !go {
         p.phase = Phase::Paused;
         p.message = "BlueGreenPause: the preview is ready; promote to switch".into();
