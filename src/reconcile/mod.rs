@@ -211,6 +211,8 @@ struct Inner {
     /// Figures of each Rollout's analysis runs at the start of their current interval (only
     /// on the Rollout's coordinator), by Rollout and run.
     baselines: Mutex<HashMap<ObjectKey, HashMap<String, crate::dataplane::revisions::RevisionFigures>>>,
+    /// When the next analysis measurement this node takes is due (wall ms): the loop wakes.
+    measure_at: Mutex<Option<u64>>,
     /// The last request figures published in gossip.
     published_figures: Mutex<String>,
     /// The last replica list published in gossip, and its sequence number.
@@ -261,6 +263,7 @@ impl Reconciler {
                 published_seq: Mutex::new(0),
                 baselines: Mutex::new(HashMap::new()),
                 published_figures: Mutex::new(String::new()),
+                measure_at: Mutex::new(None),
                 kick: Arc::new(tokio::sync::Notify::new()),
                 started: Instant::now(),
                 boot_logged: AtomicBool::new(false),
@@ -280,7 +283,12 @@ impl Reconciler {
             let reports = inner.peering.reports_notify();
             loop {
                 this.pass().await;
+                // An analysis measurement falls due: wake for it (at most every 100 ms).
+                let due = inner.measure_at.lock().unwrap_or_else(|e| e.into_inner()).map(|at| {
+                    Duration::from_millis(at.saturating_sub(crate::clock::now_ms())).max(Duration::from_millis(100))
+                });
                 let gossip = tokio::select! {
+                    _ = tokio::time::sleep(due.unwrap_or(Duration::from_secs(3600))), if due.is_some() => false,
                     _ = changed.changed() => false,
                     _ = tick.tick() => false,
                     _ = inner.kick.notified() => false,
@@ -355,6 +363,9 @@ impl Reconciler {
         &self.inner.routes
     }
 }
+
+/// How often a gateway publishes its request figures while a canary is under analysis.
+const FIGURES_PERIOD_MS: u64 = 250;
 
 /// How the Services a Rollout touches split their traffic (from each Rollout's recorded
 /// progress).
@@ -440,6 +451,11 @@ impl Inner {
         self.publish_gossip(gossip, &peers).await;
         let (analysed, live) = revisions_in_use(&workloads);
         self.publish_figures(&analysed, &live).await;
+        // While a canary is under analysis, every gateway publishes its figures often (the
+        // coordinator sums them at each measurement); the coordinator also wakes for each.
+        let publish_again = (!analysed.is_empty()).then(|| crate::clock::now_ms() + FIGURES_PERIOD_MS);
+        let next = self.next_measurement(&workloads).into_iter().chain(publish_again).min();
+        *self.measure_at.lock().unwrap_or_else(|e| e.into_inner()) = next;
         for r in retired {
             r.stop().await;
         }

@@ -26,6 +26,7 @@ use wasmfleet_scheduler::rollout::{self, Bound, Condition, Counts, Observed, Spe
 use super::desired::{DeploymentInfo, Workloads};
 use super::{Inner, ObjectStatus};
 use crate::clock::now_ms;
+use crate::dataplane::revisions::RevisionFigures;
 use crate::manifest::{Deployment, IntOrString, ObjectKey, PodTemplateSpec, StrategyType};
 use crate::peering::{GossipReplica, PeerView};
 use crate::state::{ROLLOUT_PREFIX, RolloutRecord};
@@ -334,6 +335,11 @@ impl Inner {
                 match self.store.put_rollout(key, next.clone()) {
                     Ok(true) => {
                         self.replicate_rollout(key);
+                        // Runs the step started measure from now: their first interval starts
+                        // with these figures.
+                        if let Some(p) = &next.progress {
+                            self.seed_baselines(key, p, peers);
+                        }
                         record = Some(next);
                     }
                     // A newer record arrived meanwhile: the next pass steps from it.
@@ -362,15 +368,47 @@ impl Inner {
         if progress.runs.is_empty() {
             return None;
         }
-        let mut total = self.routes.revision_stats().snapshot().remove(&canary).unwrap_or_default();
-        for peer in peers {
-            if let Some(f) = peer.figures.get(&canary) {
-                total.add(f);
-            }
-        }
+        let total = self.fleet_figures(&canary, peers);
         let mut baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
         let mine = baselines.entry(key.clone()).or_default();
         super::progressive::measure(&mut progress, &p.metrics, &total, mine, now).then_some(progress)
+    }
+
+    /// The figures of `revision` summed over the fleet: this gateway's now, the others' as
+    /// they last published them.
+    fn fleet_figures(&self, revision: &str, peers: &[PeerView]) -> RevisionFigures {
+        let mut total = self.routes.revision_stats().figures(revision).unwrap_or_default();
+        for peer in peers {
+            if let Some(f) = peer.figures.get(revision) {
+                total.add(f);
+            }
+        }
+        total
+    }
+
+    /// Starts the interval of every run of `progress` that has none yet, and notes when the
+    /// next measurement is due (the loop wakes for it).
+    fn seed_baselines(&self, key: &ObjectKey, progress: &Progress, peers: &[PeerView]) {
+        let Some(canary) = &progress.canary else { return };
+        let mut baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = baselines.entry(key.clone()).or_default();
+        for run in &progress.runs {
+            if !mine.contains_key(&run.metric.name) {
+                mine.insert(run.metric.name.clone(), self.fleet_figures(canary, peers));
+            }
+        }
+    }
+
+    /// When the next measurement of a run this node coordinates is due (wall ms).
+    pub(super) fn next_measurement(&self, workloads: &Workloads) -> Option<u64> {
+        let baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
+        workloads
+            .deployments
+            .iter()
+            .filter(|(key, _)| baselines.contains_key(*key))
+            .filter_map(|(_, info)| info.record.as_ref()?.progress.as_ref())
+            .flat_map(|p| p.runs.iter().filter(|r| r.phase == progressive::RunPhase::Running).map(|r| r.next_ms))
+            .min()
     }
 
     /// Pushes a rollout record to peers in the background (anti-entropy brings it otherwise).
