@@ -112,8 +112,10 @@ fn replicas_spread_daemonset_follows_nodes_and_a_job_completes_once() {
 
     // The Job's three completions run across the cluster and complete exactly once.
     ok(agents[0].cli(&["apply", "-f", example("job.yaml").to_str().unwrap()]));
-    wait_for("job complete", Duration::from_secs(40), || {
-        stdout(&agents[1].cli(&["get", "jobs"])).contains("Complete").then_some(())
+    // Complete as every node sees it: a completion whose record has not reached a node yet
+    // can run again there if the node that ran it dies first (see docs/architecture.md).
+    wait_for("job complete on every node", Duration::from_secs(40), || {
+        agents.iter().all(|x| stdout(&x.cli(&["get", "jobs"])).contains("Complete")).then_some(())
     });
 
     // Lose node-c: the DaemonSet shrinks to two, hello is back to three ready replicas on

@@ -63,7 +63,7 @@ pub enum ResourceError {
     Missing,
     #[error("`{kind}` needs a name: `{kind}/NAME`")]
     NoName { kind: String },
-    #[error("{plural} have no rollouts: only deployments do (`deployment/NAME`)")]
+    #[error("{plural} have no rollouts: only deployments and rollouts do (`deployment/NAME`, `rollout/NAME`)")]
     NoRollouts { plural: &'static str },
     #[error("the server doesn't have a resource type \"{kind}\" (use `deployment/NAME`)")]
     UnknownKind { kind: String },
@@ -175,8 +175,8 @@ mod tests {
         assert_eq!(parse("deployment"), Err(ResourceError::NoName { kind: "deployment".into() }));
         assert_eq!(parse("deployment/"), Err(ResourceError::NoName { kind: "deployment".into() }));
         assert_eq!(parse("svc/web"), Err(ResourceError::NoRollouts { plural: "services" }));
-        // Argo's Rollout is a kind now, but not yet a `RolloutKind`.
-        assert_eq!(parse("rollout/web"), Err(ResourceError::NoRollouts { plural: "rollouts" }));
+        assert_eq!(parse("rollout/web"), Ok((ResourceRef::new(RolloutKind::Rollout, "web"), vec![])));
+        assert_eq!(parse("jobs/web"), Err(ResourceError::NoRollouts { plural: "jobs" }));
         assert_eq!(parse("statefulset/web"), Err(ResourceError::UnknownKind { kind: "statefulset".into() }));
         assert_eq!(
             ResourceError::UnknownKind { kind: "statefulset".into() }.to_string(),

@@ -14,7 +14,7 @@ use crate::control::verbs::{ImageUpdate, RolloutAction, RolloutAnswer};
 use super::args::{Cli, RolloutCommand, WriteArgs, parse_duration};
 use super::commands::{looks_like_path, report_durability};
 use super::resource::{ResourceRef, RolloutKind};
-use super::status::{RolloutStatus, StatusWatch, rollout_status};
+use super::status::{RolloutStatus, StatusWatch, rollout_kind_status, rollout_status};
 
 /// How often `rollout status` looks again.
 const POLL: Duration = Duration::from_millis(200);
@@ -51,7 +51,10 @@ fn status(cli: &Cli, r: &ResourceRef, timeout: Duration, watch: bool) -> Result<
     let mut printed = StatusWatch::default();
     loop {
         let o = client.object(r.kind.kind(), &cli.namespace, &r.name)?;
-        let status = rollout_status(&r.name, o.status.rollout.as_ref())?;
+        let status = match r.kind {
+            RolloutKind::Deployment => rollout_status(&r.name, o.status.rollout.as_ref())?,
+            RolloutKind::Rollout => rollout_kind_status(&r.name, o.status.rollout.as_ref())?,
+        };
         if let Some(line) = printed.handle_status(&status) {
             println!("{line}");
         }

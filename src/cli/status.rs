@@ -27,6 +27,27 @@ impl RolloutStatus {
 pub enum StatusError {
     #[error("deployment \"{name}\" exceeded its progress deadline")]
     DeadlineExceeded { name: String },
+    #[error("rollout \"{name}\" is degraded: {message}")]
+    Degraded { name: String, message: String },
+}
+
+/// A Rollout's status, as Argo's plugin reads it: `Healthy` ends the watch, `Degraded` fails
+/// it, `Progressing` and `Paused` (with the reason) keep it waiting.
+pub fn rollout_kind_status(name: &str, rollout: Option<&RolloutView>) -> Result<RolloutStatus, StatusError> {
+    use wasmfleet_scheduler::rollout::progressive::Phase;
+    let Some(r) = rollout.filter(|r| r.observed_generation >= r.generation) else {
+        return Ok(RolloutStatus::Waiting("Waiting for rollout spec update to be observed...".into()));
+    };
+    let p = r.progress.clone().unwrap_or_default();
+    let why = if p.message.is_empty() { String::new() } else { format!(" - {}", p.message) };
+    match p.phase {
+        Phase::Healthy if p.canary.is_none() && r.counts.available >= r.replicas => {
+            Ok(RolloutStatus::Done(format!("rollout \"{name}\" is Healthy")))
+        }
+        Phase::Degraded => Err(StatusError::Degraded { name: name.to_string(), message: p.message }),
+        Phase::Paused => Ok(RolloutStatus::Waiting(format!("Paused{why}"))),
+        _ => Ok(RolloutStatus::Waiting(format!("Progressing{why}"))),
+    }
 }
 
 /// kubectl's `DeploymentStatusViewer`: the status of Deployment `name` from its rollout view
@@ -150,5 +171,35 @@ mod tests {
         assert_eq!(w.handle_status(&b).as_deref(), Some("b"));
         assert_eq!(w.handle_status(&a).as_deref(), Some("a"));
         assert_eq!(w.handle_status(&RolloutStatus::Done("d".into())).as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn a_rollout_kind_reads_as_argo_does() {
+        use wasmfleet_scheduler::rollout::progressive::{Phase, Progress};
+        let at = |phase, message: &str, canary: Option<&str>| RolloutView {
+            generation: 2,
+            observed_generation: 2,
+            replicas: 3,
+            counts: Counts { available: 3, ..Counts::default() },
+            progress: Some(Progress {
+                phase,
+                message: message.into(),
+                canary: canary.map(str::to_string),
+                ..Progress::default()
+            }),
+            ..RolloutView::default()
+        };
+        assert_eq!(
+            rollout_kind_status("web", Some(&at(Phase::Healthy, "", None))).unwrap().line(),
+            "rollout \"web\" is Healthy"
+        );
+        assert_eq!(
+            rollout_kind_status("web", Some(&at(Phase::Paused, "CanaryPauseStep: paused until promoted", Some("c"))))
+                .unwrap()
+                .line(),
+            "Paused - CanaryPauseStep: paused until promoted"
+        );
+        let err = rollout_kind_status("web", Some(&at(Phase::Degraded, "RolloutAborted: metric failed", Some("c"))));
+        assert_eq!(err.unwrap_err().to_string(), "rollout \"web\" is degraded: RolloutAborted: metric failed");
     }
 }
