@@ -56,12 +56,15 @@ YAML
 
 manifest v0
 cli rollout status deployment/web --timeout 120s >/dev/null
+# Every gateway serves the Service before traffic starts (a node that joined last may still
+# be catching up on the desired state).
+for n in n1 n2 n3; do wait_200 "$(listener $n gateway)/" web; done
 echo "(wrk runs ${WRK_SECONDS:-15} s per round; the rollout starts 1 s in)"
 echo "3 nodes, $REPLICAS replicas, maxSurge 1 maxUnavailable 0, wrk (1 thread, 4 connections) through every gateway"
 printf '%-6s %10s %12s %10s %10s\n' round total_ms per_step_ms requests failed
 for round in $(seq 1 "$ROUNDS"); do
   for n in n1 n2 n3; do
-    wrk -t1 -c4 -d "${WRK_SECONDS:-15}s" -H "Host: web" "$(listener $n gateway)/" >"$tmp/wrk-$n.out" 2>&1 &
+    wrk -t1 -c4 -d "${WRK_SECONDS:-15}s" ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} -H "Host: web" "$(listener $n gateway)/" >"$tmp/wrk-$n.out" 2>&1 &
     WRK[$n]=$!
   done
   sleep 1
@@ -79,6 +82,11 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   printf '%-6s %10s %12s %10s %10s\n' "$round" "$took_ms" "$((took_ms / REPLICAS))" "$requests" "$failed"
   if [ "$failed" -gt 0 ]; then
-    for n in n1 n2 n3; do echo "-- wrk through $n"; cat "$tmp/wrk-$n.out"; done >&2
+    for n in n1 n2 n3; do
+      echo "-- wrk through $n: $({ grep -E 'Non-2xx|Socket errors' "$tmp/wrk-$n.out" || true; } | tr '\n' ' ')"
+      curl -s -H "Authorization: Bearer $(cat "$tmp/$n/token")" "$(listener $n api)/metrics" |
+        grep -E '^wasmfleet_(gateway_unavailable|gateway_retried|replica_rejected|replica_traps|replica_timeouts)_total' |
+        grep -v ' 0$' | head -5 || true
+    done >&2
   fi
 done
