@@ -119,10 +119,8 @@ echo "== canary abort: analysis interval 1 s, count 5, successRate >= 0.95, host
 printf '%-6s %22s %26s %12s\n' round first_fail_to_degraded_ms first_to_last_fail_ms failed
 for round in $(seq 1 "$ROUNDS"); do
   v=$((v + 1))
-  rollout hello:1.0 "v$v" "      - setWeight: 30
-      - analysis: {templates: [{templateName: success-rate}]}
-      - setWeight: 100"
-  wait_progress 'p["phase"] == "Healthy" and not p["canary"]' || cli rollout promote web --full >/dev/null 2>&1
+  # A good revision first (straight to full weight), so each round starts from a healthy stable.
+  rollout hello:1.0 "v$v" "      - setWeight: 100"
   wait_progress 'p["phase"] == "Healthy" and not p["canary"]'
   python3 - "$(listener n1 api)" "$(cat "$tmp/n1/token")" "$(listener n1 gateway)" "$(listener n2 gateway)" "$(listener n3 gateway)" "$round" <<'PY' &
 import http.client, json, sys, threading, time, urllib.parse, urllib.request
