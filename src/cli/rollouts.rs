@@ -9,7 +9,8 @@ use crate::reconcile::RolloutView;
 
 use super::print::{age_at, format_table};
 
-/// `NAME STRATEGY STATUS STEP SET-WEIGHT READY UP-TO-DATE AVAILABLE AGE`.
+/// `NAME STRATEGY STATUS STEP SET-WEIGHT READY DESIRED UP-TO-DATE AVAILABLE AGE`, as Argo's
+/// `list rollouts` (READY: ready of the replicas that run, every revision counted).
 pub(super) fn table(objs: &[ObjectView], now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = objs
         .iter()
@@ -22,14 +23,15 @@ pub(super) fn table(objs: &[ObjectView], now_ms: u64) -> String {
                 phase(&p).to_string(),
                 step(&r, &p),
                 p.weight.to_string(),
-                format!("{}/{}", r.counts.ready, r.replicas),
+                format!("{}/{}", r.counts.ready, r.counts.replicas),
+                r.replicas.to_string(),
                 r.counts.updated.to_string(),
                 r.counts.available.to_string(),
                 age_at(now_ms, o.created_ms),
             ]
         })
         .collect();
-    let h = ["NAME", "STRATEGY", "STATUS", "STEP", "SET-WEIGHT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"];
+    let h = ["NAME", "STRATEGY", "STATUS", "STEP", "SET-WEIGHT", "READY", "DESIRED", "UP-TO-DATE", "AVAILABLE", "AGE"];
     format_table(&h, &rows)
 }
 
@@ -113,4 +115,68 @@ pub(super) fn describe(r: &RolloutView) -> String {
         line(format!("Coordinator:\t{c} (epoch {})", r.epoch));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmfleet_scheduler::rollout::Counts;
+    use wasmfleet_scheduler::rollout::progressive::{Phase, Progress};
+
+    use super::*;
+    use crate::manifest::{Kind, ObjectKey};
+    use crate::reconcile::ObjectStatus;
+
+    fn canary() -> RolloutView {
+        RolloutView {
+            replicas: 4,
+            strategy: "Canary".into(),
+            counts: Counts { replicas: 6, updated: 2, ready: 6, available: 6, unavailable: 0 },
+            steps: vec![
+                "setWeight: 20".into(),
+                "analysis: t/m".into(),
+                "setWeight: 50".into(),
+                "pause: until promoted".into(),
+            ],
+            progress: Some(Progress {
+                stable: "aaa".into(),
+                canary: Some("bbb".into()),
+                step: 3,
+                weight: 50,
+                phase: Phase::Paused,
+                message: "CanaryPauseStep: paused until promoted".into(),
+                ..Progress::default()
+            }),
+            ..RolloutView::default()
+        }
+    }
+
+    #[test]
+    fn the_list_reads_as_argos() {
+        let o = ObjectView {
+            key: ObjectKey::new(Kind::Rollout, "default", "web"),
+            object: serde_json::Value::Null,
+            resolved: Default::default(),
+            generation: 2,
+            version: String::new(),
+            created_ms: 0,
+            status: ObjectStatus { rollout: Some(canary()), ..ObjectStatus::default() },
+        };
+        let out = table(&[o], 21_000);
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["NAME", "STRATEGY", "STATUS", "STEP", "SET-WEIGHT", "READY", "DESIRED", "UP-TO-DATE", "AVAILABLE", "AGE"]
+        );
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(row, ["web", "Canary", "Paused", "3/4", "50", "6/6", "4", "2", "6", "21s"]);
+    }
+
+    #[test]
+    fn describe_marks_the_current_step_and_says_why_it_waits() {
+        let out = describe(&canary());
+        assert!(out.contains("Status:\tPaused (CanaryPauseStep: paused until promoted)"), "{out}");
+        assert!(out.contains("    2:\tsetWeight: 50\tdone"), "{out}");
+        assert!(out.contains("    3:\tpause: until promoted\tcurrent"), "{out}");
+    }
 }
