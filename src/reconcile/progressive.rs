@@ -153,6 +153,7 @@ pub fn progressive_of(
         change_cause: base.change_cause.clone(),
         paused: base.paused,
         revision_history_limit: base.revision_history_limit,
+        progress_deadline_ms: u64::from(base.progress_deadline_s) * 1000,
     };
     Built { spec, base, metrics, services, messages }
 }

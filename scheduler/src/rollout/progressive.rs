@@ -68,6 +68,10 @@ pub struct RolloutSpec {
     pub change_cause: Option<String>,
     pub paused: bool,
     pub revision_history_limit: u32,
+    /// How long a step may wait for the canary (or preview) to become available before the
+    /// Rollout is `Degraded` with `ProgressDeadlineExceeded` (Argo's default: it is not
+    /// aborted; `rollout abort` does that).
+    pub progress_deadline_ms: u64,
 }
 
 /// Operator verbs since the last step (`rollout promote [--full] | abort | retry`).
@@ -422,6 +426,14 @@ fn canary(
             }
         };
         size(st, &canary, canary_size(p.weight, spec.replicas));
+        if !done && waiting.is_none() && now_ms.saturating_sub(p.step_started_ms) > spec.progress_deadline_ms {
+            p.phase = Phase::Degraded;
+            p.message = format!(
+                "ProgressDeadlineExceeded: the canary is not available after {} s",
+                spec.progress_deadline_ms / 1000
+            );
+            return;
+        }
         if !done {
             match waiting {
                 Some(why) => {
@@ -516,8 +528,16 @@ fn blue_green(
     size(st, &preview, want);
     let ready = seen(&preview).available >= want;
     if !ready {
-        p.phase = Phase::Progressing;
         p.preview_ready_ms = None;
+        if now_ms.saturating_sub(p.step_started_ms) > spec.progress_deadline_ms {
+            p.phase = Phase::Degraded;
+            p.message = format!(
+                "ProgressDeadlineExceeded: the preview is not available after {} s",
+                spec.progress_deadline_ms / 1000
+            );
+        } else {
+            p.phase = Phase::Progressing;
+        }
         return;
     }
     let since = *p.preview_ready_ms.get_or_insert(now_ms);

@@ -14,6 +14,7 @@ fn canary_spec(hash: &str, steps: Vec<Step>) -> RolloutSpec {
         change_cause: None,
         paused: false,
         revision_history_limit: 10,
+        progress_deadline_ms: 600_000,
     }
 }
 
@@ -157,4 +158,31 @@ fn blue_green_auto_promotes_when_the_preview_is_ready() {
     settle(&blue_green_spec("blue", true), &mut st, &mut p, Verbs::default(), 0);
     settle(&blue_green_spec("green", true), &mut st, &mut p, Verbs::default(), 1_000);
     assert_eq!(p.stable, "green");
+}
+
+#[test]
+fn a_canary_that_never_gets_available_is_degraded_at_the_deadline() {
+    let steps = vec![Step::SetWeight(20), Step::Pause(None)];
+    let (mut st, mut p) = (State::default(), Progress::default());
+    settle(&canary_spec("v1", steps.clone()), &mut st, &mut p, Verbs::default(), 0);
+    let spec = RolloutSpec { progress_deadline_ms: 10_000, ..canary_spec("v2", steps) };
+    // The fleet runs the canary but it never gets ready.
+    let never = |st: &State| -> BTreeMap<String, Observed> {
+        st.sets
+            .iter()
+            .map(|s| {
+                let ready = if s.hash == "v2" { 0 } else { s.replicas };
+                (s.hash.clone(), Observed { running: s.replicas, ready, available: ready })
+            })
+            .collect()
+    };
+    let (s2, p2) = step(&spec, &st, &p, &never(&st), Verbs::default(), 1_000);
+    (st, p) = (s2, p2);
+    assert_eq!(p.phase, Phase::Progressing);
+    let (s2, p2) = step(&spec, &st, &p, &never(&st), Verbs::default(), 11_001);
+    (st, p) = (s2, p2);
+    assert_eq!(p.phase, Phase::Degraded, "{p:?}");
+    assert!(p.message.starts_with("ProgressDeadlineExceeded"), "{}", p.message);
+    assert!(!p.aborted, "degraded, not aborted (Argo's default)");
+    assert_eq!(st.set("v1").unwrap().replicas, R, "the stable keeps serving");
 }
