@@ -8,7 +8,8 @@ use wasmfleet_scheduler::rollout::Condition;
 use crate::control::api::ObjectView;
 use crate::reconcile::RolloutView;
 
-use super::print::{age_at, format_table, rfc3339};
+use super::print::{age_at, format_table};
+use crate::clock::rfc3339;
 
 /// `NAME READY UP-TO-DATE AVAILABLE AGE` (`-o wide`: and `IMAGE MESSAGE`).
 pub(super) fn table(objs: &[ObjectView], wide: bool, now_ms: u64) -> String {

@@ -64,24 +64,6 @@ pub(super) fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A wall time (ms since the epoch) as Kubernetes writes timestamps: RFC 3339, UTC, to the
-/// second (`2026-12-07T03:04:05Z`).
-pub(super) fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's `civil_from_days`, for days since 1970-01-01 (never negative here).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 pub(super) fn warn_if_stale(in_sync: bool) {
     if !in_sync {
         eprintln!("warning: this node is not in sync with all its peers yet; the answer may be stale");
@@ -241,6 +223,7 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc_seconds() {
+        use crate::clock::rfc3339;
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_796_612_645_999), "2026-12-07T03:04:05Z");

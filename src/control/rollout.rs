@@ -11,7 +11,7 @@ use wasmfleet_runtime::Digest;
 use wasmfleet_scheduler::rollout::Set;
 
 use super::api::{Api, ApiError, ObjectView, resolve_image};
-use crate::clock::now_ms;
+use crate::clock::{now_ms, rfc3339};
 use crate::manifest::{Deployment, Kind, Object, ObjectKey, PodTemplateSpec, Rollout};
 use crate::reconcile::desired::revision_of;
 use crate::reconcile::rollouts::{CHANGE_CAUSE, RESTARTED_AT};
@@ -232,24 +232,6 @@ impl Api {
         self.store.apply(vec![(Object::Deployment(d), resolved)])?;
         Ok(Done { view: self.get(key)?, message: format!("{} image updated", resource(key)) })
     }
-}
-
-/// `2026-12-07T03:04:05Z`, as Kubernetes writes times.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 #[cfg(test)]
