@@ -16,11 +16,7 @@ REQUESTS="${REQUESTS:-10000}"
 ROUNDS="${ROUNDS:-3}"
 HOSTILE="${HOSTILE:-$CARGO_TARGET_DIR/wasm-modules/dist/hostile.wasm}"
 
-start_agent n1 --node-name n1
-cli() { "$BIN" --server "$(listener n1 api)" --token "$(cat "$tmp/n1/token")" "$@"; }
-TOKEN=$(cli token create --ttl 1h | tail -1)
-start_agent n2 --node-name n2 --join "$(listener n1 cluster)" --join-token "$TOKEN"
-start_agent n3 --node-name n3 --join "$(listener n1 cluster)" --join-token "$TOKEN"
+start_cluster 3
 cli push hello:1.0 "$HELLO" >/dev/null 2>&1
 cli push hostile:1.0 "$HOSTILE" >/dev/null 2>&1
 

@@ -13,6 +13,7 @@
 #                       `$BIN agent` on 127.0.0.1 port 0 with data in $tmp/NAME and output in
 #                       $tmp/NAME.out; returns once it printed its listeners. ULIMIT_V=KIB runs
 #                       it under `ulimit -v KIB`. Its pid is ${AGENT_PID[NAME]}.
+#   start_cluster N     agents n1..nN joined to n1; defines `cli` (the CLI against n1)
 #   listener NAME api|gateway|cluster
 #                       an address the agent printed (`gateway listening on http://...`)
 #   stop_agent NAME     SIGTERM, wait up to 10 s for the exit, then SIGKILL
@@ -80,6 +81,16 @@ start_agent() { # name [agent flags...]
   AGENT_PID[$name]=$!
   # The three listener lines are printed together, cluster last.
   wait_line "$tmp/$name.out" "cluster listening on"
+}
+# N agents n1..nN on 127.0.0.1 (port 0), n2.. joined to n1 with a token; `cli` talks to n1.
+start_cluster() { # n
+  start_agent n1 --node-name n1
+  cli() { "$BIN" --server "$(listener n1 api)" --token "$(cat "$tmp/n1/token")" "$@"; }
+  local token i
+  token=$(cli token create --ttl 1h | tail -1)
+  for i in $(seq 2 "$1"); do
+    start_agent "n$i" --node-name "n$i" --join "$(listener n1 cluster)" --join-token "$token"
+  done
 }
 listener() { # name api|gateway|cluster
   awk -v what="$2" '$1 == what && $2 == "listening" {print $4; exit}' "$tmp/$1.out"

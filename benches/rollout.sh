@@ -18,12 +18,7 @@ declare -A WRK
 REPLICAS="${REPLICAS:-30}"
 ROUNDS="${ROUNDS:-3}"
 
-start_agent n1 --node-name n1
-api() { listener "$1" api; }
-cli() { "$BIN" --server "$(api n1)" --token "$(cat "$tmp/n1/token")" "$@"; }
-TOKEN=$(cli token create --ttl 1h | tail -1)
-start_agent n2 --node-name n2 --join "$(listener n1 cluster)" --join-token "$TOKEN"
-start_agent n3 --node-name n3 --join "$(listener n1 cluster)" --join-token "$TOKEN"
+start_cluster 3
 cli push hello:1.0 "$HELLO" >/dev/null
 
 manifest() { # greeting
