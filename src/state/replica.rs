@@ -163,7 +163,9 @@ impl Storage for Store {
                     // runs every anti-entropy round). Its row key is its key.
                     "" => (k.to_owned(), decode::<ObjectStamp>(k, v)?.version),
                     TAG_PREFIX => (format!("{TAG_PREFIX}{k}"), tag_version(&decode(k, v)?)),
-                    ROLLOUT_PREFIX => (format!("{ROLLOUT_PREFIX}{k}"), decode::<RolloutRecord>(k, v)?.version()),
+                    ROLLOUT_PREFIX => {
+                        (format!("{ROLLOUT_PREFIX}{k}"), decode::<super::rollout::RolloutStamp>(k, v)?.version())
+                    }
                     _ => (format!("{JOB_PREFIX}{k}"), job_version(&decode(k, v)?)),
                 });
             }
