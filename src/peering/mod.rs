@@ -15,10 +15,15 @@
 //!   **anti-entropy** publishes this node's store digest in gossip and pulls from peers whose
 //!   digest differs what they hold newer. Module blobs are copied to peers at push time and
 //!   fetched from a peer, digest-verified, when a node needs one it lacks ([`blobs`]).
+//! - **Replica reports** go straight to the peers deciding rollouts, ahead of gossip
+//!   (`reports.rs`).
 
 pub mod blobs;
+mod reports;
 pub mod view;
 
+pub use reports::REPLICAS_SEQ_KEY;
+use reports::Reports;
 pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaPhase};
 
 use std::collections::HashMap;
@@ -142,9 +147,6 @@ enum Reply {
 /// Gossip key of this node's gateway figures for the revisions under analysis.
 pub const FIGURES_KEY: &str = "rstats";
 
-/// Gossip key of the sequence number of this node's `replicas` value.
-pub const REPLICAS_SEQ_KEY: &str = "rseq";
-
 /// State the mesh handler needs.
 struct Shared {
     node_id: String,
@@ -155,21 +157,9 @@ struct Shared {
     gossip_key: GossipKey,
     gossip_advertise: Mutex<Option<SocketAddr>>,
     tokens: Mutex<Vec<IssuedToken>>,
-    /// Replica reports peers sent straight here ([`Rpc::Replicas`]), by sender.
-    reports: Mutex<HashMap<String, Report>>,
-    /// Poked when a report arrives.
-    reported: Arc<tokio::sync::Notify>,
+    /// Replica reports peers sent straight here ([`Rpc::Replicas`]).
+    reports: Reports,
 }
-
-/// A peer's replicas as it reported them directly.
-struct Report {
-    seq: u64,
-    at: std::time::Instant,
-    replicas: Vec<GossipReplica>,
-}
-
-/// How long a direct report stands in for gossip: by then gossip carries the same list.
-const REPORT_FRESH: Duration = Duration::from_secs(2);
 
 /// The running cluster layer of a node.
 pub struct Peering {
@@ -320,8 +310,7 @@ impl Peering {
             gossip_key: gossip_key.clone(),
             gossip_advertise: Mutex::new(None),
             tokens: Mutex::new(tokens),
-            reports: Mutex::new(HashMap::new()),
-            reported: Arc::new(tokio::sync::Notify::new()),
+            reports: Reports::default(),
         });
         let handler_state = shared.clone();
         let handler = move |peer: PeerInfo, req: Bytes| {
@@ -464,7 +453,6 @@ impl Peering {
 
     /// Every other node gossip knows of (dead ones included, with their last published state).
     pub fn peer_views(&self) -> Vec<PeerView> {
-        let reports = self.shared.reports.lock().unwrap_or_else(|e| e.into_inner());
         self.members
             .borrow()
             .iter()
@@ -473,10 +461,7 @@ impl Peering {
                 let info: Option<NodeInfo> = m.kv.get("info").and_then(|i| serde_json::from_str(i).ok());
                 // A direct report newer than what gossip carries stands in for it, briefly.
                 let gossip_seq: u64 = m.kv.get(REPLICAS_SEQ_KEY).and_then(|s| s.parse().ok()).unwrap_or(0);
-                let report = reports
-                    .get(&m.name)
-                    .filter(|r| r.seq > gossip_seq && r.at.elapsed() < REPORT_FRESH)
-                    .map(|r| r.replicas.clone());
+                let report = self.shared.reports.fresh(&m.name, gossip_seq);
                 PeerView {
                     name: m.name.clone(),
                     state: m.state,
@@ -493,7 +478,7 @@ impl Peering {
 
     /// Notified when a peer reports its replicas directly.
     pub fn reports_notify(&self) -> Arc<tokio::sync::Notify> {
-        self.shared.reported.clone()
+        self.shared.reports.arrived()
     }
 
     /// Publishes this node's replicas (`value`, the gossip `replicas` JSON) with sequence
@@ -780,11 +765,7 @@ impl Shared {
             (Rpc::Replicas { seq, value }, Some(sender)) => {
                 let replicas: Vec<GossipReplica> =
                     serde_json::from_str(&value).context("undecodable replica report")?;
-                let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
-                if reports.get(&sender).is_none_or(|r| r.seq < seq) {
-                    reports.insert(sender, Report { seq, at: std::time::Instant::now(), replicas });
-                    self.reported.notify_one();
-                }
+                self.reports.accept(sender, seq, replicas);
                 Reply::Ack { won: 0 }
             }
         };

@@ -9,9 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use wasmfleet_scheduler::rollout::progressive::{
-    AnalysisRun, MetricSpec, Outcome, Progress, Progressive, RolloutSpec, Step, Verbs,
-};
+use wasmfleet_scheduler::rollout::progressive::{MetricSpec, Outcome, Progress, Progressive, RolloutSpec, Step, Verbs};
 use wasmfleet_scheduler::rollout::{self, Strategy};
 
 use crate::dataplane::revisions::RevisionFigures;
@@ -239,17 +237,13 @@ pub fn measure(
             Some(def) => judge(def, &delta, run.metric.interval_ms),
             None => (Outcome::Inconclusive, "the metric's template is gone".to_string()),
         };
-        record(run, outcome, value, now_ms);
+        run.record(outcome, value, now_ms);
         baselines.insert(name, now_figures.clone());
         recorded = true;
     }
     let live: Vec<&str> = progress.runs.iter().map(|r| r.metric.name.as_str()).collect();
     baselines.retain(|k, _| live.contains(&k.as_str()));
     recorded
-}
-
-fn record(run: &mut AnalysisRun, outcome: Outcome, value: String, now_ms: u64) {
-    run.record(outcome, value, now_ms);
 }
 
 /// How one Service's requests go between a Rollout's revisions.

@@ -141,16 +141,21 @@ pub fn spec_of(d: &Deployment, template_hash: &str) -> Spec {
     }
 }
 
-/// What the fleet runs of each set of `owner`, from replicas as gossip carries them (this
-/// node's included). A replica is available once ready for `min_ready_s` by `now_ms`.
-pub fn observe<'a>(
-    owner: &str,
-    replicas: impl IntoIterator<Item = &'a GossipReplica>,
-    min_ready_s: u32,
-    now_ms: u64,
-) -> BTreeMap<String, Observed> {
+/// The active replicas of every owner, from replicas as gossip carries them (this node's
+/// included): one pass over the fleet's replicas for all Deployments.
+pub fn by_owner<'a>(replicas: impl IntoIterator<Item = &'a GossipReplica>) -> HashMap<&'a str, Vec<&'a GossipReplica>> {
+    let mut out: HashMap<&str, Vec<&GossipReplica>> = HashMap::new();
+    for r in replicas.into_iter().filter(|r| r.phase.is_active()) {
+        out.entry(r.owner.as_str()).or_default().push(r);
+    }
+    out
+}
+
+/// What the fleet runs of each set, from one owner's active replicas ([`by_owner`]). A
+/// replica is available once ready for `min_ready_s` by `now_ms`.
+pub fn observe(replicas: &[&GossipReplica], min_ready_s: u32, now_ms: u64) -> BTreeMap<String, Observed> {
     let mut out: BTreeMap<String, Observed> = BTreeMap::new();
-    for r in replicas.into_iter().filter(|r| r.owner == owner && r.phase.is_active()) {
+    for r in replicas {
         let o = out.entry(r.revision.clone()).or_default();
         o.running += 1;
         if r.ready {
@@ -321,10 +326,11 @@ impl Inner {
     ) {
         let now = now_ms();
         let live: Vec<&str> = peers.iter().map(|p| p.name.as_str()).chain([self.node.as_str()]).collect();
+        let replicas = by_owner(mine.iter().chain(peers.iter().flat_map(|p| p.replicas.iter())));
         for (key, info) in &workloads.deployments {
             let owner = key.to_string();
-            let all = mine.iter().chain(peers.iter().flat_map(|p| p.replicas.iter()));
-            let observed = observe(&owner, all, info.min_ready_s, now);
+            let observed =
+                observe(replicas.get(owner.as_str()).map(Vec::as_slice).unwrap_or_default(), info.min_ready_s, now);
             let coordinator = coordinator(key, live.iter().copied());
             let mut record = info.record.clone();
             let deciding = !booting && coordinator == Some(self.node.as_str());
