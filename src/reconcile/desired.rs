@@ -102,7 +102,7 @@ pub struct Workloads {
 pub fn workloads(
     objects: &[(StoredObject, Object)],
     job_records: &HashMap<ObjectKey, JobRecord>,
-    rollouts: &BTreeMap<ObjectKey, RolloutRecord>,
+    mut rollouts: BTreeMap<ObjectKey, RolloutRecord>,
 ) -> Workloads {
     let mut out = Workloads::default();
     let templates: BTreeMap<(&str, &str), &AnalysisTemplate> = objects
@@ -138,7 +138,7 @@ pub fn workloads(
             Object::Deployment(d) => {
                 out.status.entry(key.clone()).or_default().desired = d.spec.replicas();
                 let spec_r = spec_of(d, &spec.revision);
-                let record = rollouts.get(&key).cloned();
+                let record = rollouts.remove(&key);
                 let state = match &record {
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&spec_r, rec.created_ms),
@@ -161,7 +161,7 @@ pub fn workloads(
                 let built = progressive_of(r, &spec.revision, &key.namespace, &templates);
                 let st = out.status.entry(key.clone()).or_default();
                 st.messages.extend(built.messages.iter().cloned());
-                let record = rollouts.get(&key).cloned();
+                let record = rollouts.remove(&key);
                 let state = match &record {
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&built.base, rec.created_ms),

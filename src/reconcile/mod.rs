@@ -410,7 +410,7 @@ impl Inner {
         let now = self.started.elapsed();
         let objects: Vec<(StoredObject, Object)> =
             self.store.list(None)?.into_iter().filter_map(|r| r.typed().map(|o| (r, o))).collect();
-        let mut workloads = desired::workloads(&objects, &self.job_records(&objects)?, &self.store.rollout_records()?);
+        let mut workloads = desired::workloads(&objects, &self.job_records(&objects)?, self.store.rollout_records()?);
         self.modules.prewarm(&workloads.digests);
         let peers: Vec<PeerView> =
             self.peering.peer_views().into_iter().filter(|v| v.state == MemberState::Alive).collect();

@@ -27,7 +27,7 @@ use super::desired::{DeploymentInfo, Workloads};
 use super::{Inner, ObjectStatus};
 use crate::clock::now_ms;
 use crate::dataplane::revisions::RevisionFigures;
-use crate::manifest::{Deployment, IntOrString, ObjectKey, PodTemplateSpec, StrategyType};
+use crate::manifest::{Deployment, IntOrString, ObjectKey, StrategyType};
 use crate::peering::{GossipReplica, PeerView};
 use crate::state::{ROLLOUT_PREFIX, RolloutRecord};
 
@@ -248,9 +248,11 @@ pub fn view(
                 .map(|t| t.template.clone())
                 .or_else(|| (set.hash == spec.template_hash).then(|| info.template.template.clone()))
                 .unwrap_or_default();
-            let image = serde_json::from_value::<PodTemplateSpec>(template.clone())
-                .map(|t| t.workload().image)
-                .unwrap_or_default();
+            let image = template
+                .pointer("/spec/containers/0/image")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let o = observed.get(&set.hash).copied().unwrap_or_default();
             RevisionView {
                 revision: set.revision,
@@ -332,12 +334,11 @@ impl Inner {
             let observed =
                 observe(replicas.get(owner.as_str()).map(Vec::as_slice).unwrap_or_default(), info.min_ready_s, now);
             let coordinator = coordinator(key, live.iter().copied());
-            let mut record = info.record.clone();
+            let stored = info.record.as_ref();
+            let mut written = None;
             let deciding = !booting && coordinator == Some(self.node.as_str());
-            let progress = if deciding { self.measure(key, info, record.as_ref(), peers, now) } else { None };
-            if deciding
-                && let Some(next) = next_record(&self.node, &key.name, info, record.as_ref(), &observed, progress, now)
-            {
+            let progress = if deciding { self.measure(key, info, stored, peers, now) } else { None };
+            if deciding && let Some(next) = next_record(&self.node, &key.name, info, stored, &observed, progress, now) {
                 match self.store.put_rollout(key, next.clone()) {
                     Ok(true) => {
                         self.replicate_rollout(key);
@@ -346,14 +347,14 @@ impl Inner {
                         if let Some(p) = &next.progress {
                             self.seed_baselines(key, p, peers);
                         }
-                        record = Some(next);
+                        written = Some(next);
                     }
                     // A newer record arrived meanwhile: the next pass steps from it.
                     Ok(false) => {}
                     Err(e) => tracing::warn!(deployment = %key, error = %e, "cannot record the rollout step"),
                 }
             }
-            let view = view(key, info, record.as_ref(), &observed, coordinator);
+            let view = view(key, info, written.as_ref().or(stored), &observed, coordinator);
             status.entry(key.clone()).or_default().rollout = Some(view);
         }
     }

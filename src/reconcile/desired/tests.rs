@@ -115,7 +115,7 @@ struct World {
 
 impl World {
     fn new(objects: &[(StoredObject, Object)], records: &HashMap<ObjectKey, JobRecord>, nodes: &[&str]) -> World {
-        let workloads = workloads(objects, records, &BTreeMap::new());
+        let workloads = workloads(objects, records, BTreeMap::new());
         let infos: Vec<NodeInfo> = nodes.iter().map(|n| node(n)).collect();
         let placement = place(&workloads.requests, &infos);
         World {
