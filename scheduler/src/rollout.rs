@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod progressive;
+pub mod waves;
 
 /// `maxSurge` / `maxUnavailable` as written: a count or a percentage of the replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +110,10 @@ pub struct Set {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_cause: Option<String>,
     pub created_ms: u64,
+    /// A Deployment rolled out in waves ([`waves`]): the set's slot indices in each wave (a
+    /// label value), in the order they were added; empty otherwise (slots `0..replicas`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waves: BTreeMap<String, Vec<u32>>,
 }
 
 /// What the fleet runs of one set, from gossip.
@@ -189,6 +194,7 @@ impl State {
                 replicas: spec.replicas,
                 change_cause: spec.change_cause.clone(),
                 created_ms: now_ms,
+                waves: BTreeMap::new(),
             }],
             desired: spec.replicas,
             paused: spec.paused,
@@ -250,8 +256,33 @@ pub fn set_name(deployment: &str, hash: &str) -> String {
     format!("{deployment}-{hash}")
 }
 
+/// Bounds a caller puts on a rolling update's sizes (see [`waves`]): the newest set grows to
+/// at most `new_max`, and the old sets together shrink to no fewer than `old_min`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub new_max: u32,
+    pub old_min: u32,
+}
+
+impl Limits {
+    /// No bound beyond the strategy's own.
+    pub const NONE: Limits = Limits { new_max: u32::MAX, old_min: 0 };
+}
+
 /// Computes the next state. `name` is the Deployment's name (messages name its sets).
 pub fn step(name: &str, spec: &Spec, state: &State, observed: &BTreeMap<String, Observed>, now_ms: u64) -> State {
+    step_within(name, spec, state, observed, Limits::NONE, now_ms)
+}
+
+/// [`step`], with a rolling update held within `limits`.
+pub fn step_within(
+    name: &str,
+    spec: &Spec,
+    state: &State,
+    observed: &BTreeMap<String, Observed>,
+    limits: Limits,
+    now_ms: u64,
+) -> State {
     let mut next = state.clone();
     let seen = |hash: &str| observed.get(hash).copied().unwrap_or_default();
     let mut created = None;
@@ -264,7 +295,7 @@ pub fn step(name: &str, spec: &Spec, state: &State, observed: &BTreeMap<String, 
     } else {
         match spec.strategy {
             Strategy::Recreate => recreate(spec, &mut next, &seen),
-            Strategy::RollingUpdate { .. } => rolling(spec, &mut next, &seen),
+            Strategy::RollingUpdate { .. } => rolling(spec, &mut next, &seen, limits),
         }
     }
     next.desired = spec.replicas;
@@ -298,6 +329,7 @@ fn adopt_template(spec: &Spec, next: &mut State, now_ms: u64) -> Option<bool> {
                 replicas: 0,
                 change_cause: spec.change_cause.clone(),
                 created_ms: now_ms,
+                waves: BTreeMap::new(),
             });
             Some(true)
         }
@@ -371,18 +403,19 @@ fn scale(spec: &Spec, next: &mut State) {
 
 /// A rolling update: grow the newest set within the surge, shrink the old ones within the
 /// unavailability budget (unhealthy replicas first).
-fn rolling(spec: &Spec, next: &mut State, seen: &impl Fn(&str) -> Observed) {
+fn rolling(spec: &Spec, next: &mut State, seen: &impl Fn(&str) -> Observed, limits: Limits) {
     let (Some(n), olds) = split(next) else { return };
     let (surge, max_unavailable) = spec.strategy.fenceposts(spec.replicas);
     // Grow (or trim) the newest set.
     let new_size = next.sets[n].replicas;
+    let target = spec.replicas.min(limits.new_max.max(new_size));
     if new_size > spec.replicas {
         next.sets[n].replicas = spec.replicas;
-    } else if new_size < spec.replicas {
+    } else if new_size < target {
         let max_total = spec.replicas + surge;
         let current: u32 = next.sets.iter().map(|s| occupying(s, seen)).sum();
         let room = max_total.saturating_sub(current);
-        let grow = room.min(spec.replicas - new_size);
+        let grow = room.min(target - new_size);
         if grow > 0 {
             next.sets[n].replicas += grow;
             return;
@@ -390,9 +423,10 @@ fn rolling(spec: &Spec, next: &mut State, seen: &impl Fn(&str) -> Observed) {
     }
     // Shrink the old sets.
     let old_total: u32 = olds.iter().map(|i| next.sets[*i].replicas).sum();
-    if old_total == 0 {
+    if old_total <= limits.old_min {
         return;
     }
+    let mut above_floor = old_total - limits.old_min;
     let all: u32 = next.sets.iter().map(|s| occupying(s, seen)).sum();
     let min_available = spec.replicas.saturating_sub(max_unavailable);
     let new_set = &next.sets[n];
@@ -401,7 +435,7 @@ fn rolling(spec: &Spec, next: &mut State, seen: &impl Fn(&str) -> Observed) {
     if max_scaled_down <= 0 {
         return;
     }
-    let mut budget = u32::try_from(max_scaled_down).unwrap_or(u32::MAX);
+    let mut budget = u32::try_from(max_scaled_down).unwrap_or(u32::MAX).min(above_floor);
     // Unhealthy old replicas go first: they serve nothing.
     for &i in &olds {
         if budget == 0 {
@@ -412,13 +446,14 @@ fn rolling(spec: &Spec, next: &mut State, seen: &impl Fn(&str) -> Observed) {
         let cut = unhealthy.min(budget);
         set.replicas -= cut;
         budget -= cut;
+        above_floor -= cut;
     }
     // Then healthy ones, as far as availability allows.
     let available: u32 = next.sets.iter().map(|s| seen(&s.hash).available.min(s.replicas)).sum();
     if available <= min_available {
         return;
     }
-    let mut down = available - min_available;
+    let mut down = (available - min_available).min(above_floor);
     for &i in &olds {
         if down == 0 {
             break;

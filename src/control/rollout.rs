@@ -255,6 +255,7 @@ mod tests {
                         replicas: 0,
                         change_cause: None,
                         created_ms: 0,
+                        waves: Default::default(),
                     })
                     .collect(),
                 ..State::default()

@@ -303,6 +303,7 @@ fn ensure_set(st: &mut State, hash: &str, cause: Option<&String>, now_ms: u64) {
             replicas: 0,
             change_cause: cause.cloned(),
             created_ms: now_ms,
+            waves: BTreeMap::new(),
         });
     }
 }

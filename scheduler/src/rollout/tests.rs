@@ -218,8 +218,22 @@ fn scaling_during_a_rollout_is_shared_in_proportion() {
     let s = spec(15, rolling(3, 2), "new");
     let st = State {
         sets: vec![
-            Set { hash: "old".into(), revision: 1, replicas: 8, change_cause: None, created_ms: 0 },
-            Set { hash: "new".into(), revision: 2, replicas: 5, change_cause: None, created_ms: 0 },
+            Set {
+                hash: "old".into(),
+                revision: 1,
+                replicas: 8,
+                change_cause: None,
+                created_ms: 0,
+                waves: Default::default(),
+            },
+            Set {
+                hash: "new".into(),
+                revision: 2,
+                replicas: 5,
+                change_cause: None,
+                created_ms: 0,
+                waves: Default::default(),
+            },
         ],
         desired: 10,
         ..State::default()
@@ -282,8 +296,8 @@ proptest! {
         let s = spec(replicas, Strategy::default(), "new");
         let st = State {
             sets: vec![
-                Set { hash: "old".into(), revision: 1, replicas: old, change_cause: None, created_ms: 0 },
-                Set { hash: "new".into(), revision: 2, replicas: new, change_cause: None, created_ms: 0 },
+                Set { hash: "old".into(), revision: 1, replicas: old, change_cause: None, created_ms: 0, waves: Default::default() },
+                Set { hash: "new".into(), revision: 2, replicas: new, change_cause: None, created_ms: 0, waves: Default::default() },
             ],
             desired: replicas,
             ..State::default()
