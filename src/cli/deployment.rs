@@ -145,6 +145,17 @@ pub(super) fn describe_status(r: &RolloutView) -> String {
     };
     out.push_str(&format!("OldReplicaSets:\t{}\n", sets(false)));
     out.push_str(&format!("NewReplicaSet:\t{}\n", sets(true)));
+    if let Some(w) = &r.waves {
+        let at = if w.current == 0 { String::new() } else { format!("wave {} of {}, ", w.current, w.waves.len()) };
+        out.push_str(&format!("RolloutWaves:\tby node label {} ({at}{})\n", w.label, w.phase));
+        out.push_str("  Wave\tReplicas\tUpdated\tOld\tAvailable\n  ----\t--------\t-------\t---\t---------\n");
+        for v in &w.waves {
+            out.push_str(&format!("  {}\t{}\t{}\t{}\t{}\n", v.value, v.share, v.updated, v.old, v.available));
+        }
+        if !w.message.is_empty() {
+            out.push_str(&format!("  Message:\t{}\n", w.message));
+        }
+    }
     match &r.coordinator {
         Some(node) => out.push_str(&format!("Coordinator:\t{node} (epoch {})\n", r.epoch)),
         None => out.push_str("Coordinator:\t<none>\n"),
@@ -305,5 +316,32 @@ NewReplicaSet:    web-7c9f (2/2 replicas created)
 Coordinator:      <none>
 ";
         assert_eq!(align(&text, 2), want);
+    }
+
+    #[test]
+    fn describe_waves() {
+        use crate::reconcile::rollouts::{WaveView, WavesView};
+        let mut r = rollout();
+        r.waves = Some(WavesView {
+            label: "zone".into(),
+            waves: vec![
+                WaveView { value: "north".into(), share: 2, updated: 2, old: 0, available: 2 },
+                WaveView { value: "east".into(), share: 2, updated: 0, old: 2, available: 0 },
+            ],
+            current: 2,
+            message: "wave 2 of 2 waits for its analysis".into(),
+            phase: "Progressing".into(),
+        });
+        let text = describe_status(&r);
+        let tail: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("RolloutWaves:")).collect();
+        let want = "\
+RolloutWaves:\tby node label zone (wave 2 of 2, Progressing)
+  Wave\tReplicas\tUpdated\tOld\tAvailable
+  ----\t--------\t-------\t---\t---------
+  north\t2\t2\t0\t2
+  east\t2\t0\t2\t0
+  Message:\twave 2 of 2 waits for its analysis
+Coordinator:\tedge-2 (epoch 3)";
+        assert_eq!(tail.join("\n"), want);
     }
 }

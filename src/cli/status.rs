@@ -29,6 +29,8 @@ pub enum StatusError {
     DeadlineExceeded { name: String },
     #[error("rollout \"{name}\" is degraded: {message}")]
     Degraded { name: String, message: String },
+    #[error("deployment \"{name}\" {message}")]
+    Halted { name: String, message: String },
 }
 
 /// A Rollout's status, as Argo's plugin reads it: `Healthy` ends the watch, `Degraded` fails
@@ -64,6 +66,13 @@ pub fn rollout_status(name: &str, rollout: Option<&RolloutView>) -> Result<Rollo
     let waiting = |what: String| {
         Ok(RolloutStatus::Waiting(format!("Waiting for deployment \"{name}\" rollout to finish: {what}...")))
     };
+    // A Deployment rolled out in waves: halted by a failed analysis, or waiting at a gate.
+    if let Some(w) = r.waves.as_ref().filter(|w| !w.message.is_empty()) {
+        if w.phase == "Degraded" {
+            return Err(StatusError::Halted { name: name.to_string(), message: w.message.clone() });
+        }
+        return waiting(w.message.clone());
+    }
     if c.updated < r.replicas {
         return waiting(format!("{} out of {} new replicas have been updated", c.updated, r.replicas));
     }
@@ -159,6 +168,31 @@ mod tests {
         });
         let err = rollout_status("web", Some(&r)).unwrap_err();
         assert_eq!(err.to_string(), "deployment \"web\" exceeded its progress deadline");
+    }
+
+    #[test]
+    fn a_wave_gate_waits_and_a_halted_wave_rollout_is_an_error() {
+        use crate::reconcile::rollouts::WavesView;
+        let mut r = view(6, (7, 3, 2));
+        r.waves = Some(WavesView {
+            label: "zone".into(),
+            current: 2,
+            message: "wave 2 of 3 waits for its analysis".into(),
+            phase: "Progressing".into(),
+            ..WavesView::default()
+        });
+        assert_eq!(
+            line(Some(&r)),
+            "Waiting for deployment \"web\" rollout to finish: wave 2 of 3 waits for its analysis..."
+        );
+        let w = r.waves.as_mut().unwrap();
+        w.phase = "Degraded".into();
+        w.message = "rollout halted before wave 2 of 3: analysis t/ok failed".into();
+        let err = rollout_status("web", Some(&r)).unwrap_err();
+        assert_eq!(err.to_string(), "deployment \"web\" rollout halted before wave 2 of 3: analysis t/ok failed");
+        // Without a gate to wait at, kubectl's words.
+        r.waves.as_mut().unwrap().message.clear();
+        assert!(line(Some(&r)).contains("3 out of 6 new replicas have been updated"));
     }
 
     #[test]

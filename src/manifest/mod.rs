@@ -60,6 +60,7 @@ pub mod progressive;
 mod quantity;
 pub mod types;
 mod validate;
+pub mod waves;
 mod workload;
 
 pub use condition::{Comparison, Condition, ConditionError, Figure, Op};

@@ -21,6 +21,7 @@ use super::types::{
     Container, DeploymentStrategy, IntOrString, LabelSelector, ObjectMeta, PodTemplateSpec, Probe, Protocol,
     RestartPolicy, ServiceSpec, ServiceType, StrategyType, UriScheme, Volume,
 };
+use super::waves::{ANNOTATION_ROLLOUT_WAVES, WAVE_ANNOTATIONS};
 use super::workload::{ANNOTATION_PREFIX, KNOWN_ANNOTATIONS, check_annotation};
 
 /// Most replicas a Deployment may ask for.
@@ -59,10 +60,11 @@ impl Issues {
 /// Checks one object; returns every problem found, in field order.
 pub(crate) fn validate(object: &Object) -> Vec<Issue> {
     let mut out = Issues(Vec::new());
-    metadata(object.meta(), &mut out);
+    metadata(object.meta(), matches!(object, Object::Deployment(_)), &mut out);
     match object {
         Object::Deployment(d) => {
             let spec = &d.spec;
+            waves(&d.metadata.annotations, spec.strategy.as_ref(), &mut out);
             if spec.replicas() > MAX_REPLICAS {
                 out.push("spec.replicas", format!("must be at most {MAX_REPLICAS} (got {})", spec.replicas()));
             }
@@ -109,7 +111,8 @@ pub(crate) fn validate(object: &Object) -> Vec<Issue> {
     out.0
 }
 
-fn metadata(meta: &ObjectMeta, out: &mut Issues) {
+/// `waves`: whether the object may carry the rollout-wave annotations (a Deployment).
+fn metadata(meta: &ObjectMeta, waves: bool, out: &mut Issues) {
     match meta.name.as_deref() {
         None | Some("") => out.push("metadata.name", "is required"),
         Some(name) => {
@@ -124,12 +127,37 @@ fn metadata(meta: &ObjectMeta, out: &mut Issues) {
         out.push("metadata.namespace", e);
     }
     for key in meta.annotations.keys() {
-        if key.starts_with(ANNOTATION_PREFIX) {
+        if WAVE_ANNOTATIONS.contains(&key.as_str()) {
+            if !waves {
+                out.push(join_key("metadata.annotations", key), "rollout waves apply to Deployments only");
+            }
+        } else if key.starts_with(ANNOTATION_PREFIX) {
             out.push(
                 join_key("metadata.annotations", key),
                 "wasmfleet.io annotations belong on the pod template: move it to spec.template.metadata.annotations",
             );
         }
+    }
+}
+
+/// A Deployment's rollout-wave annotations: each value, and that they fit the strategy.
+fn waves(annotations: &BTreeMap<String, String>, strategy: Option<&DeploymentStrategy>, out: &mut Issues) {
+    for key in WAVE_ANNOTATIONS {
+        let Some(value) = annotations.get(key) else { continue };
+        let path = join_key("metadata.annotations", key);
+        if let Err(e) = super::waves::check(key, value) {
+            out.push(path, e);
+        } else if key != ANNOTATION_ROLLOUT_WAVES && !annotations.contains_key(ANNOTATION_ROLLOUT_WAVES) {
+            out.push(path, format!("has no effect without {ANNOTATION_ROLLOUT_WAVES}"));
+        }
+    }
+    if annotations.contains_key(ANNOTATION_ROLLOUT_WAVES)
+        && strategy.is_some_and(|s| s.type_ == Some(StrategyType::Recreate))
+    {
+        out.push(
+            join_key("metadata.annotations", ANNOTATION_ROLLOUT_WAVES),
+            "needs strategy RollingUpdate: Recreate stops every replica at once",
+        );
     }
 }
 

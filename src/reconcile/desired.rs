@@ -28,6 +28,7 @@ use wasmfleet_scheduler::{Placement, Rule, WorkloadKind, WorkloadReq};
 
 use super::progressive::{ProgressiveInfo, progressive_of, verbs_of};
 use super::rollouts::spec_of;
+use super::waves::{WavesInfo, waves_of};
 use super::{ObjectStatus, ReplicaKey};
 use crate::manifest::{AnalysisTemplate, Kind, Object, ObjectKey, PodTemplateSpec, WorkloadTemplate};
 use crate::peering::{GossipReplica, PeerView};
@@ -77,6 +78,8 @@ pub struct DeploymentInfo {
     pub record: Option<RolloutRecord>,
     /// A Rollout's canary or blue/green strategy (None: a Deployment).
     pub progressive: Option<ProgressiveInfo>,
+    /// A Deployment rolled out in waves.
+    pub waves: Option<WavesInfo>,
 }
 
 /// The cluster's workloads, derived from the stored objects and Job records.
@@ -94,6 +97,22 @@ pub struct Workloads {
     pub digests: BTreeSet<Digest>,
     /// Status derived from the objects alone (desired counts, Job progress, messages).
     pub status: HashMap<ObjectKey, ObjectStatus>,
+    /// Workloads whose slots are not the replicas' indices (a set's slots in one wave): by
+    /// scheduler key, the owner, the set and the index of each slot.
+    pub slot_indices: HashMap<String, (ObjectKey, String, Vec<u32>)>,
+}
+
+impl Workloads {
+    /// The replica the scheduler's slot `index` of workload `key` stands for.
+    pub fn replica_of(&self, key: &str, index: u32) -> Option<ReplicaKey> {
+        match self.slot_indices.get(key) {
+            Some((owner, set, indices)) => Some(ReplicaKey::of_set(owner.clone(), set, *indices.get(index as usize)?)),
+            None => {
+                let (owner, set) = parse_workload_key(key)?;
+                Some(ReplicaKey { owner, set, index, node: None })
+            }
+        }
+    }
 }
 
 /// Derives the cluster's workloads. `job_records` holds the stored record of each Job that
@@ -143,7 +162,11 @@ pub fn workloads(
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&spec_r, rec.created_ms),
                 };
-                push_sets(&mut out, &key, &spec, &state, record.as_ref(), d.spec.replicas(), &req);
+                let mut messages = Vec::new();
+                let waves = waves_of(d, &key.namespace, &templates, &mut messages);
+                out.status.entry(key.clone()).or_default().messages.extend(messages);
+                let label = waves.as_ref().map(|w| w.settings.label.as_str());
+                push_sets(&mut out, &key, &spec, &state, record.as_ref(), d.spec.replicas(), label, &req);
                 let info = DeploymentInfo {
                     spec: spec_r,
                     template: kept_template(tpl, rec),
@@ -152,6 +175,7 @@ pub fn workloads(
                     state,
                     record,
                     progressive: None,
+                    waves,
                 };
                 out.deployments.insert(key.clone(), info);
                 continue;
@@ -166,7 +190,7 @@ pub fn workloads(
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&built.base, rec.created_ms),
                 };
-                push_sets(&mut out, &key, &spec, &state, record.as_ref(), r.spec.replicas(), &req);
+                push_sets(&mut out, &key, &spec, &state, record.as_ref(), r.spec.replicas(), None, &req);
                 let progress = record.as_ref().and_then(|r| r.progress.clone()).unwrap_or_default();
                 let info = DeploymentInfo {
                     spec: built.base.clone(),
@@ -183,6 +207,7 @@ pub fn workloads(
                         services: built.services,
                         labels: spec.template.labels.clone(),
                     }),
+                    waves: None,
                 };
                 out.deployments.insert(key.clone(), info);
                 continue;
@@ -240,7 +265,10 @@ pub fn current_record(stored: Option<&JobRecord>, generation: u64) -> JobRecord 
 
 /// The slots and scheduler requests of a workload run as revision sets (Deployments and
 /// Rollouts): every set with a size runs its template (`current` for the current template,
-/// else the one the record keeps), planned at `planned` slots.
+/// else the one the record keeps), planned at `planned` slots. A Deployment rolled out in
+/// waves of node label `waves` places each set's slots of one wave as a workload of its own,
+/// held to the wave's nodes.
+#[expect(clippy::too_many_arguments, reason = "one workload's sets, from its parts")]
 fn push_sets(
     out: &mut Workloads,
     key: &ObjectKey,
@@ -248,6 +276,7 @@ fn push_sets(
     state: &rollout::State,
     record: Option<&RolloutRecord>,
     planned: u32,
+    waves: Option<&str>,
     base: &WorkloadReq,
 ) {
     for set in state.sets.iter().filter(|s| s.replicas > 0) {
@@ -264,10 +293,7 @@ fn push_sets(
             }
         };
         out.digests.insert(slot.digest);
-        for i in 0..set.replicas {
-            out.slots.insert(ReplicaKey::of_set(key.clone(), &set.hash, i), slot.clone());
-        }
-        out.requests.push(WorkloadReq {
+        let req = WorkloadReq {
             key: workload_key(key, Some(&set.hash)),
             replicas: set.replicas,
             // Every set is planned at the workload's size: a set that grows or shrinks during
@@ -277,7 +303,28 @@ fn push_sets(
             cpu_millis: slot.template.cpu_millis.unwrap_or(0),
             node_selector: slot.template.node_selector.clone(),
             ..base.clone()
-        });
+        };
+        match waves {
+            Some(label) if !set.waves.is_empty() => {
+                for (value, indices) in &set.waves {
+                    for &i in indices {
+                        out.slots.insert(ReplicaKey::of_set(key.clone(), &set.hash, i), slot.clone());
+                    }
+                    let mut wave = req.clone();
+                    wave.key = format!("{}/{value}", req.key);
+                    wave.replicas = indices.len() as u32;
+                    wave.node_selector.insert(label.to_string(), value.clone());
+                    out.slot_indices.insert(wave.key.clone(), (key.clone(), set.hash.clone(), indices.clone()));
+                    out.requests.push(wave);
+                }
+            }
+            _ => {
+                for i in 0..set.replicas {
+                    out.slots.insert(ReplicaKey::of_set(key.clone(), &set.hash, i), slot.clone());
+                }
+                out.requests.push(req);
+            }
+        }
     }
 }
 
@@ -450,10 +497,7 @@ impl<'a> Views<'a> {
             .placement
             .assignments
             .iter()
-            .filter_map(|(slot, node)| {
-                let (owner, set) = parse_workload_key(&slot.key)?;
-                Some((ReplicaKey { owner, set, index: slot.index, node: None }, node.as_str()))
-            })
+            .filter_map(|(slot, node)| Some((inp.workloads.replica_of(&slot.key, slot.index)?, node.as_str())))
             .collect();
         let mut elsewhere: HashMap<(String, Option<String>, u32), Vec<Elsewhere<'a>>> = HashMap::new();
         for peer in inp.peers {
@@ -475,8 +519,9 @@ pub fn plan(inp: Inputs<'_>) -> Plan {
     let views = Views::new(&inp);
     let mut out = Plan { booting: booting(inp.boot, inp.peers.len(), inp.now), ..Plan::default() };
     for u in &inp.placement.unschedulable {
-        if let Some((owner, set)) = parse_workload_key(&u.slot.key) {
-            let replica = ReplicaKey { owner: owner.clone(), set, index: u.slot.index, node: None }.name();
+        if let Some(replica) = inp.workloads.replica_of(&u.slot.key, u.slot.index) {
+            let owner = replica.owner.clone();
+            let replica = replica.name();
             let msg = format!("replica {replica} unschedulable: {}", u.reason);
             if !out.messages.iter().any(|(o, m)| *o == owner && *m == msg) {
                 out.messages.push((owner, msg));

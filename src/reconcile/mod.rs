@@ -39,6 +39,7 @@ mod replicas;
 pub mod rollouts;
 mod routes;
 mod volumes;
+pub mod waves;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -414,7 +415,8 @@ impl Inner {
         self.modules.prewarm(&workloads.digests);
         let peers: Vec<PeerView> =
             self.peering.peer_views().into_iter().filter(|v| v.state == MemberState::Alive).collect();
-        let placement = self.place(&workloads, desired::fleet_rule(&peers));
+        let nodes = self.fleet_nodes();
+        let placement = self.place(&workloads, &nodes, desired::fleet_rule(&peers));
         let mut running = self.running.lock().await;
         let moving = self.moving.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let plan = desired::plan(Inputs {
@@ -438,7 +440,7 @@ impl Inner {
         // A failed record leaves the finished replicas in place: the next pass records them.
         let recorded = self.record_jobs(&mut running, &workloads, &mut status);
         let (view, gossip) = self.views(&running, &peers, &mut status);
-        self.rollouts(&workloads, &gossip, &peers, plan.booting, &mut status);
+        self.rollouts(&workloads, &gossip, &peers, &nodes, plan.booting, &mut status);
         let traffic = traffic_rules(&objects, &workloads);
         self.publish_routes(&objects, &running.serving, &peers, &traffic, &mut status);
         let here: HashSet<(String, String)> = running
@@ -481,9 +483,9 @@ impl Inner {
         Ok(out)
     }
 
-    /// The placement over the live members (this node included, even before it is in gossip),
-    /// by `rule`.
-    fn place(&self, workloads: &Workloads, rule: wasmfleet_scheduler::Rule) -> Placement {
+    /// The live members as the scheduler sees them (this node included, even before it is in
+    /// gossip).
+    fn fleet_nodes(&self) -> Vec<NodeInfo> {
         let me = NodeInfo {
             id: self.node.clone(),
             labels: self.capacity.labels.clone(),
@@ -497,12 +499,17 @@ impl Inner {
         if !nodes.iter().any(|n| n.id == me.id) {
             nodes.push(me);
         }
+        nodes
+    }
+
+    /// The placement over `nodes` by `rule`.
+    fn place(&self, workloads: &Workloads, nodes: &[NodeInfo], rule: wasmfleet_scheduler::Rule) -> Placement {
         let mut scheduler = self.scheduler.lock().unwrap_or_else(|e| e.into_inner());
         if scheduler.rule() != rule {
             tracing::info!(?rule, "placing by the rule every live node knows");
             scheduler.set_rule(rule);
         }
-        scheduler.place(&workloads.requests, &nodes).clone()
+        scheduler.place(&workloads.requests, nodes).clone()
     }
 
     /// Keeps `assigned.json` equal to the replicas assigned here (not while booting: then the

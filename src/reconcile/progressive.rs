@@ -71,34 +71,8 @@ pub fn progressive_of(
     let s = &r.spec;
     let mut messages = Vec::new();
     let mut metrics = BTreeMap::new();
-    let mut resolve = |names: &[String], messages: &mut Vec<String>| -> Option<Vec<MetricSpec>> {
-        let mut out = Vec::new();
-        for name in names {
-            let Some(t) = templates.get(&(namespace, name.as_str())) else {
-                messages.push(format!("AnalysisTemplate {name} not found: the rollout waits at its analysis"));
-                return None;
-            };
-            for m in &t.spec.metrics {
-                let id = format!("{name}/{}", m.name);
-                let (success, failure) = match (m.success_condition(), m.failure_condition()) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    (Err(e), _) | (_, Err(e)) => {
-                        messages.push(format!("AnalysisTemplate {name}, metric {}: {e}", m.name));
-                        return None;
-                    }
-                };
-                metrics.insert(id.clone(), MetricDef { success, failure, min_requests: u64::from(m.min_requests()) });
-                out.push(MetricSpec {
-                    name: id,
-                    interval_ms: m.interval().as_millis() as u64,
-                    count: m.count(),
-                    failure_limit: m.failure_limit(),
-                    inconclusive_limit: m.inconclusive_limit(),
-                });
-            }
-        }
-        Some(out)
-    };
+    let mut resolve =
+        |names: &[String], messages: &mut Vec<String>| analyses(names, namespace, templates, &mut metrics, messages);
     let mut services = Services::default();
     let strategy = match s.strategy.kind() {
         Some(StrategyKind::BlueGreen(b)) => {
@@ -154,6 +128,44 @@ pub fn progressive_of(
         progress_deadline_ms: u64::from(base.progress_deadline_s) * 1000,
     };
     Built { spec, base, metrics, services, messages }
+}
+
+/// The metrics of AnalysisTemplates `names` in `namespace`, as analysis runs take them; their
+/// definitions go to `metrics` (by `template/metric`). None if a template is missing or
+/// wrong (the problem goes to `messages`).
+pub fn analyses(
+    names: &[String],
+    namespace: &str,
+    templates: &BTreeMap<(&str, &str), &AnalysisTemplate>,
+    metrics: &mut BTreeMap<String, MetricDef>,
+    messages: &mut Vec<String>,
+) -> Option<Vec<MetricSpec>> {
+    let mut out = Vec::new();
+    for name in names {
+        let Some(t) = templates.get(&(namespace, name.as_str())) else {
+            messages.push(format!("AnalysisTemplate {name} not found: the rollout waits at its analysis"));
+            return None;
+        };
+        for m in &t.spec.metrics {
+            let id = format!("{name}/{}", m.name);
+            let (success, failure) = match (m.success_condition(), m.failure_condition()) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    messages.push(format!("AnalysisTemplate {name}, metric {}: {e}", m.name));
+                    return None;
+                }
+            };
+            metrics.insert(id.clone(), MetricDef { success, failure, min_requests: u64::from(m.min_requests()) });
+            out.push(MetricSpec {
+                name: id,
+                interval_ms: m.interval().as_millis() as u64,
+                count: m.count(),
+                failure_limit: m.failure_limit(),
+                inconclusive_limit: m.inconclusive_limit(),
+            });
+        }
+    }
+    Some(out)
 }
 
 /// The verbs counted on a stored object.

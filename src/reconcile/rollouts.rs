@@ -19,11 +19,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+use wasmfleet_scheduler::NodeInfo;
 use wasmfleet_scheduler::hash::rendezvous_weight;
-use wasmfleet_scheduler::rollout::progressive::{self, Progress, Progressive};
+use wasmfleet_scheduler::rollout::progressive::{self, Phase, Progress, Progressive};
+use wasmfleet_scheduler::rollout::waves::{self, Wave};
 use wasmfleet_scheduler::rollout::{self, Bound, Condition, Counts, Observed, Spec, Strategy};
 
 use super::desired::{DeploymentInfo, Workloads};
+use super::waves::{WavesInfo, fleet_waves, observe_waves};
 use super::{Inner, ObjectStatus};
 use crate::clock::now_ms;
 use crate::dataplane::revisions::RevisionFigures;
@@ -71,6 +74,81 @@ pub struct RolloutView {
     /// lists them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<String>,
+    /// A Deployment rolled out in waves: each wave, and where the rollout stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<WavesView>,
+}
+
+/// A waved Deployment's waves, as `describe` shows them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct WavesView {
+    /// The node label whose values are the waves.
+    pub label: String,
+    pub waves: Vec<WaveView>,
+    /// The wave being rolled out (1-based; 0 when none is).
+    pub current: u32,
+    /// Why the next wave waits, if it does (pause, analysis, halted).
+    pub message: String,
+    /// Running, Degraded (halted by a failed analysis), Paused (inconclusive), Healthy.
+    pub phase: String,
+}
+
+/// One wave.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct WaveView {
+    pub value: String,
+    /// Replicas it holds.
+    pub share: u32,
+    /// Slots of the current revision, and of older ones.
+    pub updated: u32,
+    pub old: u32,
+    /// Available replicas of the current revision there.
+    pub available: u32,
+}
+
+/// The waves of a waved Deployment, from the record (or none yet) and what the fleet runs.
+fn wave_view(info: &WavesInfo, inputs: &WaveInputs, record: Option<&RolloutRecord>, newest: &str) -> WavesView {
+    let state = record.map(|r| &r.state);
+    let slots = |hash_is_new: bool, value: &str| -> u32 {
+        state.map_or(0, |st| {
+            st.sets
+                .iter()
+                .filter(|s| (s.hash == newest) == hash_is_new)
+                .map(|s| s.waves.get(value).map_or(0, Vec::len) as u32)
+                .sum()
+        })
+    };
+    let waves: Vec<WaveView> = inputs
+        .waves
+        .iter()
+        .map(|w| WaveView {
+            value: w.value.clone(),
+            share: w.share,
+            updated: slots(true, &w.value),
+            old: slots(false, &w.value),
+            available: inputs.by_wave.get(&w.value).and_then(|m| m.get(newest)).map_or(0, |o| o.available),
+        })
+        .collect();
+    let progress = record.and_then(|r| r.progress.as_ref());
+    let rolling = waves.iter().any(|w| w.old > 0);
+    let current = if rolling {
+        waves.iter().position(|w| w.old > 0 || w.available < w.share).map_or(0, |i| i as u32 + 1)
+    } else {
+        0
+    };
+    let phase = match progress.map(|p| p.phase) {
+        Some(Phase::Degraded) => "Degraded",
+        Some(Phase::Paused) => "Paused",
+        _ if rolling => "Progressing",
+        _ => "Healthy",
+    };
+    WavesView {
+        label: info.settings.label.clone(),
+        waves,
+        current,
+        message: progress.map(|p| p.message.clone()).unwrap_or_default(),
+        phase: phase.to_string(),
+    }
 }
 
 /// One revision set.
@@ -168,9 +246,17 @@ pub fn observe(replicas: &[&GossipReplica], min_ready_s: u32, now_ms: u64) -> BT
     out
 }
 
+/// A waved Deployment's waves over the fleet now, and what the fleet runs in each.
+pub struct WaveInputs {
+    pub waves: Vec<Wave>,
+    pub by_wave: BTreeMap<String, BTreeMap<String, Observed>>,
+}
+
 /// The next record of Deployment (or Rollout) `name`, if the coordinator `me` must write
 /// one: `stored` is the record as replicated (None: never rolled out); `progress` a Rollout's
-/// progress with the measurements just taken (None: as recorded).
+/// (or a wave gate's) progress with the measurements just taken (None: as recorded); `waves`
+/// a waved Deployment's waves.
+#[expect(clippy::too_many_arguments, reason = "the step's inputs, gathered by the coordinator")]
 pub fn next_record(
     me: &str,
     name: &str,
@@ -178,6 +264,7 @@ pub fn next_record(
     stored: Option<&RolloutRecord>,
     observed: &BTreeMap<String, Observed>,
     progress: Option<Progress>,
+    waves: Option<&WaveInputs>,
     now_ms: u64,
 ) -> Option<RolloutRecord> {
     let (spec, template, generation) = (&info.spec, &info.template, info.generation);
@@ -187,9 +274,24 @@ pub fn next_record(
         }
         None => (rollout::State::initial(spec, now_ms), 0, 1, BTreeMap::new()),
     };
-    let (state, progress) = match &info.progressive {
-        None => (rollout::step(name, spec, &state, observed, now_ms), None),
-        Some(p) => {
+    let (state, progress) = match (&info.progressive, &info.waves, waves) {
+        (None, Some(w), Some(inputs)) => {
+            let before = progress.or_else(|| stored.and_then(|r| r.progress.clone())).unwrap_or_default();
+            let (state, progress) =
+                waves::step(name, spec, &inputs.waves, &w.gate, &state, &before, observed, &inputs.by_wave, now_ms);
+            // Steady (no gate to keep): no progress recorded.
+            (state, (progress != Progress { phase: Phase::Healthy, ..Progress::default() }).then_some(progress))
+        }
+        (None, ..) => {
+            let mut state = rollout::step(name, spec, &state, observed, now_ms);
+            if state.sets.iter().any(|s| !s.waves.is_empty()) {
+                // Waves turned off: slots `0..replicas` again.
+                let newest = state.newest().map(|s| s.hash.clone()).unwrap_or_default();
+                waves::distribute(&[], &mut state, &newest);
+            }
+            (state, None)
+        }
+        (Some(p), ..) => {
             let before = progress.unwrap_or_else(|| p.progress.clone());
             let (mut state, progress) = progressive::step(&p.spec, &state, &before, observed, p.verbs, now_ms);
             state.counts = rollout::counts(spec, &state, observed);
@@ -293,6 +395,7 @@ pub fn view(
             .as_ref()
             .map(|p| record.and_then(|r| r.progress.clone()).unwrap_or_else(|| p.progress.clone())),
         steps,
+        waves: None,
     }
 }
 
@@ -323,6 +426,7 @@ impl Inner {
         workloads: &Workloads,
         mine: &[GossipReplica],
         peers: &[PeerView],
+        nodes: &[NodeInfo],
         booting: bool,
         status: &mut HashMap<ObjectKey, ObjectStatus>,
     ) {
@@ -331,14 +435,31 @@ impl Inner {
         let replicas = by_owner(mine.iter().chain(peers.iter().flat_map(|p| p.replicas.iter())));
         for (key, info) in &workloads.deployments {
             let owner = key.to_string();
-            let observed =
-                observe(replicas.get(owner.as_str()).map(Vec::as_slice).unwrap_or_default(), info.min_ready_s, now);
+            let theirs = replicas.get(owner.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let observed = observe(theirs, info.min_ready_s, now);
             let coordinator = coordinator(key, live.iter().copied());
             let stored = info.record.as_ref();
+            let waves = info.waves.as_ref().map(|w| {
+                let (waves, unlabelled) = fleet_waves(w, info.spec.replicas, nodes);
+                let label = &w.settings.label;
+                let note = match (waves.is_empty(), unlabelled) {
+                    (true, _) => Some(format!("no node has label {label}: the Deployment rolls out without waves")),
+                    (false, 0) => None,
+                    (false, n) => Some(format!("{n} node(s) without label {label} run none of its replicas")),
+                };
+                if let Some(note) = note {
+                    status.entry(key.clone()).or_default().note(note);
+                }
+                let by_wave = observe_waves(theirs, stored.map_or(&info.state, |r| &r.state), info.min_ready_s, now);
+                WaveInputs { waves, by_wave }
+            });
             let mut written = None;
             let deciding = !booting && coordinator == Some(self.node.as_str());
             let progress = if deciding { self.measure(key, info, stored, peers, now) } else { None };
-            if deciding && let Some(next) = next_record(&self.node, &key.name, info, stored, &observed, progress, now) {
+            if deciding
+                && let Some(next) =
+                    next_record(&self.node, &key.name, info, stored, &observed, progress, waves.as_ref(), now)
+            {
                 match self.store.put_rollout(key, next.clone()) {
                     Ok(true) => {
                         self.replicate_rollout(key);
@@ -354,7 +475,10 @@ impl Inner {
                     Err(e) => tracing::warn!(deployment = %key, error = %e, "cannot record the rollout step"),
                 }
             }
-            let view = view(key, info, written.as_ref().or(stored), &observed, coordinator);
+            let mut view = view(key, info, written.as_ref().or(stored), &observed, coordinator);
+            if let (Some(w), Some(inputs)) = (&info.waves, &waves) {
+                view.waves = Some(wave_view(w, inputs, written.as_ref().or(stored), &info.spec.template_hash));
+            }
             status.entry(key.clone()).or_default().rollout = Some(view);
         }
     }
@@ -369,8 +493,11 @@ impl Inner {
         peers: &[PeerView],
         now: u64,
     ) -> Option<Progress> {
-        let p = info.progressive.as_ref()?;
-        let mut progress = record.and_then(|r| r.progress.clone()).unwrap_or_else(|| p.progress.clone());
+        let (metrics, mut progress) = match (&info.progressive, &info.waves) {
+            (Some(p), _) => (&p.metrics, record.and_then(|r| r.progress.clone()).unwrap_or_else(|| p.progress.clone())),
+            (None, Some(w)) => (&w.metrics, record.and_then(|r| r.progress.clone())?),
+            (None, None) => return None,
+        };
         let canary = progress.canary.clone()?;
         if progress.runs.is_empty() {
             return None;
@@ -378,7 +505,7 @@ impl Inner {
         let total = self.fleet_figures(&canary, peers);
         let mut baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
         let mine = baselines.entry(key.clone()).or_default();
-        super::progressive::measure(&mut progress, &p.metrics, &total, mine, now).then_some(progress)
+        super::progressive::measure(&mut progress, metrics, &total, mine, now).then_some(progress)
     }
 
     /// The figures of `revision` summed over the fleet: this gateway's now, the others' as

@@ -69,12 +69,15 @@ pub fn wave_of<'a>(state: &'a State, hash: &str, index: u32) -> Option<&'a str> 
     set.waves.iter().find(|(_, slots)| slots.contains(&index)).map(|(w, _)| w.as_str())
 }
 
-/// Whether `wave` is finished for the set `newest`: all its slots are the newest set's, and
-/// as many of them are available (`available`: the newest set's available replicas in it).
-fn finished(wave: &Wave, state: &State, newest: &str, available: u32) -> bool {
+/// Whether `wave` is finished for the set `newest`: all its slots are the newest set's, as
+/// many of them are available, and no replica of another set still runs there (`seen`: what
+/// the fleet runs in the wave, per set).
+fn finished(wave: &Wave, state: &State, newest: &str, seen: Option<&BTreeMap<String, Observed>>) -> bool {
     let slots = |hash: &str| state.set(hash).and_then(|s| s.waves.get(&wave.value)).map_or(0, Vec::len) as u32;
     let others = state.sets.iter().filter(|s| s.hash != newest).any(|s| slots(&s.hash) > 0);
-    !others && slots(newest) >= wave.share && available >= wave.share
+    let others_running = seen.iter().flat_map(|m| m.iter()).any(|(h, o)| h != newest && o.running > 0);
+    let available = seen.and_then(|m| m.get(newest)).map_or(0, |o| o.available);
+    !others && !others_running && slots(newest) >= wave.share && available >= wave.share
 }
 
 /// The first wave not finished (`waves.len()` when all are). `by_wave`: per wave, per set,
@@ -85,8 +88,7 @@ pub fn current(
     newest: &str,
     by_wave: &BTreeMap<String, BTreeMap<String, Observed>>,
 ) -> usize {
-    let available = |w: &Wave| by_wave.get(&w.value).and_then(|m| m.get(newest)).map_or(0, |o| o.available);
-    waves.iter().position(|w| !finished(w, state, newest, available(w))).unwrap_or(waves.len())
+    waves.iter().position(|w| !finished(w, state, newest, by_wave.get(&w.value))).unwrap_or(waves.len())
 }
 
 /// How many waves are open to the newest revision, given the first unfinished one
