@@ -13,7 +13,8 @@
 #                       `$BIN agent` on 127.0.0.1 port 0 with data in $tmp/NAME and output in
 #                       $tmp/NAME.out; returns once it printed its listeners. ULIMIT_V=KIB runs
 #                       it under `ulimit -v KIB`. Its pid is ${AGENT_PID[NAME]}.
-#   start_cluster N     agents n1..nN joined to n1; defines `cli` (the CLI against n1)
+#   start_cluster N     agents n1..nN joined to n1; defines `cli` (the CLI against n1);
+#                       ZONED=1 puts node nI in zone zone-I
 #   listener NAME api|gateway|cluster
 #                       an address the agent printed (`gateway listening on http://...`)
 #   stop_agent NAME     SIGTERM, wait up to 10 s for the exit, then SIGKILL
@@ -83,13 +84,16 @@ start_agent() { # name [agent flags...]
   wait_line "$tmp/$name.out" "cluster listening on"
 }
 # N agents n1..nN on 127.0.0.1 (port 0), n2.. joined to n1 with a token; `cli` talks to n1.
-start_cluster() { # n
-  start_agent n1 --node-name n1
+start_cluster() { # n   (ZONED=1: node nI in zone zone-I)
+  zone() { if [ -n "${ZONED:-}" ]; then echo "--zone zone-$1"; fi; }
+  # shellcheck disable=SC2046
+  start_agent n1 --node-name n1 $(zone 1)
   cli() { "$BIN" --server "$(listener n1 api)" --token "$(cat "$tmp/n1/token")" "$@"; }
   local token i
   token=$(cli token create --ttl 1h | tail -1)
   for i in $(seq 2 "$1"); do
-    start_agent "n$i" --node-name "n$i" --join "$(listener n1 cluster)" --join-token "$token"
+    # shellcheck disable=SC2046
+    start_agent "n$i" --node-name "n$i" --join "$(listener n1 cluster)" --join-token "$token" $(zone "$i")
   done
 }
 listener() { # name api|gateway|cluster

@@ -6,6 +6,8 @@
 #
 #   benches/rollout.sh                 # REPLICAS=30 ROUNDS=3
 #   REPLICAS=12 ROUNDS=1 benches/rollout.sh
+#   WAVES=1 benches/rollout.sh         # each node in its own zone, rolled out zone by zone
+#                                      # (wasmfleet.io/rollout-waves: zone)
 #
 # hello has no readiness probe, so a new replica is ready as soon as it starts (well under a
 # millisecond): the time per step is what pacing itself costs (a step needs two gossip hops:
@@ -17,6 +19,11 @@ need_hello
 declare -A WRK
 REPLICAS="${REPLICAS:-30}"
 ROUNDS="${ROUNDS:-3}"
+METADATA="{name: web}"
+if [ -n "${WAVES:-}" ]; then
+  export ZONED=1
+  METADATA="{name: web, annotations: {wasmfleet.io/rollout-waves: zone}}"
+fi
 
 start_cluster 3
 cli push hello:1.0 "$HELLO" >/dev/null
@@ -25,7 +32,7 @@ manifest() { # greeting
   cat >"$tmp/web.yaml" <<YAML
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: web}
+metadata: $METADATA
 spec:
   replicas: $REPLICAS
   strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
@@ -55,7 +62,7 @@ cli rollout status deployment/web --timeout 120s >/dev/null
 # be catching up on the desired state).
 for n in n1 n2 n3; do wait_200 "$(listener $n gateway)/" web; done
 echo "(wrk runs ${WRK_SECONDS:-15} s per round; the rollout starts 1 s in)"
-echo "3 nodes, $REPLICAS replicas, maxSurge 1 maxUnavailable 0, wrk (1 thread, 4 connections) through every gateway"
+echo "3 nodes, $REPLICAS replicas${WAVES:+ in 3 zone waves}, maxSurge 1 maxUnavailable 0, wrk (1 thread, 4 connections) through every gateway"
 printf '%-6s %10s %12s %10s %10s\n' round total_ms per_step_ms requests failed
 for round in $(seq 1 "$ROUNDS"); do
   for n in n1 n2 n3; do
