@@ -23,6 +23,7 @@
 //! fleet is large enough for the workload's stripes. Slots whose stripe has no node fall back
 //! to the earlier spread scan ([`Rule::SlotOrder`] places every slot that way).
 
+pub mod autoscale;
 mod filter;
 mod fleet;
 pub mod hash;
