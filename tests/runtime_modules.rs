@@ -151,6 +151,29 @@ async fn trap_is_a_500_and_next_request_works() {
     assert_eq!(call(&svc, "GET", "/", b"").await.0, 200);
 }
 
+#[tokio::test]
+async fn a_service_accounts_guest_time_concurrency_and_memory() {
+    let rt = runtime();
+    let (svc, _) = service(&rt, "burn", Limits::default());
+    let before = svc.stats();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let (status, body) = call(&svc, "GET", "/?ms=20", b"").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let wall = started.elapsed().as_nanos() as u64;
+    let after = svc.stats();
+    let cpu = after.cpu_ns.wrapping_sub(before.cpu_ns);
+    let busy = after.busy_ns.wrapping_sub(before.busy_ns);
+    // 3 × 20 ms of spinning, measured as the time the guest's future was polled.
+    assert!((60_000_000..wall).contains(&cpu), "guest time {cpu} ns for 60 ms of spinning in {wall} ns");
+    assert!(busy >= cpu && busy <= wall, "in flight {busy} ns, guest {cpu} ns, wall {wall} ns");
+    assert!(after.memory_kib_us > before.memory_kib_us, "memory held while in flight is accounted");
+    // `/ready` costs next to nothing.
+    call(&svc, "GET", "/ready", b"").await;
+    assert!(svc.stats().cpu_ns.wrapping_sub(after.cpu_ns) < 10_000_000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_concurrency_queues_then_gets_503() {
     let rt = runtime();

@@ -41,16 +41,18 @@ pub(crate) struct P1State {
 pub(crate) struct MemLimiter {
     pub(crate) memory_bytes: u64,
     pub(crate) exceeded: bool,
+    /// Linear memory the instance holds now (every memory, as it grew).
+    pub(crate) in_use: u64,
 }
 
 impl MemLimiter {
     pub(crate) fn new(memory_bytes: u64) -> Self {
-        MemLimiter { memory_bytes, exceeded: false }
+        MemLimiter { memory_bytes, exceeded: false, in_use: 0 }
     }
 }
 
 impl wasmtime::ResourceLimiter for MemLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired as u64 > self.memory_bytes {
             self.exceeded = true;
             return Err(wasmtime::format_err!(
@@ -59,6 +61,7 @@ impl wasmtime::ResourceLimiter for MemLimiter {
                 self.memory_bytes >> 20
             ));
         }
+        self.in_use += desired.saturating_sub(current) as u64;
         Ok(true)
     }
 

@@ -46,6 +46,20 @@ pub struct ServiceStats {
     pub traps: u64,
     pub timeouts: u64,
     pub out_of_memory: u64,
+    /// Time the guest ran (ns), summed over requests: the time of every poll of its future
+    /// (instantiation included). Inside a poll the guest never blocks (host I/O returns
+    /// pending), so this is its CPU time, short of preemption by other threads. Cumulative,
+    /// wrapping: take differences with `wrapping_sub`.
+    #[serde(default)]
+    pub cpu_ns: u64,
+    /// Requests' time in flight (ns), summed: over an interval, its increase divided by the
+    /// interval is the mean concurrency (Little's law).
+    #[serde(default)]
+    pub busy_ns: u64,
+    /// Linear memory held by instances, integrated over their requests' time (KiB·µs): over
+    /// an interval, its increase divided by the interval is the mean memory in use.
+    #[serde(default)]
+    pub memory_kib_us: u64,
 }
 
 #[derive(Default)]
@@ -56,6 +70,9 @@ struct Counters {
     traps: AtomicU64,
     timeouts: AtomicU64,
     out_of_memory: AtomicU64,
+    cpu_ns: AtomicU64,
+    busy_ns: AtomicU64,
+    memory_kib_us: AtomicU64,
 }
 
 struct Inner {
@@ -148,6 +165,9 @@ impl HttpService {
             traps: c.traps.load(Ordering::Relaxed),
             timeouts: c.timeouts.load(Ordering::Relaxed),
             out_of_memory: c.out_of_memory.load(Ordering::Relaxed),
+            cpu_ns: c.cpu_ns.load(Ordering::Relaxed),
+            busy_ns: c.busy_ns.load(Ordering::Relaxed),
+            memory_kib_us: c.memory_kib_us.load(Ordering::Relaxed),
         }
     }
 
@@ -223,13 +243,17 @@ impl HttpService {
         let pre = inner.pre.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let _in_flight = in_flight;
+            let in_flight = in_flight;
             let work = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             };
+            let work = timed(work, &in_flight.0.counters.cpu_ns);
             // Grace after the deadline for the epoch interrupt; then drop the guest outright.
             let result = tokio::time::timeout_at(deadline + Duration::from_millis(50), work).await;
+            let held_kib = store.data().limiter.in_use >> 10;
+            let took_us = in_flight.1.elapsed().as_micros() as u64;
+            in_flight.0.counters.memory_kib_us.fetch_add(held_kib.wrapping_mul(took_us), Ordering::Relaxed);
             let oom = store.data().limiter.exceeded;
             match result {
                 Ok(Ok(())) => None,
@@ -323,19 +347,36 @@ impl HttpService {
     }
 }
 
-struct InFlight(Arc<Inner>);
+/// A request in flight, since when.
+struct InFlight(Arc<Inner>, std::time::Instant);
 
 impl InFlight {
     fn new(inner: Arc<Inner>) -> Self {
         inner.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(inner)
+        InFlight(inner, std::time::Instant::now())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let c = &self.0.counters;
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        c.busy_ns.fetch_add(self.1.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
+}
+
+/// Runs `fut`, adding the time each poll takes to `total_ns`. A monotonic clock read is a
+/// vDSO call (~30 ns); the per-thread CPU clock is a system call (~1.3 µs on the reference
+/// VM), too dear twice per poll.
+async fn timed<F: std::future::Future>(fut: F, total_ns: &AtomicU64) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let start = std::time::Instant::now();
+        let out = fut.as_mut().poll(cx);
+        total_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    })
+    .await
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
