@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub lanes: usize,
     /// UDP port of the first lane's endpoint (the others follow); default: any free ports.
     pub lane_ports: Option<u16>,
+    /// How often an autoscaler without its own sync period is evaluated.
+    pub hpa_sync_period: std::time::Duration,
 }
 
 impl AgentConfig {
@@ -52,6 +54,7 @@ impl AgentConfig {
             cluster: ClusterOptions::default(),
             lanes: crate::dataplane::lanes::default_lanes(),
             lane_ports: None,
+            hpa_sync_period: crate::reconcile::autoscale::DEFAULT_SYNC_PERIOD,
         }
     }
 
@@ -227,6 +230,7 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         gateway_ip: gateway_addr.ip(),
         data_dir: data_dir.clone(),
         shutdown: shutdown_rx.clone(),
+        hpa_sync_period: config.hpa_sync_period,
     });
     // Traffic between nodes: forwarded requests in, and out with health probes.
     let forwarder = Forwarder::new(peering.mesh().clone());

@@ -84,6 +84,24 @@ pub enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
+    /// Create a HorizontalPodAutoscaler for a deployment or rollout (`kubectl autoscale`).
+    Autoscale {
+        /// `deployment/NAME` (or `rollout/NAME`).
+        target: String,
+        /// Lower bound (0 scales to zero when idle).
+        #[arg(long, default_value_t = 1)]
+        min: u32,
+        #[arg(long)]
+        max: u32,
+        /// Target average CPU utilization, percent of the replicas' cpu request (default 80).
+        #[arg(long)]
+        cpu_percent: Option<u32>,
+        /// Name of the autoscaler (default: the target's).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
     /// Manage the rollout of a deployment: status, history, undo, pause, resume, restart.
     Rollout {
         #[command(subcommand)]
@@ -285,6 +303,10 @@ pub struct AgentArgs {
     /// Zone of this node (placement spreads replicas across zones).
     #[arg(long)]
     pub zone: Option<String>,
+    /// How often an autoscaler is evaluated unless its `wasmfleet.io/hpa-sync-period`
+    /// annotation says (Kubernetes: 15s; edge clusters may want 1s).
+    #[arg(long, default_value = "15s", value_parser = parse_period)]
+    pub hpa_sync_period: std::time::Duration,
     /// Memory offered to workloads, MiB (default: the Wasm memory budget).
     #[arg(long)]
     pub capacity_memory: Option<u64>,
@@ -366,6 +388,15 @@ pub(super) fn parse_duration(s: &str) -> Result<std::time::Duration> {
         rest = &rest[unit..];
     }
     if text.is_empty() { Err(bad()) } else { Ok(total) }
+}
+
+/// A duration flag (`15s`, `500ms`, `1m`), at least 100 ms.
+fn parse_period(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::manifest::parse_duration(s)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

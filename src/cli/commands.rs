@@ -50,6 +50,7 @@ pub(super) fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
     config.cluster.write_quorum = a.write_quorum;
     config.cluster.gossip_interval = std::time::Duration::from_millis(a.gossip_interval_ms.max(20));
     config.cluster.phi_threshold = a.phi_threshold;
+    config.hpa_sync_period = a.hpa_sync_period;
     tokio_rt()?.block_on(async move {
         let agent = spawn_agent(config).await?;
         // A closed stdout (the reader went away) must not stop the agent: no println!.

@@ -39,6 +39,7 @@ pub(super) fn describe_object(o: &ObjectView, replicas: &[ReplicaStatus], now_ms
             if st.complete { ", complete" } else { "" }
         )),
         (_, Some(r)) => line(describe_spec(r).trim_end().to_string()),
+        (Kind::HorizontalPodAutoscaler, _) => {}
         _ => line(format!("Replicas:\t{} desired, {} ready", st.desired, st.ready)),
     }
     for p in &st.ports {
@@ -50,6 +51,9 @@ pub(super) fn describe_object(o: &ObjectView, replicas: &[ReplicaStatus], now_ms
     }
     if let Some(r) = rollout {
         line(describe_status(r).trim_end().to_string());
+    }
+    if let Some(a) = &st.autoscale {
+        line(super::hpa::describe(a, now_ms).trim_end().to_string());
     }
     if o.key.kind == Kind::Rollout
         && let Some(r) = &st.rollout

@@ -13,6 +13,7 @@ pub mod demo;
 mod deployment;
 mod describe;
 mod history;
+mod hpa;
 mod print;
 pub mod resource;
 mod rollout;
@@ -69,6 +70,27 @@ pub fn run(cli: Cli) -> Result<i32> {
                 &serde_json::json!({ "replicas": replicas }),
             )?;
             println!("deployment.apps/{name} scaled to {replicas}");
+            Ok(write.exit_code(report_durability(written.durability)))
+        }
+        Command::Autoscale { target, min, max, cpu_percent, name, write } => {
+            let (kind, target_name) = target
+                .split_once('/')
+                .and_then(|(k, n)| Some((Kind::parse(k)?, n)))
+                .filter(|(k, _)| matches!(k, Kind::Deployment | Kind::Rollout))
+                .with_context(|| format!("expected deployment/NAME or rollout/NAME, got `{target}`"))?;
+            let name = name.clone().unwrap_or_else(|| target_name.to_string());
+            let api = if kind == Kind::Deployment { "apps/v1" } else { "argoproj.io/v1alpha1" };
+            let yaml = format!(
+                "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  scaleTargetRef: {{apiVersion: {api}, kind: {kind}, name: {target_name}}}\n  minReplicas: {min}\n  maxReplicas: {max}\n  metrics:\n  - type: Resource\n    resource: {{name: cpu, target: {{type: Utilization, averageUtilization: {cpu}}}}}\n",
+                ns = cli.namespace,
+                cpu = cpu_percent.unwrap_or(80),
+            );
+            let written = cli.client()?.write_bytes::<Vec<crate::control::api::ApplyResult>>(
+                "/v1/apply?source=autoscale",
+                "application/yaml",
+                yaml.as_bytes(),
+            )?;
+            println!("horizontalpodautoscaler.autoscaling/{name} autoscaled");
             Ok(write.exit_code(report_durability(written.durability)))
         }
         Command::Rollout { action } => rollout::rollout(&cli, action),

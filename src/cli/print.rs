@@ -10,6 +10,7 @@ pub fn kubectl_name(key: &ObjectKey) -> String {
         Kind::Job => "job.batch".into(),
         Kind::Service => "service".into(),
         Kind::Rollout | Kind::AnalysisTemplate => format!("{}.argoproj.io", key.kind.as_str().to_lowercase()),
+        Kind::HorizontalPodAutoscaler => "horizontalpodautoscaler.autoscaling".into(),
     };
     format!("{group}/{}", key.name)
 }
@@ -109,6 +110,9 @@ pub(super) fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
     match kind {
         Kind::Deployment => print!("{}", super::deployment::table(objs, wide, crate::clock::now_ms())),
         Kind::Rollout => print!("{}", super::rollouts::table(objs, crate::clock::now_ms())),
+        Kind::HorizontalPodAutoscaler => {
+            print_table(&super::hpa::HEADER, &super::hpa::table(objs, crate::clock::now_ms()));
+        }
         Kind::AnalysisTemplate => print_table(
             &["NAME", "AGE"],
             &objs.iter().map(|o| vec![o.key.name.clone(), age(o.created_ms)]).collect::<Vec<_>>(),

@@ -319,6 +319,21 @@ fn apply_manifest_blocking(store: &Store, runtime: &Runtime, source: &str, text:
         }
         resolved_objects.push((obj, resolved));
     }
+    // An autoscaler's target must exist, in this apply or already.
+    for (obj, _) in &resolved_objects {
+        let Object::HorizontalPodAutoscaler(h) = obj else { continue };
+        let Some(kind) = h.target_kind() else { continue };
+        let target = ObjectKey::new(kind, obj.namespace(), h.spec.scale_target_ref.name.clone());
+        let in_batch = resolved_objects.iter().any(|(o, _)| o.key() == target);
+        if !in_batch && store.get(&target)?.is_none() {
+            errors.push(format!(
+                "{}: spec.scaleTargetRef: {kind} {:?} does not exist in namespace {:?}",
+                obj.key(),
+                target.name,
+                target.namespace
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(ApiError::BadRequest(errors.join("; ")));
     }

@@ -260,6 +260,7 @@ mod tests {
                     .collect(),
                 ..State::default()
             },
+            autoscale: None,
             templates: BTreeMap::new(),
             progress: None,
         }

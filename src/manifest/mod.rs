@@ -51,6 +51,7 @@
 //! The runtime view of a template, with these and Kubernetes' defaults applied, is
 //! [`PodTemplateSpec::workload`] → [`WorkloadTemplate`].
 
+pub mod autoscaling;
 mod condition;
 mod error;
 mod locate;
@@ -63,6 +64,7 @@ mod validate;
 pub mod waves;
 mod workload;
 
+pub use autoscaling::HorizontalPodAutoscaler;
 pub use condition::{Comparison, Condition, ConditionError, Figure, Op};
 pub use error::ManifestError;
 pub use object::{Kind, Object, ObjectKey};
@@ -72,7 +74,7 @@ pub use progressive::{
     CanaryStrategy, Metric, MetricProvider, Rollout, RolloutAnalysis, RolloutPause, RolloutSpec, RolloutStrategy, Step,
     StrategyKind, WasmfleetMetric, parse_pause_duration,
 };
-pub use quantity::{parse_cpu_millis, parse_duration, parse_memory_bytes};
+pub use quantity::{parse_cpu_millis, parse_duration, parse_memory_bytes, parse_quantity};
 pub use types::{
     Container, ContainerPort, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStrategy, EnvVar,
     IntOrString, Job, JobSpec, LabelSelector, ObjectMeta, PodSpec, PodTemplateSpec, Probe, Protocol, Quantity,

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::autoscaling::HorizontalPodAutoscaler;
 use super::progressive::{AnalysisTemplate, Rollout};
 use super::types::{DaemonSet, Deployment, Job, ObjectMeta, PodTemplateSpec, Service};
 
@@ -19,12 +20,21 @@ pub enum Kind {
     Rollout,
     /// Argo Rollouts' `AnalysisTemplate`.
     AnalysisTemplate,
+    /// `autoscaling/v2 HorizontalPodAutoscaler`.
+    HorizontalPodAutoscaler,
 }
 
 impl Kind {
     /// Every kind, in order.
-    pub const ALL: [Kind; 6] =
-        [Kind::Deployment, Kind::Service, Kind::Job, Kind::DaemonSet, Kind::Rollout, Kind::AnalysisTemplate];
+    pub const ALL: [Kind; 7] = [
+        Kind::Deployment,
+        Kind::Service,
+        Kind::Job,
+        Kind::DaemonSet,
+        Kind::Rollout,
+        Kind::AnalysisTemplate,
+        Kind::HorizontalPodAutoscaler,
+    ];
 
     /// The `kind:` value as written in a manifest: `"Deployment"`.
     pub fn as_str(self) -> &'static str {
@@ -35,6 +45,7 @@ impl Kind {
             Kind::DaemonSet => "DaemonSet",
             Kind::Rollout => "Rollout",
             Kind::AnalysisTemplate => "AnalysisTemplate",
+            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
         }
     }
 
@@ -45,6 +56,7 @@ impl Kind {
             Kind::Service => "v1",
             Kind::Job => "batch/v1",
             Kind::Rollout | Kind::AnalysisTemplate => "argoproj.io/v1alpha1",
+            Kind::HorizontalPodAutoscaler => "autoscaling/v2",
         }
     }
 
@@ -57,6 +69,7 @@ impl Kind {
             Kind::DaemonSet => "daemonsets",
             Kind::Rollout => "rollouts",
             Kind::AnalysisTemplate => "analysistemplates",
+            Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
         }
     }
 
@@ -70,6 +83,7 @@ impl Kind {
             "daemonset" | "daemonsets" | "ds" => Some(Kind::DaemonSet),
             "rollout" | "rollouts" | "ro" => Some(Kind::Rollout),
             "analysistemplate" | "analysistemplates" | "at" => Some(Kind::AnalysisTemplate),
+            "horizontalpodautoscaler" | "horizontalpodautoscalers" | "hpa" => Some(Kind::HorizontalPodAutoscaler),
             _ => None,
         }
     }
@@ -133,6 +147,7 @@ pub enum Object {
     DaemonSet(DaemonSet),
     Rollout(Rollout),
     AnalysisTemplate(AnalysisTemplate),
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
 }
 
 impl Object {
@@ -144,6 +159,7 @@ impl Object {
             Object::DaemonSet(_) => Kind::DaemonSet,
             Object::Rollout(_) => Kind::Rollout,
             Object::AnalysisTemplate(_) => Kind::AnalysisTemplate,
+            Object::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
         }
     }
 
@@ -155,6 +171,7 @@ impl Object {
             Object::DaemonSet(o) => &o.metadata,
             Object::Rollout(o) => &o.metadata,
             Object::AnalysisTemplate(o) => &o.metadata,
+            Object::HorizontalPodAutoscaler(o) => &o.metadata,
         }
     }
 
@@ -166,6 +183,7 @@ impl Object {
             Object::DaemonSet(o) => &mut o.metadata,
             Object::Rollout(o) => &mut o.metadata,
             Object::AnalysisTemplate(o) => &mut o.metadata,
+            Object::HorizontalPodAutoscaler(o) => &mut o.metadata,
         }
     }
 
@@ -190,7 +208,7 @@ impl Object {
             Object::Job(o) => Some(&o.spec.template),
             Object::DaemonSet(o) => Some(&o.spec.template),
             Object::Rollout(o) => Some(&o.spec.template),
-            Object::Service(_) | Object::AnalysisTemplate(_) => None,
+            Object::Service(_) | Object::AnalysisTemplate(_) | Object::HorizontalPodAutoscaler(_) => None,
         }
     }
 
@@ -200,7 +218,7 @@ impl Object {
             Object::Job(o) => Some(&mut o.spec.template),
             Object::DaemonSet(o) => Some(&mut o.spec.template),
             Object::Rollout(o) => Some(&mut o.spec.template),
-            Object::Service(_) | Object::AnalysisTemplate(_) => None,
+            Object::Service(_) | Object::AnalysisTemplate(_) | Object::HorizontalPodAutoscaler(_) => None,
         }
     }
 
@@ -215,6 +233,7 @@ impl Object {
             Object::DaemonSet(o) => (&mut o.api_version, &mut o.kind),
             Object::Rollout(o) => (&mut o.api_version, &mut o.kind),
             Object::AnalysisTemplate(o) => (&mut o.api_version, &mut o.kind),
+            Object::HorizontalPodAutoscaler(o) => (&mut o.api_version, &mut o.kind),
         };
         kind.api_version().clone_into(api_version);
         kind.as_str().clone_into(k);
@@ -230,6 +249,7 @@ impl Object {
             Object::DaemonSet(o) => serde_json::to_value(o),
             Object::Rollout(o) => serde_json::to_value(o),
             Object::AnalysisTemplate(o) => serde_json::to_value(o),
+            Object::HorizontalPodAutoscaler(o) => serde_json::to_value(o),
         };
         // Serializing these plain structs (string-keyed maps only) cannot fail.
         result.unwrap_or(serde_json::Value::Null)
@@ -245,6 +265,7 @@ impl Object {
             Kind::DaemonSet => Object::DaemonSet(serde_json::from_value(v).map_err(err)?),
             Kind::Rollout => Object::Rollout(serde_json::from_value(v).map_err(err)?),
             Kind::AnalysisTemplate => Object::AnalysisTemplate(serde_json::from_value(v).map_err(err)?),
+            Kind::HorizontalPodAutoscaler => Object::HorizontalPodAutoscaler(serde_json::from_value(v).map_err(err)?),
         };
         Ok(o.with_type_meta())
     }
@@ -258,6 +279,7 @@ impl Object {
             Object::DaemonSet(o) => serde_yaml::to_string(&o),
             Object::Rollout(o) => serde_yaml::to_string(&o),
             Object::AnalysisTemplate(o) => serde_yaml::to_string(&o),
+            Object::HorizontalPodAutoscaler(o) => serde_yaml::to_string(&o),
         };
         result.unwrap_or_default()
     }
@@ -285,6 +307,8 @@ mod tests {
             ("AnalysisTemplate", Kind::AnalysisTemplate),
             ("analysistemplates", Kind::AnalysisTemplate),
             ("at", Kind::AnalysisTemplate),
+            ("hpa", Kind::HorizontalPodAutoscaler),
+            ("HorizontalPodAutoscaler", Kind::HorizontalPodAutoscaler),
         ] {
             assert_eq!(Kind::parse(s), Some(k), "{s}");
         }

@@ -166,6 +166,7 @@ fn deserialize_object<'de, D: Deserializer<'de, Error = serde_yaml::Error>>(
         Kind::DaemonSet => Object::DaemonSet(de(d)?),
         Kind::Rollout => Object::Rollout(de(d)?),
         Kind::AnalysisTemplate => Object::AnalysisTemplate(de(d)?),
+        Kind::HorizontalPodAutoscaler => Object::HorizontalPodAutoscaler(de(d)?),
     })
 }
 
@@ -180,7 +181,8 @@ fn rollout_hint(mut e: DeError) -> DeError {
 
 /// Checks `apiVersion` and `kind` of one object (a document or a List item).
 fn type_meta(map: &serde_yaml::Mapping) -> Result<Kind, (&'static str, String)> {
-    let supported = "Deployment, Service, Job, DaemonSet, Rollout, AnalysisTemplate (or a List of them)";
+    let supported =
+        "Deployment, Service, Job, DaemonSet, Rollout, AnalysisTemplate, HorizontalPodAutoscaler (or a List of them)";
     let kind = match map.get("kind") {
         None => return Err(("kind", format!("is required: one of {supported}"))),
         Some(Value::String(k)) => k.as_str(),

@@ -103,6 +103,32 @@ pub fn parse_cpu_millis(s: &str) -> Result<u64, String> {
     millis.and_then(|m| u64::try_from(m).ok()).ok_or_else(|| format!("invalid cpu quantity {s:?}: too large"))
 }
 
+/// Parses any Kubernetes quantity into a number (`10`, `500m` = 0.5, `2k`, `1Mi`): metric
+/// targets such as a Pods metric's `averageValue`.
+pub fn parse_quantity(s: &str) -> Result<f64, String> {
+    let invalid =
+        || format!("invalid quantity {s:?}: expected a number with an optional suffix m, k, M, G, Ki, Mi, Gi");
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("invalid quantity {s:?}: must not be negative"));
+    }
+    let (number, suffix) = split_suffix(t);
+    let d = parse_decimal(number).ok_or_else(invalid)?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(invalid()),
+    };
+    Ok(d.mantissa as f64 / 10f64.powi(d.scale as i32) * factor)
+}
+
 /// Parses a short duration: one or more `<integer><unit>` with unit `ms`, `s`, `m` or `h`
 /// (`500ms`, `10s`, `2m`, `1m30s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -8,18 +8,20 @@
 //! container (image, env, ports, resources, unsupported fields), probes, and Services. Argo's
 //! Rollout and AnalysisTemplate are checked in [`progressive`].
 
+mod autoscaling;
 mod progressive;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::Value;
 
+use super::autoscaling::HPA_ANNOTATIONS;
 use super::locate::{join_index, join_key};
 use super::object::Object;
 use super::quantity::{parse_cpu_millis, parse_memory_bytes};
 use super::types::{
-    Container, DeploymentStrategy, IntOrString, LabelSelector, ObjectMeta, PodTemplateSpec, Probe, Protocol,
-    RestartPolicy, ServiceSpec, ServiceType, StrategyType, UriScheme, Volume,
+    Container, DeploymentStrategy, IntOrString, LabelSelector, PodTemplateSpec, Probe, Protocol, RestartPolicy,
+    ServiceSpec, ServiceType, StrategyType, UriScheme, Volume,
 };
 use super::waves::{ANNOTATION_ROLLOUT_WAVES, WAVE_ANNOTATIONS};
 use super::workload::{ANNOTATION_PREFIX, KNOWN_ANNOTATIONS, check_annotation};
@@ -60,7 +62,7 @@ impl Issues {
 /// Checks one object; returns every problem found, in field order.
 pub(crate) fn validate(object: &Object) -> Vec<Issue> {
     let mut out = Issues(Vec::new());
-    metadata(object.meta(), matches!(object, Object::Deployment(_)), &mut out);
+    metadata(object, &mut out);
     match object {
         Object::Deployment(d) => {
             let spec = &d.spec;
@@ -107,12 +109,17 @@ pub(crate) fn validate(object: &Object) -> Vec<Issue> {
         Object::Service(s) => service(&s.spec, &mut out),
         Object::Rollout(r) => progressive::rollout(r, &mut out),
         Object::AnalysisTemplate(t) => progressive::analysis_template(t, &mut out),
+        Object::HorizontalPodAutoscaler(h) => autoscaling::hpa(h, &mut out),
     }
     out.0
 }
 
-/// `waves`: whether the object may carry the rollout-wave annotations (a Deployment).
-fn metadata(meta: &ObjectMeta, waves: bool, out: &mut Issues) {
+/// Name, namespace, and the wasmfleet annotations an object's own metadata may carry: a
+/// Deployment's rollout waves, an autoscaler's sync period.
+fn metadata(object: &Object, out: &mut Issues) {
+    let meta = object.meta();
+    let waves = matches!(object, Object::Deployment(_));
+    let hpa = matches!(object, Object::HorizontalPodAutoscaler(_));
     match meta.name.as_deref() {
         None | Some("") => out.push("metadata.name", "is required"),
         Some(name) => {
@@ -127,7 +134,14 @@ fn metadata(meta: &ObjectMeta, waves: bool, out: &mut Issues) {
         out.push("metadata.namespace", e);
     }
     for key in meta.annotations.keys() {
-        if WAVE_ANNOTATIONS.contains(&key.as_str()) {
+        if HPA_ANNOTATIONS.contains(&key.as_str()) {
+            let path = join_key("metadata.annotations", key);
+            if !hpa {
+                out.push(path, "applies to HorizontalPodAutoscalers only");
+            } else if let Err(e) = super::autoscaling::check_annotation(key, &meta.annotations[key]) {
+                out.push(path, e);
+            }
+        } else if WAVE_ANNOTATIONS.contains(&key.as_str()) {
             if !waves {
                 out.push(join_key("metadata.annotations", key), "rollout waves apply to Deployments only");
             }

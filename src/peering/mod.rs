@@ -24,7 +24,7 @@ pub mod view;
 
 pub use reports::REPLICAS_SEQ_KEY;
 use reports::Reports;
-pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaPhase};
+pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaMetrics, ReplicaPhase};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -146,6 +146,8 @@ enum Reply {
 
 /// Gossip key of this node's gateway figures for the revisions under analysis.
 pub const FIGURES_KEY: &str = "rstats";
+/// Gossip key of this node's replica figures for autoscaling.
+pub const METRICS_KEY: &str = "rmetrics";
 
 /// State the mesh handler needs.
 struct Shared {
@@ -471,6 +473,7 @@ impl Peering {
                         m.kv.get("replicas").and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
                     }),
                     figures: m.kv.get(FIGURES_KEY).and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
+                    metrics: m.kv.get(METRICS_KEY).and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
                 }
             })
             .collect()

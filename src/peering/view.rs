@@ -122,6 +122,46 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// What a node publishes of one replica: averages over its target's sync period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaMetrics {
+    /// Guest time, in millicores.
+    #[serde(rename = "c")]
+    pub cpu_millicores: f64,
+    /// Linear memory in use, in bytes.
+    #[serde(rename = "m")]
+    pub memory_bytes: f64,
+    /// Requests per second.
+    #[serde(rename = "r")]
+    pub requests_per_second: f64,
+    /// Requests in flight, on average.
+    #[serde(rename = "q")]
+    pub concurrency: f64,
+}
+
+impl ReplicaMetrics {
+    pub(crate) fn value(&self, metric: &str) -> Option<f64> {
+        match metric {
+            "cpu" => Some(self.cpu_millicores),
+            "memory" => Some(self.memory_bytes),
+            "requests_per_second" => Some(self.requests_per_second),
+            "concurrency" => Some(self.concurrency),
+            _ => None,
+        }
+    }
+
+    /// Rounded to what a decision can tell apart (keeps the gossip value short and steady).
+    pub(crate) fn rounded(self) -> ReplicaMetrics {
+        let r = |v: f64| if v >= 100.0 { v.round() } else { (v * 100.0).round() / 100.0 };
+        ReplicaMetrics {
+            cpu_millicores: r(self.cpu_millicores),
+            memory_bytes: (self.memory_bytes / 1024.0).round() * 1024.0,
+            requests_per_second: r(self.requests_per_second),
+            concurrency: r(self.concurrency),
+        }
+    }
+}
+
 /// Another node as seen through gossip, with what it runs.
 #[derive(Clone, Debug)]
 pub struct PeerView {
@@ -132,6 +172,8 @@ pub struct PeerView {
     pub replicas: Vec<GossipReplica>,
     /// Its gateways' request figures for the revisions under analysis (key `rstats`).
     pub figures: BTreeMap<String, crate::dataplane::revisions::RevisionFigures>,
+    /// Its replicas' figures for autoscaling, by replica name (key `rmetrics`).
+    pub metrics: std::collections::HashMap<String, ReplicaMetrics>,
 }
 
 /// A node as the API reports it.

@@ -26,6 +26,7 @@ use wasmfleet_runtime::Digest;
 use wasmfleet_scheduler::rollout;
 use wasmfleet_scheduler::{Placement, Rule, WorkloadKind, WorkloadReq};
 
+use super::autoscale::{AutoscalerInfo, autoscalers, effective_replicas};
 use super::progressive::{ProgressiveInfo, progressive_of, verbs_of};
 use super::rollouts::spec_of;
 use super::waves::{WavesInfo, waves_of};
@@ -80,6 +81,10 @@ pub struct DeploymentInfo {
     pub progressive: Option<ProgressiveInfo>,
     /// A Deployment rolled out in waves.
     pub waves: Option<WavesInfo>,
+    /// The autoscaler that sizes it, if any.
+    pub autoscaler: Option<AutoscalerInfo>,
+    /// `spec.replicas` as written (the size it runs may be its autoscaler's).
+    pub spec_replicas: u32,
 }
 
 /// The cluster's workloads, derived from the stored objects and Job records.
@@ -124,6 +129,10 @@ pub fn workloads(
     mut rollouts: BTreeMap<ObjectKey, RolloutRecord>,
 ) -> Workloads {
     let mut out = Workloads::default();
+    let (mut autoscalers, problems) = autoscalers(objects);
+    for (hpa, message) in problems {
+        out.status.entry(hpa).or_default().messages.push(message);
+    }
     let templates: BTreeMap<(&str, &str), &AnalysisTemplate> = objects
         .iter()
         .filter_map(|(_, o)| match o {
@@ -155,9 +164,20 @@ pub fn workloads(
         };
         match obj {
             Object::Deployment(d) => {
+                let record = rollouts.remove(&key);
+                let spec_replicas = d.spec.replicas();
+                let autoscaled;
+                let d = match effective_replicas(spec_replicas, record.as_ref()) {
+                    n if n == spec_replicas => d,
+                    n => {
+                        let mut copy = d.clone();
+                        copy.spec.replicas = Some(n);
+                        autoscaled = copy;
+                        &autoscaled
+                    }
+                };
                 out.status.entry(key.clone()).or_default().desired = d.spec.replicas();
                 let spec_r = spec_of(d, &spec.revision);
-                let record = rollouts.remove(&key);
                 let state = match &record {
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&spec_r, rec.created_ms),
@@ -176,16 +196,29 @@ pub fn workloads(
                     record,
                     progressive: None,
                     waves,
+                    autoscaler: autoscalers.remove(&key),
+                    spec_replicas,
                 };
                 out.deployments.insert(key.clone(), info);
                 continue;
             }
             Object::Rollout(r) => {
+                let record = rollouts.remove(&key);
+                let spec_replicas = r.spec.replicas();
+                let autoscaled;
+                let r = match effective_replicas(spec_replicas, record.as_ref()) {
+                    n if n == spec_replicas => r,
+                    n => {
+                        let mut copy = r.clone();
+                        copy.spec.replicas = Some(n);
+                        autoscaled = copy;
+                        &autoscaled
+                    }
+                };
                 out.status.entry(key.clone()).or_default().desired = r.spec.replicas();
                 let built = progressive_of(r, &spec.revision, &key.namespace, &templates);
                 let st = out.status.entry(key.clone()).or_default();
                 st.messages.extend(built.messages.iter().cloned());
-                let record = rollouts.remove(&key);
                 let state = match &record {
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&built.base, rec.created_ms),
@@ -208,6 +241,8 @@ pub fn workloads(
                         labels: spec.template.labels.clone(),
                     }),
                     waves: None,
+                    autoscaler: autoscalers.remove(&key),
+                    spec_replicas,
                 };
                 out.deployments.insert(key.clone(), info);
                 continue;
@@ -246,8 +281,7 @@ pub fn workloads(
                     out.slots.insert(ReplicaKey::new(key.clone(), i), spec);
                 }
             }
-            Object::Service(_) => continue,
-            Object::AnalysisTemplate(_) => continue,
+            Object::Service(_) | Object::AnalysisTemplate(_) | Object::HorizontalPodAutoscaler(_) => continue,
         }
         out.requests.push(req);
     }

@@ -29,6 +29,7 @@
 pub mod desired;
 
 mod assignment;
+pub mod autoscale;
 mod jobs;
 mod logs;
 mod modules;
@@ -145,6 +146,9 @@ pub struct ObjectStatus {
     /// Deployments: the rollout (revisions, counts, conditions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutView>,
+    /// HorizontalPodAutoscalers: targets, sizes, conditions, events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<autoscale::AutoscaleView>,
 }
 
 impl ObjectStatus {
@@ -185,6 +189,8 @@ pub struct Parts {
     pub gateway_ip: std::net::IpAddr,
     pub data_dir: std::path::PathBuf,
     pub shutdown: watch::Receiver<bool>,
+    /// How often an autoscaler without its own sync period is evaluated.
+    pub hpa_sync_period: Duration,
 }
 
 struct Inner {
@@ -216,6 +222,11 @@ struct Inner {
     measure_at: Mutex<Option<u64>>,
     /// The last request figures published in gossip.
     published_figures: Mutex<String>,
+    /// Counters of this node's replicas of autoscaled targets, sampled once a second.
+    rings: Mutex<autoscale::MetricRings>,
+    /// The last replica figures published in gossip for autoscaling.
+    published_metrics: Mutex<String>,
+    hpa_period: Duration,
     /// The last replica list published in gossip, and its sequence number.
     published: Mutex<String>,
     published_seq: Mutex<u64>,
@@ -264,6 +275,9 @@ impl Reconciler {
                 published_seq: Mutex::new(0),
                 baselines: Mutex::new(HashMap::new()),
                 published_figures: Mutex::new(String::new()),
+                rings: Mutex::new(autoscale::MetricRings::default()),
+                published_metrics: Mutex::new(String::new()),
+                hpa_period: parts.hpa_sync_period,
                 measure_at: Mutex::new(None),
                 kick: Arc::new(tokio::sync::Notify::new()),
                 started: Instant::now(),
@@ -440,6 +454,7 @@ impl Inner {
         // A failed record leaves the finished replicas in place: the next pass records them.
         let recorded = self.record_jobs(&mut running, &workloads, &mut status);
         let (view, gossip) = self.views(&running, &peers, &mut status);
+        self.publish_metrics(&view, &workloads).await;
         self.rollouts(&workloads, &gossip, &peers, &nodes, plan.booting, &mut status);
         let traffic = traffic_rules(&objects, &workloads);
         self.publish_routes(&objects, &running.serving, &peers, &traffic, &mut status);

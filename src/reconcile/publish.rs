@@ -114,6 +114,46 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Samples the counters of this node's replicas of autoscaled targets, and publishes in
+    /// gossip, per replica, their averages over the target's sync period (when they changed).
+    pub(super) async fn publish_metrics(&self, view: &[ReplicaStatus], workloads: &super::desired::Workloads) {
+        let periods: HashMap<String, u64> = workloads
+            .deployments
+            .iter()
+            .filter_map(|(k, d)| {
+                Some((k.to_string(), d.autoscaler.as_ref()?.period(self.hpa_period).as_millis() as u64))
+            })
+            .collect();
+        let now = crate::clock::now_ms();
+        let mut figures = std::collections::BTreeMap::new();
+        {
+            let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sampled = HashSet::new();
+            for r in view {
+                let (Some(period), Some(stats)) = (periods.get(&r.owner), r.stats) else { continue };
+                rings.sample(&r.name, now, stats);
+                sampled.insert(r.name.as_str());
+                if let Some(m) = rings.metrics(&r.name, *period) {
+                    figures.insert(r.name.clone(), m);
+                }
+            }
+            rings.retain(|n| sampled.contains(n));
+        }
+        let value = serde_json::to_string(&figures).unwrap_or_default();
+        {
+            let mut last = self.published_metrics.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == value {
+                return;
+            }
+            last.clone_from(&value);
+        }
+        if let Err(e) = self.peering.publish(crate::peering::METRICS_KEY, &value).await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot publish replica figures in gossip");
+        }
+    }
+}
+
 /// The owners whose replicas differ between two published values.
 fn changed_owners(before: &str, after: &str) -> BTreeSet<ObjectKey> {
     let parse = |v: &str| -> BTreeSet<(String, String, bool, String)> {

@@ -32,7 +32,7 @@ use crate::clock::now_ms;
 use crate::dataplane::revisions::RevisionFigures;
 use crate::manifest::{Deployment, IntOrString, ObjectKey, StrategyType};
 use crate::peering::{GossipReplica, PeerView};
-use crate::state::{ROLLOUT_PREFIX, RolloutRecord};
+use crate::state::{AutoscaleState, ROLLOUT_PREFIX, RolloutRecord};
 
 /// `kubernetes.io/change-cause`: recorded on the revision a change creates.
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
@@ -256,6 +256,7 @@ pub struct WaveInputs {
 /// one: `stored` is the record as replicated (None: never rolled out); `progress` a Rollout's
 /// (or a wave gate's) progress with the measurements just taken (None: as recorded); `waves`
 /// a waved Deployment's waves.
+/// `autoscale`: the autoscaler's state to record (its size is the one the step scales to).
 #[expect(clippy::too_many_arguments, reason = "the step's inputs, gathered by the coordinator")]
 pub fn next_record(
     me: &str,
@@ -265,16 +266,32 @@ pub fn next_record(
     observed: &BTreeMap<String, Observed>,
     progress: Option<Progress>,
     waves: Option<&WaveInputs>,
+    autoscale: Option<AutoscaleState>,
     now_ms: u64,
 ) -> Option<RolloutRecord> {
-    let (spec, template, generation) = (&info.spec, &info.template, info.generation);
+    let scaled;
+    let mut progressive_scaled = None;
+    let spec = match &autoscale {
+        Some(a) if a.spec_replicas == info.spec_replicas && a.replicas != info.spec.replicas => {
+            scaled = Spec { replicas: a.replicas, ..info.spec.clone() };
+            if let Some(p) = &info.progressive {
+                let mut p = p.clone();
+                p.spec.replicas = a.replicas;
+                progressive_scaled = Some(p);
+            }
+            &scaled
+        }
+        _ => &info.spec,
+    };
+    let progressive_info = progressive_scaled.as_ref().or(info.progressive.as_ref());
+    let (template, generation) = (&info.template, info.generation);
     let (state, seq, epoch, mut templates) = match stored {
         Some(r) => {
             (r.state.clone(), r.seq, if r.coordinator == me { r.epoch } else { r.epoch + 1 }, r.templates.clone())
         }
         None => (rollout::State::initial(spec, now_ms), 0, 1, BTreeMap::new()),
     };
-    let (state, progress) = match (&info.progressive, &info.waves, waves) {
+    let (state, progress) = match (progressive_info, &info.waves, waves) {
         (None, Some(w), Some(inputs)) => {
             let before = progress.or_else(|| stored.and_then(|r| r.progress.clone())).unwrap_or_default();
             let (state, progress) =
@@ -300,14 +317,23 @@ pub fn next_record(
     };
     templates.entry(spec.template_hash.clone()).or_insert_with(|| template.clone());
     templates.retain(|hash, _| state.set(hash).is_some());
-    let next =
-        RolloutRecord { seq: seq + 1, epoch, coordinator: me.to_string(), generation, state, templates, progress };
+    let next = RolloutRecord {
+        seq: seq + 1,
+        epoch,
+        coordinator: me.to_string(),
+        generation,
+        state,
+        templates,
+        progress,
+        autoscale: autoscale.map(Box::new),
+    };
     let unchanged = stored.is_some_and(|r| {
         r.state == next.state
             && r.generation == next.generation
             && r.coordinator == next.coordinator
             && r.templates == next.templates
             && r.progress == next.progress
+            && r.autoscale == next.autoscale
     });
     (!unchanged).then_some(next)
 }
@@ -456,9 +482,23 @@ impl Inner {
             let mut written = None;
             let deciding = !booting && coordinator == Some(self.node.as_str());
             let progress = if deciding { self.measure(key, info, stored, peers, now) } else { None };
+            let autoscale = if deciding {
+                self.autoscale_state(info, stored, theirs, peers, now)
+            } else {
+                stored.and_then(|r| r.autoscale.as_deref().cloned())
+            };
             if deciding
-                && let Some(next) =
-                    next_record(&self.node, &key.name, info, stored, &observed, progress, waves.as_ref(), now)
+                && let Some(next) = next_record(
+                    &self.node,
+                    &key.name,
+                    info,
+                    stored,
+                    &observed,
+                    progress,
+                    waves.as_ref(),
+                    autoscale,
+                    now,
+                )
             {
                 match self.store.put_rollout(key, next.clone()) {
                     Ok(true) => {
@@ -475,12 +515,49 @@ impl Inner {
                     Err(e) => tracing::warn!(deployment = %key, error = %e, "cannot record the rollout step"),
                 }
             }
-            let mut view = view(key, info, written.as_ref().or(stored), &observed, coordinator);
+            let record = written.as_ref().or(stored);
+            if let Some(a) = &info.autoscaler {
+                let running = observed.values().map(|o| o.running).sum();
+                let state = record.and_then(|r| r.autoscale.as_deref());
+                let v = super::autoscale::view(a, key, running, state, a.period(self.hpa_period));
+                status.entry(a.key.clone()).or_default().autoscale = Some(v);
+            }
+            let mut view = view(key, info, record, &observed, coordinator);
             if let (Some(w), Some(inputs)) = (&info.waves, &waves) {
                 view.waves = Some(wave_view(w, inputs, written.as_ref().or(stored), &info.spec.template_hash));
             }
             status.entry(key.clone()).or_default().rollout = Some(view);
         }
+    }
+
+    /// The autoscaler state this coordinator records for `info`'s target: a new sync when one
+    /// is due; the stored one otherwise; the last size kept after the autoscaler is deleted
+    /// (as Kubernetes leaves the target at its last scale), until the target is scaled.
+    fn autoscale_state(
+        &self,
+        info: &DeploymentInfo,
+        stored: Option<&RolloutRecord>,
+        replicas: &[&GossipReplica],
+        peers: &[PeerView],
+        now: u64,
+    ) -> Option<AutoscaleState> {
+        let state = stored.and_then(|r| r.autoscale.as_ref());
+        let Some(a) = &info.autoscaler else {
+            return state.filter(|s| s.spec_replicas == info.spec_replicas).map(|s| (**s).clone());
+        };
+        let period = a.period(self.hpa_period).as_millis() as u64;
+        let due = state.is_none_or(|s| {
+            s.hpa != a.key.to_string() || now + 100 >= s.last_sync_ms + period || s.spec_replicas != info.spec_replicas
+        });
+        if !due {
+            return state.map(|s| (**s).clone());
+        }
+        let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let metrics = |name: &str| {
+            rings.metrics(name, period).or_else(|| peers.iter().find_map(|p| p.metrics.get(name).copied()))
+        };
+        let samples = super::autoscale::samples(a, replicas, &metrics);
+        Some(super::autoscale::sync(a, info.spec.replicas, info.spec_replicas, state.map(|s| &**s), &samples, now))
     }
 
     /// A Rollout's progress with the measurements that were due taken (None when nothing was

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 
 pub use replica::Record;
-pub use rollout::{ROLLOUT_PREFIX, RevisionTemplate, RolloutRecord};
+pub use rollout::{AutoscaleState, ROLLOUT_PREFIX, RevisionTemplate, RolloutRecord};
 pub use store::{
     ApplyAction, BlobWriter, JOB_PREFIX, JobRecord, MAX_MODULE_BYTES, ModuleRecord, Store, StoreError, StoredObject,
     TAG_PREFIX,

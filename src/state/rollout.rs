@@ -48,6 +48,32 @@ pub struct RolloutRecord {
     /// A Rollout's canary or blue/green progress (None for a Deployment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<rollout::progressive::Progress>,
+    /// The size an autoscaler set, and what it needs to continue (see
+    /// `reconcile::autoscale`). Written by the same coordinator as the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Box<AutoscaleState>>,
+}
+
+/// An autoscaler's decisions about its target, kept with the target's rollout so that the
+/// node deciding both (the target's coordinator) writes them together, and a successor
+/// continues the stabilization windows and scaling policies where they were.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleState {
+    /// The autoscaler (`HorizontalPodAutoscaler/ns/name`).
+    pub hpa: String,
+    /// The replicas it set.
+    pub replicas: u32,
+    /// The target's `spec.replicas` when it did: a different one since is a manual scale,
+    /// which the target runs until the autoscaler's next sync corrects it (as in Kubernetes).
+    pub spec_replicas: u32,
+    pub history: wasmfleet_scheduler::autoscale::History,
+    pub last_sync_ms: u64,
+    /// When the size last changed (`status.lastScaleTime`).
+    pub last_scale_ms: u64,
+    pub conditions: Vec<wasmfleet_scheduler::autoscale::Condition>,
+    pub metrics: Vec<wasmfleet_scheduler::autoscale::MetricStatus>,
+    /// Recent scaling events, newest last: (wall ms, message).
+    pub events: Vec<(u64, String)>,
 }
 
 impl RolloutRecord {
@@ -126,6 +152,7 @@ mod tests {
             state: rollout::State::default(),
             templates: BTreeMap::new(),
             progress: None,
+            autoscale: None,
         };
         let stamp: RolloutStamp = serde_json::from_slice(&serde_json::to_vec(&rec).unwrap()).unwrap();
         assert_eq!(stamp.version(), rec.version());

@@ -75,6 +75,7 @@ fn peer(name: &str, replicas: Vec<GossipReplica>) -> PeerView {
         info: None,
         replicas,
         figures: BTreeMap::new(),
+        metrics: Default::default(),
     }
 }
 
