@@ -190,13 +190,18 @@ impl HorizontalPodAutoscaler {
     }
 }
 
-/// One metric as the controller takes it, or why it cannot be.
-pub fn metric_spec(m: &HpaMetric) -> Result<MetricSpec, (&'static str, String)> {
+/// One metric as the controller takes it, or why it cannot be (the field, relative to the
+/// metric, and the problem).
+pub fn metric_spec(m: &HpaMetric) -> Result<MetricSpec, (String, String)> {
+    metric_spec_inner(m).map_err(|(f, e)| (f.to_string(), e))
+}
+
+fn metric_spec_inner(m: &HpaMetric) -> Result<MetricSpec, (&'static str, String)> {
     match m.type_.as_str() {
         "Resource" => {
             let Some(r) = &m.resource else { return Err(("resource", "is required for type Resource".into())) };
             let target = match r.name.as_str() {
-                "cpu" | "memory" => target(&r.target, Some(&r.name))?,
+                "cpu" | "memory" => target(&r.target, Some(&r.name)).map_err(|(f, e)| (within_resource(f), e))?,
                 other => {
                     return Err((
                         "resource.name",
@@ -221,7 +226,8 @@ pub fn metric_spec(m: &HpaMetric) -> Result<MetricSpec, (&'static str, String)> 
             if p.target.type_ != "AverageValue" {
                 return Err(("pods.target.type", "must be AverageValue for a Pods metric".into()));
             }
-            Ok(MetricSpec { name: p.metric.name.clone(), target: target(&p.target, None)?, readiness_matters: false })
+            let target = target(&p.target, None).map_err(|(f, e)| (within_pods(f), e))?;
+            Ok(MetricSpec { name: p.metric.name.clone(), target, readiness_matters: false })
         }
         "Object" | "External" | "ContainerResource" => Err((
             "type",
@@ -232,6 +238,24 @@ pub fn metric_spec(m: &HpaMetric) -> Result<MetricSpec, (&'static str, String)> 
             ),
         )),
         other => Err(("type", format!("unknown metric type {other:?}: expected Resource or Pods"))),
+    }
+}
+
+fn within_resource(field: &'static str) -> &'static str {
+    match field {
+        "target.type" => "resource.target.type",
+        "target.averageUtilization" => "resource.target.averageUtilization",
+        "target.averageValue" => "resource.target.averageValue",
+        other => other,
+    }
+}
+
+fn within_pods(field: &'static str) -> &'static str {
+    match field {
+        "target.type" => "pods.target.type",
+        "target.averageUtilization" => "pods.target.averageUtilization",
+        "target.averageValue" => "pods.target.averageValue",
+        other => other,
     }
 }
 
