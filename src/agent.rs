@@ -232,6 +232,10 @@ pub async fn spawn_agent(config: AgentConfig) -> Result<AgentHandle> {
         shutdown: shutdown_rx.clone(),
         hpa_sync_period: config.hpa_sync_period,
     });
+    routes.set_activator(Arc::new(crate::reconcile::autoscale::Activator::new(
+        config.node_name.clone(),
+        peering.clone(),
+    )));
     // Traffic between nodes: forwarded requests in, and out with health probes.
     let forwarder = Forwarder::new(peering.mesh().clone());
     routes.set_forwarder(forwarder.clone());

@@ -161,3 +161,79 @@ fn a_manual_scale_is_corrected_and_bad_autoscalers_are_refused() {
         (s["desired_replicas"] == 2 && ready_work(&agents[2]) == 2).then_some(())
     });
 }
+
+/// `idle`: `hello` with a Service, autoscaled on requests per second from 0 to 3, idle after
+/// a 2 s window.
+const IDLE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: idle\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: idle}\n  template:\n    metadata:\n      labels: {app: idle}\n    spec:\n      containers:\n      - name: idle\n        image: hello:1.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: idle\n  annotations:\n    wasmfleet.io/activation-timeout: 15s\nspec:\n  selector: {app: idle}\n  ports:\n  - port: 80\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: idle\n  annotations:\n    wasmfleet.io/hpa-sync-period: 1s\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: idle}\n  minReplicas: 0\n  maxReplicas: 3\n  metrics:\n  - type: Pods\n    pods:\n      metric: {name: requests_per_second}\n      target: {type: AverageValue, averageValue: \"1000\"}\n  behavior:\n    scaleDown:\n      stabilizationWindowSeconds: 2\n";
+
+fn idle_status(agent: &Agent) -> serde_json::Value {
+    let http = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+    http.get(&format!("{}/v1/objects/horizontalpodautoscalers/default/idle", agent.api))
+        .set("Authorization", &format!("Bearer {}", agent.token()))
+        .call()
+        .ok()
+        .and_then(|r| r.into_json::<serde_json::Value>().ok())
+        .map(|v| v["status"]["autoscale"].clone())
+        .unwrap_or_default()
+}
+
+fn idle_replicas(agent: &Agent) -> usize {
+    let out = stdout(&agent.cli(&["get", "replicas", "-o", "json"]));
+    let reps: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    reps.iter().filter(|r| r["owner"] == "Deployment/default/idle").count()
+}
+
+#[test]
+fn scaled_to_zero_and_back_by_requests_at_every_gateway_without_a_failure() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let agents = cluster(&dirs);
+    ok(agents[0].cli(&["push", "hello:1.0", module_path("hello").to_str().unwrap()]));
+    let out = apply(&agents[0], "idle", IDLE);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("no requests: scaled to zero", Duration::from_secs(30), || {
+        (idle_status(&agents[1])["desired_replicas"] == 0 && agents.iter().all(|a| idle_replicas(a) == 0)).then_some(())
+    });
+    wait_for("describe to say why", Duration::from_secs(10), || {
+        ok(agents[2].cli(&["describe", "hpa", "idle"])).contains("ScaledToZero").then_some(())
+    });
+    // 1 000 requests from 30 clients across the three gateways, all while it activates.
+    let cold: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let failed: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let threads: Vec<_> = (0..30)
+        .map(|i| {
+            let url = format!("{}/", agents[i % 3].gateway);
+            let (cold, failed) = (cold.clone(), failed.clone());
+            std::thread::spawn(move || {
+                // The activation is held up to 15 s (a loaded CI machine); the bench measures it.
+                let http = ureq::AgentBuilder::new().timeout(Duration::from_secs(20)).build();
+                for _ in 0..(1000 / 30 + usize::from(i < 1000 % 30)) {
+                    match http.get(&url).set("Host", "idle").call() {
+                        Ok(r) => {
+                            if let Some(ms) = r.header("x-wasmfleet-cold-start").and_then(|v| v.parse().ok()) {
+                                cold.lock().unwrap().push(ms);
+                            }
+                        }
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failed = failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "{} of 1000 failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    let cold = cold.lock().unwrap().clone();
+    assert!(!cold.is_empty(), "the first requests were held for the activation");
+    eprintln!("{} requests held, longest {} ms", cold.len(), cold.iter().max().unwrap());
+    // One activation, whichever gateways asked.
+    let events = idle_status(&agents[0])["events"].clone();
+    let activations = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e[1].as_str().is_some_and(|m| m.contains("a request arrived")))
+        .count();
+    assert_eq!(activations, 1, "{events}");
+}

@@ -291,6 +291,16 @@ pub fn decide(spec: &Spec, current: u32, samples: &[Vec<Sample>], history: &mut 
         conditions.sort_by_key(|c| c.type_);
         Decision { replicas, conditions, metrics, reason }
     };
+    if current == 0 && spec.min == 0 {
+        set(
+            &mut conditions,
+            ConditionType::ScalingActive,
+            false,
+            "ScaledToZero",
+            "the target is scaled to zero: a request for it activates it".into(),
+        );
+        return finish(0, conditions, statuses, None);
+    }
     if current == 0 && spec.min > 0 {
         set(
             &mut conditions,

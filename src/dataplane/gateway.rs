@@ -89,6 +89,29 @@ impl Endpoint {
     }
 }
 
+/// How a Service backed by workloads scaled to zero holds a request while one is activated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Activation {
+    /// The workloads (Deployments, Rollouts) its autoscaler may have scaled to zero.
+    pub targets: Vec<ObjectKey>,
+    /// How long a request is held (`wasmfleet.io/activation-timeout`).
+    pub timeout: Duration,
+    /// Requests held at once on this gateway; beyond, 503 with `Retry-After`
+    /// (`wasmfleet.io/max-pending-requests`).
+    pub max_pending: u32,
+}
+
+/// Default of `wasmfleet.io/activation-timeout`.
+pub const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of `wasmfleet.io/max-pending-requests`.
+pub const MAX_PENDING: u32 = 1000;
+
+/// Scales a workload from zero when a request for it is held (the reconciler asks the
+/// workload's coordinator).
+pub trait Activate: Send + Sync {
+    fn activate(&self, target: &ObjectKey);
+}
+
 /// A Service and its endpoints. Rebuilt on every reconcile pass; its counters are not in it
 /// but in the node's registries, found through [`Routes`] ([`ServiceRoute::metrics`]).
 pub struct ServiceRoute {
@@ -96,6 +119,8 @@ pub struct ServiceRoute {
     pub endpoints: Vec<Endpoint>,
     /// How requests are split between a canary revision and the others, if they are.
     pub split: Option<Split>,
+    /// Whether (and how) a request waits for a workload scaled to zero.
+    pub activation: Option<Activation>,
     rr: AtomicUsize,
     /// Handles to this Service's shared state, bound when the route is stored or first used.
     bound: OnceLock<Bound>,
@@ -117,7 +142,13 @@ impl ServiceRoute {
 
     /// A route whose requests are split between revisions as `split` says.
     pub fn with_split(key: ObjectKey, endpoints: Vec<Endpoint>, split: Option<Split>) -> Self {
-        ServiceRoute { key, endpoints, split, rr: AtomicUsize::new(0), bound: OnceLock::new() }
+        ServiceRoute { key, endpoints, split, activation: None, rr: AtomicUsize::new(0), bound: OnceLock::new() }
+    }
+
+    /// This route, holding requests while `activation`'s targets scale from zero.
+    pub fn activating(mut self, activation: Option<Activation>) -> Self {
+        self.activation = activation;
+        self
     }
 
     pub(crate) fn bound(&self, routes: &Routes) -> &Bound {
@@ -223,6 +254,10 @@ pub struct Routes {
     revisions: Arc<RevisionStats>,
     /// Per-Service split sequences, kept across tables.
     sequences: Arc<Sequences>,
+    /// Scales workloads from zero (set once, when the reconciler is up).
+    activator: Arc<OnceLock<Arc<dyn Activate>>>,
+    /// Requests held per Service on this gateway while its workloads activate.
+    pending: Arc<dashmap::DashMap<ObjectKey, Arc<std::sync::atomic::AtomicU32>>>,
 }
 
 impl Routes {
@@ -254,14 +289,66 @@ impl Routes {
         &self.revisions
     }
 
-    /// `route`, or its newer version once it has a usable endpoint: a Service with none holds
-    /// the request up to [`UNAVAILABLE_HOLD`] (re-checking as tables are stored and every
-    /// [`HOLD_POLL`], since readiness and peer health change without a new table).
-    pub async fn when_ready(&self, mut route: Arc<ServiceRoute>) -> Arc<ServiceRoute> {
+    /// Lets held requests activate workloads scaled to zero (set once).
+    pub fn set_activator(&self, activator: Arc<dyn Activate>) {
+        let _ = self.activator.set(activator);
+    }
+
+    /// `route`, or its newer version once it has a usable endpoint, and how long the request
+    /// was held for an activation (None if it was not). A Service with no usable endpoint
+    /// holds the request up to [`UNAVAILABLE_HOLD`]; one whose workloads an autoscaler may
+    /// have scaled to zero asks for them to be activated and holds it up to its activation
+    /// timeout, unless too many requests wait already: then the answer is a 503 with
+    /// `Retry-After`.
+    pub async fn ready_route(
+        &self,
+        route: Arc<ServiceRoute>,
+    ) -> Result<(Arc<ServiceRoute>, Option<Duration>), Response<ResponseBody>> {
         if route.ready_count() > 0 {
-            return route;
+            return Ok((route, None));
         }
-        let deadline = tokio::time::Instant::now() + UNAVAILABLE_HOLD;
+        let Some(activation) = route.activation.clone() else {
+            return Ok((self.hold(route, UNAVAILABLE_HOLD).await, None));
+        };
+        let counter = self.pending.entry(route.key.clone()).or_default().clone();
+        let held = counter.fetch_add(1, Ordering::Relaxed);
+        let _release = Release(counter);
+        if held >= activation.max_pending {
+            route.metrics(self).unavailable.inc();
+            let mut resp = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "service {}/{} is activating and {held} requests already wait for it (max-pending-requests {})",
+                    route.key.namespace, route.key.name, activation.max_pending
+                ),
+            );
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return Err(resp);
+        }
+        let started = Instant::now();
+        if let Some(activator) = self.activator.get() {
+            for target in &activation.targets {
+                activator.activate(target);
+            }
+        }
+        let route = self.hold(route, activation.timeout).await;
+        Ok((route, Some(started.elapsed())))
+    }
+
+    /// [`Routes::ready_route`], for callers that answer a rejection themselves (a held
+    /// request that was rejected is routed as is: it gets the route's 503).
+    pub async fn when_ready(&self, route: Arc<ServiceRoute>) -> Arc<ServiceRoute> {
+        match self.ready_route(route.clone()).await {
+            Ok((route, _)) => route,
+            Err(_) => route,
+        }
+    }
+
+    /// Waits up to `hold` for `route` (or a newer one) to have a usable endpoint, re-checking
+    /// as tables are stored and every [`HOLD_POLL`], since readiness and peer health change
+    /// without a new table.
+    async fn hold(&self, mut route: Arc<ServiceRoute>, hold: Duration) -> Arc<ServiceRoute> {
+        let deadline = tokio::time::Instant::now() + hold;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -289,6 +376,15 @@ impl Routes {
     }
     pub fn lanes(&self) -> Option<&Arc<crate::dataplane::lanes::Lanes>> {
         self.lanes.get()
+    }
+}
+
+/// Gives back a held request's place.
+struct Release(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -348,8 +444,17 @@ pub async fn route(routes: &Routes, binding: Binding, req: Request<Incoming>) ->
     let Some(route) = route else {
         return text(StatusCode::NOT_FOUND, "no service is bound to this port".into());
     };
-    let route = routes.when_ready(route).await;
-    dispatch(routes, &route, req).await
+    let (route, held) = match routes.ready_route(route).await {
+        Ok(r) => r,
+        Err(rejected) => return rejected,
+    };
+    let mut resp = dispatch(routes, &route, req).await;
+    if let Some(held) = held
+        && let Ok(v) = http::HeaderValue::from_str(&held.as_millis().to_string())
+    {
+        resp.headers_mut().insert("x-wasmfleet-cold-start", v);
+    }
+    resp
 }
 
 /// Serves one request for `route`: a ready local replica, else a remote one (with retries),

@@ -21,6 +21,15 @@ use super::types::{Ignored, ObjectMeta, Quantity};
 /// How often an autoscaler is evaluated: `wasmfleet.io/hpa-sync-period` on its metadata.
 pub const ANNOTATION_HPA_SYNC_PERIOD: &str = "wasmfleet.io/hpa-sync-period";
 
+/// How long a Service's gateway holds a request while a workload scaled to zero activates
+/// (on the Service's metadata): `5s` by default.
+pub const ANNOTATION_ACTIVATION_TIMEOUT: &str = "wasmfleet.io/activation-timeout";
+/// How many requests a Service's gateway holds at once while it activates (default 1000);
+/// beyond, 503 with `Retry-After`.
+pub const ANNOTATION_MAX_PENDING: &str = "wasmfleet.io/max-pending-requests";
+/// The annotations a Service's own metadata may carry.
+pub(crate) const SERVICE_ANNOTATIONS: [&str; 2] = [ANNOTATION_ACTIVATION_TIMEOUT, ANNOTATION_MAX_PENDING];
+
 /// The Pods metrics every gateway measures.
 pub const POD_METRICS: [&str; 2] = ["requests_per_second", "concurrency"];
 
@@ -342,9 +351,18 @@ pub fn target_text(name: &str, target: &Target, current: Option<f64>) -> String 
 /// The annotations an HPA's own metadata may carry.
 pub(crate) const HPA_ANNOTATIONS: [&str; 1] = [ANNOTATION_HPA_SYNC_PERIOD];
 
-/// Checks one HPA annotation's value.
+/// Checks one HPA or Service annotation's value.
 pub(crate) fn check_annotation(key: &str, value: &str) -> Result<(), String> {
     match key {
+        ANNOTATION_ACTIVATION_TIMEOUT => match parse_duration(value) {
+            Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(600) => Ok(()),
+            Ok(_) => Err("must be between 10ms and 10m".into()),
+            Err(e) => Err(e),
+        },
+        ANNOTATION_MAX_PENDING => match value.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(()),
+            _ => Err(format!("invalid count {value:?}: expected a positive integer")),
+        },
         ANNOTATION_HPA_SYNC_PERIOD => match parse_duration(value) {
             Ok(d) if d >= Duration::from_millis(100) => Ok(()),
             Ok(_) => Err("must be at least 100ms".into()),

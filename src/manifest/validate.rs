@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::Value;
 
-use super::autoscaling::HPA_ANNOTATIONS;
+use super::autoscaling::{HPA_ANNOTATIONS, SERVICE_ANNOTATIONS};
 use super::locate::{join_index, join_key};
 use super::object::Object;
 use super::quantity::{parse_cpu_millis, parse_memory_bytes};
@@ -120,6 +120,7 @@ fn metadata(object: &Object, out: &mut Issues) {
     let meta = object.meta();
     let waves = matches!(object, Object::Deployment(_));
     let hpa = matches!(object, Object::HorizontalPodAutoscaler(_));
+    let service = matches!(object, Object::Service(_));
     match meta.name.as_deref() {
         None | Some("") => out.push("metadata.name", "is required"),
         Some(name) => {
@@ -134,7 +135,14 @@ fn metadata(object: &Object, out: &mut Issues) {
         out.push("metadata.namespace", e);
     }
     for key in meta.annotations.keys() {
-        if HPA_ANNOTATIONS.contains(&key.as_str()) {
+        if SERVICE_ANNOTATIONS.contains(&key.as_str()) {
+            let path = join_key("metadata.annotations", key);
+            if !service {
+                out.push(path, "applies to Services only");
+            } else if let Err(e) = super::autoscaling::check_annotation(key, &meta.annotations[key]) {
+                out.push(path, e);
+            }
+        } else if HPA_ANNOTATIONS.contains(&key.as_str()) {
             let path = join_key("metadata.annotations", key);
             if !hpa {
                 out.push(path, "applies to HorizontalPodAutoscalers only");

@@ -124,6 +124,11 @@ enum Rpc {
         seq: u64,
         value: String,
     },
+    /// A request is held for `target` (an object key), which its autoscaler scaled to zero:
+    /// sent to the target's coordinator, which scales it to one.
+    Activate {
+        target: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,6 +166,8 @@ struct Shared {
     tokens: Mutex<Vec<IssuedToken>>,
     /// Replica reports peers sent straight here ([`Rpc::Replicas`]).
     reports: Reports,
+    /// Targets peers asked this node to activate ([`Rpc::Activate`]), not yet acted on.
+    activations: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The running cluster layer of a node.
@@ -313,6 +320,7 @@ impl Peering {
             gossip_advertise: Mutex::new(None),
             tokens: Mutex::new(tokens),
             reports: Reports::default(),
+            activations: Mutex::new(Default::default()),
         });
         let handler_state = shared.clone();
         let handler = move |peer: PeerInfo, req: Bytes| {
@@ -477,6 +485,25 @@ impl Peering {
                 }
             })
             .collect()
+    }
+
+    /// Asks this node (its reconciler, if it coordinates `target`) to activate `target`.
+    pub fn note_activation(&self, target: &str) {
+        self.shared.activations.lock().unwrap_or_else(|e| e.into_inner()).insert(target.to_string());
+        self.shared.reports.poke();
+    }
+
+    /// Asks `peer` at `addr` to activate `target` (best effort: the held request asks again).
+    pub async fn send_activation(&self, peer: &str, addr: SocketAddr, target: String) {
+        let Ok(request) = rmp_serde::to_vec_named(&Rpc::Activate { target }) else { return };
+        if let Err(e) = self.mesh.call(peer, addr, Bytes::from(request), Duration::from_secs(2)).await {
+            tracing::debug!(peer = %peer, error = %e, "activation request not delivered (the request asks again)");
+        }
+    }
+
+    /// The targets asked to be activated since the last call.
+    pub fn take_activations(&self) -> std::collections::BTreeSet<String> {
+        std::mem::take(&mut *self.shared.activations.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Notified when a peer reports its replicas directly.
@@ -769,6 +796,11 @@ impl Shared {
                 let replicas: Vec<GossipReplica> =
                     serde_json::from_str(&value).context("undecodable replica report")?;
                 self.reports.accept(sender, seq, replicas);
+                Reply::Ack { won: 0 }
+            }
+            (Rpc::Activate { target }, Some(_)) => {
+                self.activations.lock().unwrap_or_else(|e| e.into_inner()).insert(target);
+                self.reports.poke();
                 Reply::Ack { won: 0 }
             }
         };

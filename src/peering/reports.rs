@@ -32,6 +32,11 @@ pub(super) struct Reports {
 }
 
 impl Reports {
+    /// Wakes whoever waits for reports (the reconciler), with nothing new to read.
+    pub fn poke(&self) {
+        self.arrived.notify_one();
+    }
+
     /// Keeps `replicas` as `sender`'s report unless a newer one is held.
     pub fn accept(&self, sender: String, seq: u64, replicas: Vec<GossipReplica>) {
         let mut by_sender = self.by_sender.lock().unwrap_or_else(|e| e.into_inner());

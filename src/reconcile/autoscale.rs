@@ -184,7 +184,13 @@ pub fn sync(
 ) -> AutoscaleState {
     let mut state = match stored {
         Some(s) if s.hpa == info.key.to_string() => s.clone(),
-        _ => AutoscaleState { hpa: info.key.to_string(), ..AutoscaleState::default() },
+        _ => {
+            // Kubernetes' `maybeInitScaleDownStabilizationWindow`: a new autoscaler starts
+            // with the current size as a recommendation, so it does not scale down at once.
+            let mut s = AutoscaleState { hpa: info.key.to_string(), ..AutoscaleState::default() };
+            s.history.recommendations.push(autoscale::Stamped { at_ms: now_ms, value: current });
+            s
+        }
     };
     let decision = autoscale::decide(&info.spec, current, samples, &mut state.history, now_ms);
     if decision.replicas != current {
@@ -200,6 +206,31 @@ pub fn sync(
     state.last_sync_ms = now_ms;
     state.conditions = decision.conditions;
     state.metrics = decision.metrics;
+    state
+}
+
+/// The state after activating a target scaled to zero (a request is held for it): one
+/// replica at once, remembered as a recommendation and a scale-up (so the stabilization
+/// window and the policies count it).
+pub fn activate(
+    info: &AutoscalerInfo,
+    spec_replicas: u32,
+    stored: Option<&AutoscaleState>,
+    now_ms: u64,
+) -> AutoscaleState {
+    let mut state = match stored {
+        Some(s) if s.hpa == info.key.to_string() => s.clone(),
+        _ => AutoscaleState { hpa: info.key.to_string(), ..AutoscaleState::default() },
+    };
+    let to = info.spec.min.max(1).min(info.spec.max.max(1));
+    state.history.recommendations.push(autoscale::Stamped { at_ms: now_ms, value: to });
+    autoscale::record_event(&info.spec, &mut state.history, 0, to, now_ms);
+    state.events.push((now_ms, format!("New size: {to}; reason: a request arrived for the target scaled to zero")));
+    let excess = state.events.len().saturating_sub(EVENTS_KEPT);
+    state.events.drain(..excess);
+    state.replicas = to;
+    state.spec_replicas = spec_replicas;
+    state.last_scale_ms = now_ms;
     state
 }
 
@@ -256,6 +287,47 @@ pub fn view(
         events: state.map(|s| s.events.clone()).unwrap_or_default(),
         last_scale_ms: state.map_or(0, |s| s.last_scale_ms),
         sync_period_ms: period.as_millis() as u64,
+    }
+}
+
+/// Asks a zero-scaled workload's coordinator to activate it, for the gateway's held
+/// requests: at most once per target every [`ACTIVATION_RESEND`] (the request holds; the
+/// coordinator may be changing).
+pub struct Activator {
+    node: String,
+    peering: std::sync::Arc<crate::peering::Peering>,
+    /// The runtime the mesh runs on (gateways call from their lanes' threads).
+    handle: tokio::runtime::Handle,
+    last: std::sync::Mutex<HashMap<ObjectKey, std::time::Instant>>,
+}
+
+/// How often a gateway asks again for a target still not activated.
+const ACTIVATION_RESEND: Duration = Duration::from_millis(250);
+
+impl Activator {
+    pub fn new(node: String, peering: std::sync::Arc<crate::peering::Peering>) -> Activator {
+        Activator { node, peering, handle: tokio::runtime::Handle::current(), last: Default::default() }
+    }
+}
+
+impl crate::dataplane::gateway::Activate for Activator {
+    fn activate(&self, target: &ObjectKey) {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.get(target).is_some_and(|t| t.elapsed() < ACTIVATION_RESEND) {
+                return;
+            }
+            last.insert(target.clone(), std::time::Instant::now());
+        }
+        let peers = self.peering.peers();
+        let names = peers.iter().map(|(n, _)| n.as_str()).chain([self.node.as_str()]);
+        let Some(coordinator) = super::rollouts::coordinator(target, names) else { return };
+        if coordinator == self.node {
+            self.peering.note_activation(&target.to_string());
+        } else if let Some((name, addr)) = peers.iter().find(|(n, _)| n == coordinator).cloned() {
+            let (peering, target) = (self.peering.clone(), target.to_string());
+            self.handle.spawn(async move { peering.send_activation(&name, addr, target).await });
+        }
     }
 }
 

@@ -455,9 +455,16 @@ impl Inner {
         let recorded = self.record_jobs(&mut running, &workloads, &mut status);
         let (view, gossip) = self.views(&running, &peers, &mut status);
         self.publish_metrics(&view, &workloads).await;
-        self.rollouts(&workloads, &gossip, &peers, &nodes, plan.booting, &mut status);
+        let activations = self.peering.take_activations();
+        self.rollouts(&workloads, &gossip, &peers, &nodes, &activations, plan.booting, &mut status);
         let traffic = traffic_rules(&objects, &workloads);
-        self.publish_routes(&objects, &running.serving, &peers, &traffic, &mut status);
+        let scalable_to_zero: Vec<ObjectKey> = workloads
+            .deployments
+            .iter()
+            .filter(|(_, d)| d.autoscaler.as_ref().is_some_and(|a| a.spec.min == 0))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.publish_routes(&objects, &running.serving, &peers, &traffic, &scalable_to_zero, &mut status);
         let here: HashSet<(String, String)> = running
             .serving
             .keys()
@@ -465,7 +472,7 @@ impl Inner {
             .map(|k| (k.owner.namespace.clone(), k.name()))
             .collect();
         drop(running);
-        self.publish_gossip(gossip, &peers).await;
+        self.publish_gossip(gossip, &peers, &scalable_to_zero).await;
         let (analysed, live) = revisions_in_use(&workloads);
         self.publish_figures(&analysed, &live).await;
         // While a canary is under analysis, every gateway publishes its figures often (the

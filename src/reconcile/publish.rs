@@ -56,7 +56,14 @@ impl Inner {
     /// Publishes this node's replicas in gossip when they changed, and reports them straight
     /// to the coordinators of the Deployments whose replicas changed (`peers`: the live
     /// ones), so a rollout's next step does not wait for gossip.
-    pub(super) async fn publish_gossip(&self, replicas: Vec<GossipReplica>, peers: &[PeerView]) {
+    /// Replicas of a workload that scales from zero go to every live peer: their gateways hold
+    /// requests for it (`scalable_to_zero`).
+    pub(super) async fn publish_gossip(
+        &self,
+        replicas: Vec<GossipReplica>,
+        peers: &[PeerView],
+        scalable_to_zero: &[ObjectKey],
+    ) {
         let (value, kept) = gossip_value(replicas);
         if let Some(kept) = kept {
             tracing::warn!(kept, "too many replicas to publish in gossip; published a subset");
@@ -78,6 +85,9 @@ impl Inner {
             .filter(|c| *c != self.node)
             .map(str::to_string)
             .collect();
+        if changed_owners.iter().any(|o| scalable_to_zero.contains(o)) {
+            targets = peers.iter().map(|p| p.name.clone()).collect();
+        }
         targets.sort();
         targets.dedup();
         let seq = {

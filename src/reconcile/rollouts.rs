@@ -453,6 +453,7 @@ impl Inner {
         mine: &[GossipReplica],
         peers: &[PeerView],
         nodes: &[NodeInfo],
+        activations: &std::collections::BTreeSet<String>,
         booting: bool,
         status: &mut HashMap<ObjectKey, ObjectStatus>,
     ) {
@@ -483,7 +484,7 @@ impl Inner {
             let deciding = !booting && coordinator == Some(self.node.as_str());
             let progress = if deciding { self.measure(key, info, stored, peers, now) } else { None };
             let autoscale = if deciding {
-                self.autoscale_state(info, stored, theirs, peers, now)
+                self.autoscale_state(info, stored, theirs, peers, activations.contains(&owner), now)
             } else {
                 stored.and_then(|r| r.autoscale.as_deref().cloned())
             };
@@ -539,12 +540,16 @@ impl Inner {
         stored: Option<&RolloutRecord>,
         replicas: &[&GossipReplica],
         peers: &[PeerView],
+        activate: bool,
         now: u64,
     ) -> Option<AutoscaleState> {
         let state = stored.and_then(|r| r.autoscale.as_ref());
         let Some(a) = &info.autoscaler else {
             return state.filter(|s| s.spec_replicas == info.spec_replicas).map(|s| (**s).clone());
         };
+        if activate && info.spec.replicas == 0 && a.spec.min == 0 {
+            return Some(super::autoscale::activate(a, info.spec_replicas, state.map(|s| &**s), now));
+        }
         let period = a.period(self.hpa_period).as_millis() as u64;
         let due = state.is_none_or(|s| {
             s.hpa != a.key.to_string() || now + 100 >= s.last_sync_ms + period || s.spec_replicas != info.spec_replicas

@@ -12,11 +12,28 @@ use tokio::task::JoinHandle;
 use super::progressive::Traffic;
 use super::replicas::{Replica, Runner};
 use super::{EndpointStatus, Inner, ObjectStatus, PortStatus, ReplicaKey};
-use crate::dataplane::gateway::{Backend, Binding, Endpoint, RoutingTable, ServiceRoute};
+use crate::dataplane::gateway::{
+    ACTIVATION_TIMEOUT, Activation, Backend, Binding, Endpoint, MAX_PENDING, RoutingTable, ServiceRoute,
+};
 use crate::dataplane::split::Split;
+use crate::manifest::autoscaling::{ANNOTATION_ACTIVATION_TIMEOUT, ANNOTATION_MAX_PENDING};
 use crate::manifest::{Object, ObjectKey, Service, ServiceType, selector_matches};
 use crate::peering::PeerView;
 use crate::state::StoredObject;
+
+/// How `svc` holds requests while `targets` (scaled to zero) activate: its annotations, or
+/// the defaults.
+fn activation(svc: &Service, targets: Vec<ObjectKey>) -> Activation {
+    let ann = &svc.metadata.annotations;
+    Activation {
+        targets,
+        timeout: ann
+            .get(ANNOTATION_ACTIVATION_TIMEOUT)
+            .and_then(|v| crate::manifest::parse_duration(v).ok())
+            .unwrap_or(ACTIVATION_TIMEOUT),
+        max_pending: ann.get(ANNOTATION_MAX_PENDING).and_then(|v| v.trim().parse().ok()).unwrap_or(MAX_PENDING),
+    }
+}
 
 /// A Service port's listener task (if bound) and its status.
 pub(super) type PortListener = (Option<JoinHandle<()>>, PortStatus);
@@ -30,6 +47,7 @@ impl Inner {
         replicas: &BTreeMap<ReplicaKey, Replica>,
         peers: &[PeerView],
         traffic: &HashMap<ObjectKey, Traffic>,
+        scalable_to_zero: &[ObjectKey],
         status: &mut HashMap<ObjectKey, ObjectStatus>,
     ) {
         let mut table = RoutingTable::default();
@@ -63,7 +81,14 @@ impl Inner {
                 .collect();
             st.desired = endpoints.len() as u32;
             st.ready = st.endpoints.iter().filter(|e| e.ready).count() as u32;
-            let route = Arc::new(ServiceRoute::with_split(key.clone(), endpoints, split));
+            let targets: Vec<ObjectKey> = scalable_to_zero
+                .iter()
+                .filter(|t| t.namespace == key.namespace)
+                .filter(|t| labels_of.get(&t.to_string()).is_some_and(|l| selector_matches(&svc.spec.selector, l)))
+                .cloned()
+                .collect();
+            let activation = (!targets.is_empty()).then(|| activation(svc, targets));
+            let route = Arc::new(ServiceRoute::with_split(key.clone(), endpoints, split).activating(activation));
             for p in node_ports(svc) {
                 wanted_ports.insert(p, route.clone());
             }
