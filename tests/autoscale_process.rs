@@ -237,3 +237,69 @@ fn scaled_to_zero_and_back_by_requests_at_every_gateway_without_a_failure() {
         .count();
     assert_eq!(activations, 1, "{events}");
 }
+
+/// The node that decides `work`'s rollout and autoscaling, as `agent` reports it.
+fn coordinator_of_work(agent: &Agent) -> Option<String> {
+    let http = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+    let v: serde_json::Value = http
+        .get(&format!("{}/v1/objects/deployments/default/work", agent.api))
+        .set("Authorization", &format!("Bearer {}", agent.token()))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()?;
+    v["status"]["rollout"]["coordinator"].as_str().map(str::to_string)
+}
+
+#[test]
+fn a_scale_up_completes_when_its_coordinator_dies_and_keeps_its_pace() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut agents = fleet(&dirs);
+    // One replica more every 2 s at most: a scale-up that lasts.
+    let slow = work(5, 50).replace(
+        "  behavior:\n",
+        "  behavior:\n    scaleUp:\n      policies:\n      - {type: Pods, value: 1, periodSeconds: 2}\n",
+    );
+    assert!(apply(&agents[0], "work", &slow).status.success());
+    wait_for("1 ready replica", Duration::from_secs(30), || (ready_work(&agents[1]) == 1).then_some(()));
+    let coordinator = wait_for("a coordinator", Duration::from_secs(20), || coordinator_of_work(&agents[0]));
+    let victim = ["node-a", "node-b", "node-c"].iter().position(|n| *n == coordinator).unwrap();
+    let (survivor, other) = match victim {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let load = Burn::start(&agents[survivor].gateway, 2, 20);
+    let mut seen: Vec<(Instant, u64)> = Vec::new();
+    wait_for("the scale-up under way", Duration::from_secs(30), || {
+        let d = desired(&agents[other]);
+        seen.push((Instant::now(), d));
+        (d >= 2).then_some(())
+    });
+    agents[victim].kill9();
+    let killed_at = Instant::now();
+    wait_for("the scale-up to finish after the coordinator died", Duration::from_secs(60), || {
+        let d = desired(&agents[other]);
+        seen.push((Instant::now(), d));
+        std::thread::sleep(Duration::from_millis(100));
+        (d == 5).then_some(())
+    });
+    load.finish();
+    eprintln!(
+        "finished {:?} after the kill; desired over time: {:?}",
+        killed_at.elapsed(),
+        seen.iter().map(|s| s.1).collect::<Vec<_>>()
+    );
+    // The successor kept the policy: never more than one replica added within 2 s.
+    for (i, (t1, d1)) in seen.iter().enumerate() {
+        for (t2, d2) in &seen[i + 1..] {
+            if t2.duration_since(*t1) < Duration::from_millis(1800) {
+                assert!(*d2 <= d1 + 1, "{d1} → {d2} within {:?}", t2.duration_since(*t1));
+            }
+        }
+    }
+    let new = wait_for("a new coordinator", Duration::from_secs(20), || {
+        coordinator_of_work(&agents[other]).filter(|c| *c != coordinator)
+    });
+    assert_ne!(new, coordinator);
+}

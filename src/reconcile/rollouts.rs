@@ -447,6 +447,7 @@ fn bound_text(b: Bound) -> String {
 impl Inner {
     /// Steps the rollouts this node coordinates (not while booting: its record may be old),
     /// and sets every Deployment's rollout status. `mine` is what this node publishes.
+    #[expect(clippy::too_many_arguments, reason = "one pass's views of the fleet, borrowed from it")]
     pub(super) fn rollouts(
         &self,
         workloads: &Workloads,
