@@ -28,6 +28,9 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Use the pooling allocator (fast instantiation). `false`: allocate on demand.
     pub pooling: bool,
+    /// Account each HTTP request's guest time (two monotonic clock reads per poll of the
+    /// guest; see `ServiceStats::cpu_ns`). Off only to measure what it costs.
+    pub guest_time: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -39,6 +42,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             epoch_tick: Duration::from_millis(10),
             pooling: true,
+            guest_time: true,
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Runtime {
     /// Node-wide admission: one permit per pool slot, so a burst waits instead of failing to
     /// allocate an instance.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// Whether HTTP requests account their guest time.
+    pub(crate) guest_time: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -79,7 +81,7 @@ impl Runtime {
         spawn_epoch_clock(engine.clone(), config.epoch_tick, epoch_stop.clone());
 
         let slots = Arc::new(tokio::sync::Semaphore::new(sizing.instances as usize));
-        Ok(Runtime { engine, linker, p1_linker, sizing, cache, epoch_stop, slots })
+        Ok(Runtime { engine, linker, p1_linker, sizing, cache, epoch_stop, slots, guest_time: config.guest_time })
     }
 
     /// The resolved pool sizes.

@@ -248,7 +248,8 @@ impl HttpService {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             };
-            let work = timed(work, &in_flight.0.counters.cpu_ns);
+            let account = in_flight.0.runtime.guest_time.then_some(&in_flight.0.counters.cpu_ns);
+            let work = timed(work, account);
             // Grace after the deadline for the epoch interrupt; then drop the guest outright.
             let result = tokio::time::timeout_at(deadline + Duration::from_millis(50), work).await;
             let held_kib = store.data().limiter.in_use >> 10;
@@ -368,12 +369,25 @@ impl Drop for InFlight {
 /// Runs `fut`, adding the time each poll takes to `total_ns`. A monotonic clock read is a
 /// vDSO call (~30 ns); the per-thread CPU clock is a system call (~1.3 µs on the reference
 /// VM), too dear twice per poll.
-async fn timed<F: std::future::Future>(fut: F, total_ns: &AtomicU64) -> F::Output {
+/// The sum is kept locally and added to `total_ns` once, when the future is done or dropped.
+async fn timed<F: std::future::Future>(fut: F, total_ns: Option<&AtomicU64>) -> F::Output {
+    struct Flush<'a>(Option<&'a AtomicU64>, u64);
+    impl Drop for Flush<'_> {
+        fn drop(&mut self) {
+            if let Some(total) = self.0 {
+                total.fetch_add(self.1, Ordering::Relaxed);
+            }
+        }
+    }
     let mut fut = std::pin::pin!(fut);
+    let mut spent = Flush(total_ns, 0);
     std::future::poll_fn(|cx| {
+        if spent.0.is_none() {
+            return fut.as_mut().poll(cx);
+        }
         let start = std::time::Instant::now();
         let out = fut.as_mut().poll(cx);
-        total_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        spent.1 += start.elapsed().as_nanos() as u64;
         out
     })
     .await

@@ -34,6 +34,8 @@ pub(super) fn run_agent(cli: &Cli, a: &AgentArgs) -> Result<i32> {
     config.runtime.memory_budget_bytes = a.memory_budget.map(|m| m * MIB);
     config.runtime.max_instance_memory_bytes = a.instance_memory_max.map(|m| m * MIB);
     config.runtime.max_instances = a.max_instances;
+    // A benchmark's switch (benches/autoscale.sh): what accounting guest time costs.
+    config.runtime.guest_time = std::env::var("WASMFLEET_GUEST_TIME").map_or(true, |v| v != "off");
     for l in &a.labels {
         let (k, v) = l.split_once('=').with_context(|| format!("--labels: `{l}` is not k=v"))?;
         config.labels.insert(k.trim().to_string(), v.trim().to_string());

@@ -56,6 +56,9 @@ pub(super) fn with_status(o: &ObjectView) -> Value {
         };
         m.insert("status".into(), status);
     }
+    if let (Some(a), Some(m)) = (&o.status.autoscale, object.as_object_mut()) {
+        m.insert("status".into(), super::hpa::status_block(a));
+    }
     object
 }
 

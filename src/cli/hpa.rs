@@ -43,6 +43,58 @@ pub(super) fn table(objs: &[ObjectView], now_ms: u64) -> Vec<Vec<String>> {
 
 pub(super) const HEADER: [&str; 7] = ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"];
 
+/// `status:` as Kubernetes writes an autoscaler's (`autoscaling/v2`).
+pub(super) fn status_block(v: &AutoscaleView) -> serde_json::Value {
+    use wasmfleet_scheduler::autoscale::Target;
+    let metrics: Vec<serde_json::Value> = v
+        .metrics
+        .iter()
+        .filter_map(|m| {
+            let current = m.current?;
+            Some(match (m.name.as_str(), m.target) {
+                ("cpu" | "memory", Target::Utilization(_)) => serde_json::json!({
+                    "type": "Resource",
+                    "resource": {"name": m.name, "current": {"averageUtilization": current.round() as i64}},
+                }),
+                ("cpu", _) => serde_json::json!({
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "current": {"averageValue": format!("{}m", current.round() as i64)}},
+                }),
+                ("memory", _) => serde_json::json!({
+                    "type": "Resource",
+                    "resource": {"name": "memory", "current": {"averageValue": format!("{}", current.round() as i64)}},
+                }),
+                (name, _) => serde_json::json!({
+                    "type": "Pods",
+                    "pods": {"metric": {"name": name}, "current": {"averageValue": format!("{}", (current * 1000.0).round() / 1000.0)}},
+                }),
+            })
+        })
+        .collect();
+    let conditions: Vec<serde_json::Value> = v
+        .conditions
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "type": serde_json::to_value(c.type_).unwrap_or_default(),
+                "status": if c.status { "True" } else { "False" },
+                "reason": c.reason,
+                "message": c.message,
+            })
+        })
+        .collect();
+    let mut status = serde_json::json!({
+        "currentReplicas": v.current_replicas,
+        "desiredReplicas": v.desired_replicas,
+        "currentMetrics": metrics,
+        "conditions": conditions,
+    });
+    if v.last_scale_ms > 0 {
+        status["lastScaleTime"] = crate::clock::rfc3339(v.last_scale_ms).into();
+    }
+    status
+}
+
 /// Two targets shown, the rest counted, as kubectl does.
 fn targets(t: &[String]) -> String {
     match t.len() {

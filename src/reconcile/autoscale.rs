@@ -246,6 +246,9 @@ pub struct AutoscaleView {
     pub desired_replicas: u32,
     /// `cpu: 45%/50%` per metric.
     pub targets: Vec<String>,
+    /// Each metric's current value (None: not measured) and target.
+    #[serde(default)]
+    pub metrics: Vec<autoscale::MetricStatus>,
     pub conditions: Vec<autoscale::Condition>,
     /// (wall ms, message), newest last.
     pub events: Vec<(u64, String)>,
@@ -283,6 +286,7 @@ pub fn view(
         current_replicas: current,
         desired_replicas: state.map_or(current, |s| s.replicas),
         targets,
+        metrics: state.map(|s| s.metrics.clone()).unwrap_or_default(),
         conditions: state.map(|s| s.conditions.clone()).unwrap_or_default(),
         events: state.map(|s| s.events.clone()).unwrap_or_default(),
         last_scale_ms: state.map_or(0, |s| s.last_scale_ms),
