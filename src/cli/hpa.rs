@@ -161,6 +161,11 @@ mod tests {
             current_replicas: 3,
             desired_replicas: 4,
             targets: vec!["cpu: 45%/50%".into()],
+            metrics: vec![wasmfleet_scheduler::autoscale::MetricStatus {
+                name: "cpu".into(),
+                current: Some(45.0),
+                target: wasmfleet_scheduler::autoscale::Target::Utilization(50),
+            }],
             conditions: vec![Condition {
                 type_: ConditionType::AbleToScale,
                 status: true,
@@ -174,6 +179,17 @@ mod tests {
             last_scale_ms: 1_000,
             sync_period_ms: 15_000,
         }
+    }
+
+    #[test]
+    fn status_as_kubernetes_writes_it() {
+        let s = status_block(&view());
+        assert_eq!(s["currentReplicas"], 3);
+        assert_eq!(s["desiredReplicas"], 4);
+        assert_eq!(s["currentMetrics"][0]["resource"]["current"]["averageUtilization"], 45);
+        assert_eq!(s["conditions"][0]["type"], "AbleToScale");
+        assert_eq!(s["conditions"][0]["status"], "True");
+        assert_eq!(s["lastScaleTime"], "1970-01-01T00:00:01Z");
     }
 
     #[test]
