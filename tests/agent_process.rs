@@ -61,7 +61,7 @@ fn a_fresh_node_serves_what_is_applied_at_once() {
     let agent = Agent::start(dir.path());
     deploy_hello(&agent);
     // A node that never knew another member waits for no one (no boot grace): once the
-    // Service is routed, the first request (which the gateway holds up to 2 s for a replica)
+    // Service is routed, the first request (which the gateway holds up to 5 s for a replica)
     // is served.
     let (status, body) =
         wait_for("the Service in the routing table", Duration::from_secs(10), || match agent.get("hello", "/") {

@@ -390,8 +390,11 @@ impl Drop for Release {
 
 /// How long a request for a Service with no usable replica waits for one before it gets a
 /// 503: covers a node that just restarted and has not heard from its peers yet, every replica
-/// of a Service moving at once, and a scale-up from zero.
-pub const UNAVAILABLE_HOLD: Duration = Duration::from_secs(2);
+/// of a Service moving at once, and a scale-up from zero by hand (an autoscaled one holds for
+/// its Service's activation timeout, [`ACTIVATION_TIMEOUT`] by default). The same 5 s as
+/// that default: a loaded 2-core node has been seen to need more than 2 s to start the first
+/// replica of a scale-up from zero.
+pub const UNAVAILABLE_HOLD: Duration = Duration::from_secs(5);
 /// How often a held request looks again.
 const HOLD_POLL: Duration = Duration::from_millis(20);
 
@@ -776,5 +779,54 @@ mod tests {
         let mut text = String::new();
         routes.metrics().encode(&mut text).unwrap();
         assert!(!text.contains("service=\"hello\""), "{text}");
+    }
+
+    /// Counts activations and never activates anything.
+    #[derive(Default)]
+    struct Asked(std::sync::Mutex<Vec<ObjectKey>>);
+
+    impl Activate for Asked {
+        fn activate(&self, target: &ObjectKey) {
+            self.0.lock().unwrap().push(target.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn held_requests_ask_for_an_activation_and_are_bounded() {
+        let routes = Routes::default();
+        let asked = Arc::new(Asked::default());
+        routes.set_activator(asked.clone());
+        let target = ObjectKey::new(Kind::Deployment, "default", "hello");
+        let activation =
+            Activation { targets: vec![target.clone()], timeout: Duration::from_millis(300), max_pending: 2 };
+        let route = Arc::new(ServiceRoute::new(hello(), Vec::new()).activating(Some(activation)));
+        let mut table = RoutingTable::default();
+        table.insert(route.clone());
+        routes.store(table);
+        // Two are held (and ask for the target), the third is turned away at once.
+        let held = |r: &Routes| {
+            let (r, route) = (r.clone(), route.clone());
+            tokio::spawn(async move { r.ready_route(route).await.map(|(_, waited)| waited) })
+        };
+        let (a, b) = (held(&routes), held(&routes));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let rejected = routes.ready_route(route.clone()).await.err().expect("over max-pending-requests");
+        assert!(started.elapsed() < Duration::from_millis(100), "turned away without waiting");
+        assert_eq!(rejected.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(rejected.headers()[http::header::RETRY_AFTER], "1");
+        // Nothing activates: each is held for the activation timeout, then routed as is.
+        for h in [a, b] {
+            let waited = h.await.unwrap().unwrap().expect("held for an activation");
+            assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        }
+        assert!(asked.0.lock().unwrap().iter().all(|t| *t == target));
+        assert!(!asked.0.lock().unwrap().is_empty());
+        // Their places are given back.
+        let third = tokio::spawn({
+            let (r, route) = (routes.clone(), route.clone());
+            async move { r.ready_route(route).await.is_ok() }
+        });
+        assert!(third.await.unwrap());
     }
 }

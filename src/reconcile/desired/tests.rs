@@ -400,3 +400,55 @@ proptest! {
         prop_assert_eq!(w.plan(now), w.plan(now));
     }
 }
+
+/// An autoscaler of `kind/web` between 1 and 10.
+fn hpa_of(kind: &str) -> String {
+    let api = if kind == "Deployment" { "apps/v1" } else { "argoproj.io/v1alpha1" };
+    format!(
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: web}}\nspec:\n  \
+         scaleTargetRef: {{apiVersion: {api}, kind: {kind}, name: web}}\n  minReplicas: 1\n  maxReplicas: 10\n"
+    )
+}
+
+fn autoscaled(replicas: u32, spec_replicas: u32) -> crate::state::RolloutRecord {
+    crate::state::RolloutRecord {
+        seq: 1,
+        epoch: 1,
+        coordinator: ME.into(),
+        generation: 1,
+        state: Default::default(),
+        templates: Default::default(),
+        progress: None,
+        autoscale: Some(Box::new(crate::state::AutoscaleState {
+            hpa: "HorizontalPodAutoscaler/default/web".into(),
+            replicas,
+            spec_replicas,
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn an_autoscaled_deployment_or_rollout_runs_its_autoscalers_size() {
+    let rollout = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  replicas: 2\n  \
+                   selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      \
+                   containers: [{name: c, image: \"web:1\"}]\n  strategy:\n    canary:\n      steps: [{setWeight: 20}]\n";
+    for (kind, yaml) in [("Deployment", deployment("web", 2, "web:1")), ("Rollout", rollout.to_string())] {
+        let objects = stored(&format!("{yaml}---\n{}", hpa_of(kind)), 1);
+        let key = ObjectKey::new(Kind::parse(kind).unwrap(), "default", "web");
+        // The autoscaler set 7 when the object said 2: 7 run.
+        let w = workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 2))]));
+        let info = &w.deployments[&key];
+        assert_eq!((info.spec.replicas, info.spec_replicas), (7, 2), "{kind}");
+        assert!(info.autoscaler.as_ref().is_some_and(|a| a.spec.max == 10), "{kind}");
+        assert_eq!(w.status[&key].desired, 7, "{kind}");
+        // Scaled by hand since (the object says 2, the autoscaler saw 3): the object's size.
+        let w = workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 3))]));
+        assert_eq!(w.deployments[&key].spec.replicas, 2, "{kind}");
+    }
+    // An autoscaler without its target says so.
+    let objects = stored(&hpa_of("Deployment"), 1);
+    let w = workloads(&objects, &HashMap::new(), BTreeMap::new());
+    let hpa = ObjectKey::new(Kind::HorizontalPodAutoscaler, "default", "web");
+    assert!(w.status[&hpa].messages.iter().any(|m| m.contains("does not exist")), "{:?}", w.status[&hpa]);
+}
