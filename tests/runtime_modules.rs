@@ -368,10 +368,18 @@ async fn spinning_command_does_not_block_the_host() {
     let rt = runtime();
     let m = rt.load(&bytes).expect("spin module");
     let logs = LogBuffer::new(1024);
-    let h = rt.spawn_command(m, WorkloadSpec::new("spin"), RestartPolicy::Never, Backoff::default(), None, logs);
+    let usage = Arc::new(wasmfleet_runtime::Usage::default());
+    let mut spec = WorkloadSpec::new("spin");
+    spec.usage = Some(usage.clone());
+    let started = Instant::now();
+    let h = rt.spawn_command(m, spec, RestartPolicy::Never, Backoff::default(), None, logs);
     // The runtime (single-threaded here) still runs timers while the guest spins.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.status().phase, Phase::Running);
+    // A daemon's guest time is accounted while it runs: most of the time since it started
+    // (the guest yields every epoch tick, so the sleeping test gets its turns).
+    let spent = usage.cpu_ns.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(spent > 30_000_000 && spent <= started.elapsed().as_nanos() as u64, "{spent} ns");
     let t = Instant::now();
     h.stop().await;
     assert!(t.elapsed() < Duration::from_secs(1));

@@ -130,7 +130,11 @@ impl Runtime {
             }
         }
         let _flush = FinishSinks(sinks);
-        let limiter = MemLimiter::new(spec.limits.memory_bytes);
+        let mut limiter = MemLimiter::new(spec.limits.memory_bytes);
+        limiter.gauge.clone_from(&spec.usage);
+        let cpu = spec.usage.as_deref().map(|u| &u.cpu_ns);
+        // The run's memory is gone when it ends, however it ends.
+        let _gone = Gone(spec.usage.clone());
         let classify = |e: wasmtime::Error, oom: bool| -> ExitStatus {
             if let Some(exit) = e.downcast_ref::<I32Exit>() {
                 ExitStatus::Code(exit.0)
@@ -155,10 +159,13 @@ impl Runtime {
                 let mut store = Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.limiter);
                 store.epoch_deadline_async_yield_and_update(1);
-                let result = async {
-                    let cmd = pre.instantiate_async(&mut store).await?;
-                    cmd.wasi_cli_run().call_run(&mut store).await
-                }
+                let result = crate::timing::timed_live(
+                    async {
+                        let cmd = pre.instantiate_async(&mut store).await?;
+                        cmd.wasi_cli_run().call_run(&mut store).await
+                    },
+                    cpu,
+                )
                 .await;
                 let oom = store.data().limiter.exceeded;
                 Ok(match result {
@@ -172,11 +179,14 @@ impl Runtime {
                 let mut store = Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.limiter);
                 store.epoch_deadline_async_yield_and_update(1);
-                let result = async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                    start.call_async(&mut store, ()).await
-                }
+                let result = crate::timing::timed_live(
+                    async {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                        start.call_async(&mut store, ()).await
+                    },
+                    cpu,
+                )
                 .await;
                 let oom = store.data().limiter.exceeded;
                 Ok(match result {
@@ -189,6 +199,17 @@ impl Runtime {
                 spec.name,
                 ModuleKind::HttpProxy.describe()
             ))),
+        }
+    }
+}
+
+/// Sets a run's published memory to 0 when the run ends.
+struct Gone(Option<std::sync::Arc<crate::Usage>>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        if let Some(u) = &self.0 {
+            u.memory_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -43,11 +43,13 @@ pub(crate) struct MemLimiter {
     pub(crate) exceeded: bool,
     /// Linear memory the instance holds now (every memory, as it grew).
     pub(crate) in_use: u64,
+    /// Where `in_use` is published while the instance runs (a command's).
+    pub(crate) gauge: Option<std::sync::Arc<crate::Usage>>,
 }
 
 impl MemLimiter {
     pub(crate) fn new(memory_bytes: u64) -> Self {
-        MemLimiter { memory_bytes, exceeded: false, in_use: 0 }
+        MemLimiter { memory_bytes, exceeded: false, in_use: 0, gauge: None }
     }
 }
 
@@ -62,6 +64,9 @@ impl wasmtime::ResourceLimiter for MemLimiter {
             ));
         }
         self.in_use += desired.saturating_sub(current) as u64;
+        if let Some(g) = &self.gauge {
+            g.memory_bytes.store(self.in_use, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(true)
     }
 

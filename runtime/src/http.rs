@@ -60,6 +60,10 @@ pub struct ServiceStats {
     /// an interval, its increase divided by the interval is the mean memory in use.
     #[serde(default)]
     pub memory_kib_us: u64,
+    /// Linear memory held now (a command's run; 0 for a service, whose instances live only
+    /// while requests run: see `memory_kib_us`).
+    #[serde(default)]
+    pub memory_bytes: u64,
 }
 
 #[derive(Default)]
@@ -168,6 +172,7 @@ impl HttpService {
             cpu_ns: c.cpu_ns.load(Ordering::Relaxed),
             busy_ns: c.busy_ns.load(Ordering::Relaxed),
             memory_kib_us: c.memory_kib_us.load(Ordering::Relaxed),
+            memory_bytes: 0,
         }
     }
 
@@ -249,7 +254,7 @@ impl HttpService {
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             };
             let account = in_flight.0.runtime.guest_time.then_some(&in_flight.0.counters.cpu_ns);
-            let work = timed(work, account);
+            let work = crate::timing::timed(work, account);
             // Grace after the deadline for the epoch interrupt; then drop the guest outright.
             let result = tokio::time::timeout_at(deadline + Duration::from_millis(50), work).await;
             let held_kib = store.data().limiter.in_use >> 10;
@@ -364,33 +369,6 @@ impl Drop for InFlight {
         c.in_flight.fetch_sub(1, Ordering::Relaxed);
         c.busy_ns.fetch_add(self.1.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
-}
-
-/// Runs `fut`, adding the time each poll takes to `total_ns`. A monotonic clock read is a
-/// vDSO call (~30 ns); the per-thread CPU clock is a system call (~1.3 µs on the reference
-/// VM), too dear twice per poll.
-/// The sum is kept locally and added to `total_ns` once, when the future is done or dropped.
-async fn timed<F: std::future::Future>(fut: F, total_ns: Option<&AtomicU64>) -> F::Output {
-    struct Flush<'a>(Option<&'a AtomicU64>, u64);
-    impl Drop for Flush<'_> {
-        fn drop(&mut self) {
-            if let Some(total) = self.0 {
-                total.fetch_add(self.1, Ordering::Relaxed);
-            }
-        }
-    }
-    let mut fut = std::pin::pin!(fut);
-    let mut spent = Flush(total_ns, 0);
-    std::future::poll_fn(|cx| {
-        if spent.0.is_none() {
-            return fut.as_mut().poll(cx);
-        }
-        let start = std::time::Instant::now();
-        let out = fut.as_mut().poll(cx);
-        spent.1 += start.elapsed().as_nanos() as u64;
-        out
-    })
-    .await
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -27,6 +27,7 @@ mod http;
 mod logs;
 mod module;
 mod supervisor;
+mod timing;
 
 pub use command::{ExitStatus, RunOutcome, Stdio};
 pub use config::{PoolSizing, RuntimeConfig};
@@ -62,6 +63,17 @@ pub struct WorkloadSpec {
     /// Where outgoing requests to in-cluster names go instead of the network (see
     /// [`ServiceRouter`]); `None`: every request goes to the network, under the allow-list.
     pub service_router: Option<OutboundRouter>,
+    /// Where a command's runs account their guest time and memory (HTTP services count
+    /// theirs in [`ServiceStats`]); `None`: not accounted.
+    pub usage: Option<Arc<Usage>>,
+}
+
+/// What a command's runs use, as they run: guest time (the time of every poll of the guest,
+/// added as it goes; cumulative, wrapping) and the linear memory of the run now.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub cpu_ns: std::sync::atomic::AtomicU64,
+    pub memory_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// A [`ServiceRouter`] and the namespace the workload calls from.
@@ -88,6 +100,7 @@ impl WorkloadSpec {
             allowed_outbound_hosts: Vec::new(),
             limits: Limits::default(),
             service_router: None,
+            usage: None,
         }
     }
 }

@@ -134,7 +134,12 @@ impl MetricRings {
             ReplicaMetrics {
                 // ns of guest time per ms = millicores / 1000.
                 cpu_millicores: per_ms(last.cpu_ns, first.cpu_ns) / 1000.0,
-                memory_bytes: per_ms(last.memory_kib_us, first.memory_kib_us) * 1024.0 / 1000.0,
+                // A service's instances live while requests run: their memory-time over the
+                // interval; a command's run holds its memory: what it holds now.
+                memory_bytes: match last.memory_kib_us.wrapping_sub(first.memory_kib_us) {
+                    0 => last.memory_bytes as f64,
+                    _ => per_ms(last.memory_kib_us, first.memory_kib_us) * 1024.0 / 1000.0,
+                },
                 requests_per_second: per_ms(last.requests, first.requests) * 1000.0,
                 concurrency: per_ms(last.busy_ns, first.busy_ns) / 1_000_000.0,
             }

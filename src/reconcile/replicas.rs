@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use wasmfleet_runtime::{
     Backoff, CommandHandle, Digest, HttpService, Limits, LogStream, ModuleKind, Phase, RestartPolicy as RtRestart,
-    WorkloadSpec,
+    ServiceStats, WorkloadSpec,
 };
 
 use super::desired::{Incoming, Local, SlotSpec};
@@ -34,6 +34,8 @@ pub(super) struct Replica {
     /// Wall time (ms) it became ready, 0 while it is not: kept by [`Replica::ready_ms`].
     ready_ms: AtomicU64,
     pub labels: BTreeMap<String, String>,
+    /// A command's guest time and memory, as its runs account them.
+    usage: Option<Arc<wasmfleet_runtime::Usage>>,
 }
 
 /// How a finished command replica ended (Jobs record it).
@@ -118,7 +120,12 @@ impl Replica {
             Runner::Http { service, .. } => ("http", 0, None, Some(service.stats())),
             Runner::Command(h) => {
                 let s = h.status();
-                ("command", s.restarts, s.last_exit.map(|e| format!("last run: {e}")), None)
+                let stats = self.usage.as_ref().map(|u| ServiceStats {
+                    cpu_ns: u.cpu_ns.load(Ordering::Relaxed),
+                    memory_bytes: u.memory_bytes.load(Ordering::Relaxed),
+                    ..ServiceStats::default()
+                });
+                ("command", s.restarts, s.last_exit.map(|e| format!("last run: {e}")), stats)
             }
         };
         ReplicaStatus {
@@ -175,7 +182,8 @@ impl Inner {
         let module = self.modules.get(digest).await.map_err(|e| format!("image {} ({digest:?}): {e}", w.image))?;
         let name = key.name();
         let logs = self.logs.buffer(key);
-        let spec = self.workload_spec(key, slot)?;
+        let mut spec = self.workload_spec(key, slot)?;
+        let mut usage = None;
         let runner = match module.kind() {
             ModuleKind::HttpProxy => {
                 if key.owner.kind == Kind::Job {
@@ -190,6 +198,9 @@ impl Inner {
                 Runner::Http { service, ready, probe }
             }
             _ => {
+                let accounted = Arc::new(wasmfleet_runtime::Usage::default());
+                spec.usage = Some(accounted.clone());
+                usage = Some(accounted);
                 let policy = match w.restart_policy {
                     RestartPolicy::Always => RtRestart::Always,
                     RestartPolicy::OnFailure => RtRestart::OnFailure,
@@ -227,6 +238,7 @@ impl Inner {
             started_ms: now_ms(),
             ready_ms: AtomicU64::new(0),
             labels: w.labels.clone(),
+            usage,
         })
     }
 
