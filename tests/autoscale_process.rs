@@ -270,32 +270,40 @@ fn a_scale_up_completes_when_its_coordinator_dies_and_keeps_its_pace() {
         _ => (0, 1),
     };
     let load = Burn::start(&agents[survivor].gateway, 2, 20);
-    let mut seen: Vec<(Instant, u64)> = Vec::new();
+    let mut seen: Vec<u64> = Vec::new();
     wait_for("the scale-up under way", Duration::from_secs(30), || {
         let d = desired(&agents[other]);
-        seen.push((Instant::now(), d));
         (d >= 2).then_some(())
     });
     agents[victim].kill9();
     let killed_at = Instant::now();
     wait_for("the scale-up to finish after the coordinator died", Duration::from_secs(60), || {
         let d = desired(&agents[other]);
-        seen.push((Instant::now(), d));
+        seen.push(d);
         std::thread::sleep(Duration::from_millis(100));
         (d == 5).then_some(())
     });
     load.finish();
-    eprintln!(
-        "finished {:?} after the kill; desired over time: {:?}",
-        killed_at.elapsed(),
-        seen.iter().map(|s| s.1).collect::<Vec<_>>()
-    );
-    // The successor kept the policy: never more than one replica added within 2 s.
-    for (i, (t1, d1)) in seen.iter().enumerate() {
-        for (t2, d2) in &seen[i + 1..] {
-            if t2.duration_since(*t1) < Duration::from_millis(1800) {
-                assert!(*d2 <= d1 + 1, "{d1} → {d2} within {:?}", t2.duration_since(*t1));
-            }
+    eprintln!("finished {:?} after the kill; sizes seen: {seen:?}", killed_at.elapsed());
+    // The successor kept the policy: the recorded scale-ups (the autoscaler's own history,
+    // with the time of each) add one replica at a time, 2 s apart at least. (A node's view
+    // of the size can skip a step: the dead coordinator's last write may reach it only as
+    // part of a later record.)
+    let events = hpa_status(&agents[other])["events"].clone();
+    let ups: Vec<(u64, u64)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let size = e[1].as_str()?.strip_prefix("New size: ")?.split(';').next()?.parse().ok()?;
+            Some((e[0].as_u64()?, size))
+        })
+        .collect();
+    assert!(ups.last().is_some_and(|(_, size)| *size == 5), "{events}");
+    for pair in ups.windows(2) {
+        let ((t1, s1), (t2, s2)) = (pair[0], pair[1]);
+        if s2 > s1 {
+            assert!(s2 == s1 + 1 && t2 - t1 >= 1900, "{s1} → {s2} in {} ms: {events}", t2 - t1);
         }
     }
     let new = wait_for("a new coordinator", Duration::from_secs(20), || {
