@@ -33,10 +33,15 @@ fn hpa(max: u32, target: u32) -> String {
     )
 }
 
-/// The autoscaler as `agent` reports it (its status).
+/// The autoscaler `work` as `agent` reports it (its status).
 fn hpa_status(agent: &Agent) -> serde_json::Value {
+    status_of(agent, "work")
+}
+
+/// Autoscaler `name` as `agent` reports it (its status).
+fn status_of(agent: &Agent, name: &str) -> serde_json::Value {
     let http = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
-    http.get(&format!("{}/v1/objects/horizontalpodautoscalers/default/work", agent.api))
+    http.get(&format!("{}/v1/objects/horizontalpodautoscalers/default/{name}", agent.api))
         .set("Authorization", &format!("Bearer {}", agent.token()))
         .call()
         .ok()
@@ -167,14 +172,7 @@ fn a_manual_scale_is_corrected_and_bad_autoscalers_are_refused() {
 const IDLE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: idle\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: idle}\n  template:\n    metadata:\n      labels: {app: idle}\n    spec:\n      containers:\n      - name: idle\n        image: hello:1.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: idle\n  annotations:\n    wasmfleet.io/activation-timeout: 15s\nspec:\n  selector: {app: idle}\n  ports:\n  - port: 80\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: idle\n  annotations:\n    wasmfleet.io/hpa-sync-period: 1s\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: idle}\n  minReplicas: 0\n  maxReplicas: 3\n  metrics:\n  - type: Pods\n    pods:\n      metric: {name: requests_per_second}\n      target: {type: AverageValue, averageValue: \"1000\"}\n  behavior:\n    scaleDown:\n      stabilizationWindowSeconds: 2\n";
 
 fn idle_status(agent: &Agent) -> serde_json::Value {
-    let http = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
-    http.get(&format!("{}/v1/objects/horizontalpodautoscalers/default/idle", agent.api))
-        .set("Authorization", &format!("Bearer {}", agent.token()))
-        .call()
-        .ok()
-        .and_then(|r| r.into_json::<serde_json::Value>().ok())
-        .map(|v| v["status"]["autoscale"].clone())
-        .unwrap_or_default()
+    status_of(agent, "idle")
 }
 
 fn idle_replicas(agent: &Agent) -> usize {

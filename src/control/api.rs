@@ -4,8 +4,9 @@
 //! ([`Api`]); every failure is an [`ApiError`], mapped to a status code in one function.
 //!
 //! Map: [`ApiError`] and its status mapping; the answer types; [`Api`] (push, apply, delete,
-//! scale, reads); apply's blocking half (parse, resolve images, write); auth; write answers
-//! (200, or 202 short of the quorum) and per-route body limits; [`router`]; the logs handler.
+//! scale, reads); apply's blocking half (parse, resolve images, check autoscalers' targets,
+//! write); auth; write answers (200, or 202 short of the quorum) and per-route body limits;
+//! [`router`]; the logs handler.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The data plane: every request for a Service, from the first byte to the replica.
 //!
 //! - [`gateway`]: the routing table, Host/port routing, local dispatch and failover retries;
+//! - [`hold`]: a request held while its Service has no usable replica, and activations from zero;
 //! - [`forward`]: requests forwarded to another node over QUIC, and serving those that arrive;
 //! - [`lanes`]: data-plane threads, each with its own runtime and QUIC endpoint;
 //! - [`metrics`]: per-Service counters and latency histograms, kept across routing tables;
@@ -9,6 +10,7 @@
 
 pub mod forward;
 pub mod gateway;
+pub mod hold;
 pub mod lanes;
 pub mod metrics;
 pub mod revisions;

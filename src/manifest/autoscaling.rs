@@ -7,7 +7,6 @@
 //! accepted (scale to zero; Kubernetes gates it behind a feature flag).
 //! The annotation `wasmfleet.io/hpa-sync-period` (`1s`, `15s`) sets how often it is evaluated.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -202,70 +201,58 @@ impl HorizontalPodAutoscaler {
 /// One metric as the controller takes it, or why it cannot be (the field, relative to the
 /// metric, and the problem).
 pub fn metric_spec(m: &HpaMetric) -> Result<MetricSpec, (String, String)> {
-    metric_spec_inner(m).map_err(|(f, e)| (f.to_string(), e))
-}
-
-fn metric_spec_inner(m: &HpaMetric) -> Result<MetricSpec, (&'static str, String)> {
     match m.type_.as_str() {
         "Resource" => {
-            let Some(r) = &m.resource else { return Err(("resource", "is required for type Resource".into())) };
+            let Some(r) = &m.resource else { return Err(at(("resource", "is required for type Resource".into()))) };
             let target = match r.name.as_str() {
-                "cpu" | "memory" => target(&r.target, Some(&r.name)).map_err(|(f, e)| (within_resource(f), e))?,
+                "cpu" | "memory" => target(&r.target, Some(&r.name)).map_err(within("resource"))?,
                 other => {
-                    return Err((
+                    return Err(at((
                         "resource.name",
                         format!("unknown resource {other:?}: wasmfleet measures cpu and memory"),
-                    ));
+                    )));
                 }
             };
             Ok(MetricSpec { name: r.name.clone(), target, readiness_matters: r.name == "cpu" })
         }
         "Pods" => {
-            let Some(p) = &m.pods else { return Err(("pods", "is required for type Pods".into())) };
+            let Some(p) = &m.pods else { return Err(at(("pods", "is required for type Pods".into()))) };
             if !POD_METRICS.contains(&p.metric.name.as_str()) {
-                return Err((
+                return Err(at((
                     "pods.metric.name",
                     format!(
                         "unknown metric {:?}: the gateways measure {} per replica",
                         p.metric.name,
                         POD_METRICS.join(" and ")
                     ),
-                ));
+                )));
             }
             if p.target.type_ != "AverageValue" {
-                return Err(("pods.target.type", "must be AverageValue for a Pods metric".into()));
+                return Err(at(("pods.target.type", "must be AverageValue for a Pods metric".into())));
             }
-            let target = target(&p.target, None).map_err(|(f, e)| (within_pods(f), e))?;
+            let target = target(&p.target, None).map_err(within("pods"))?;
             Ok(MetricSpec { name: p.metric.name.clone(), target, readiness_matters: false })
         }
-        "Object" | "External" | "ContainerResource" => Err((
+        "Object" | "External" | "ContainerResource" => Err(at((
             "type",
             format!(
                 "metric type {} is not supported by wasmfleet: metrics are built in (Resource cpu/memory, Pods \
                  requests_per_second/concurrency)",
                 m.type_
             ),
-        )),
-        other => Err(("type", format!("unknown metric type {other:?}: expected Resource or Pods"))),
+        ))),
+        other => Err(at(("type", format!("unknown metric type {other:?}: expected Resource or Pods")))),
     }
 }
 
-fn within_resource(field: &'static str) -> &'static str {
-    match field {
-        "target.type" => "resource.target.type",
-        "target.averageUtilization" => "resource.target.averageUtilization",
-        "target.averageValue" => "resource.target.averageValue",
-        other => other,
-    }
+/// A problem at `field` of a metric.
+fn at((field, e): (&str, String)) -> (String, String) {
+    (field.to_string(), e)
 }
 
-fn within_pods(field: &'static str) -> &'static str {
-    match field {
-        "target.type" => "pods.target.type",
-        "target.averageUtilization" => "pods.target.averageUtilization",
-        "target.averageValue" => "pods.target.averageValue",
-        other => other,
-    }
+/// A problem at `field` of a metric's `source` (`resource`, `pods`).
+fn within(source: &'static str) -> impl Fn((&'static str, String)) -> (String, String) {
+    move |(field, e)| (format!("{source}.{field}"), e)
 }
 
 /// A target; `resource` names cpu or memory (whose average values are quantities of cores or
@@ -370,22 +357,4 @@ pub(crate) fn check_annotation(key: &str, value: &str) -> Result<(), String> {
         },
         _ => Ok(()),
     }
-}
-
-/// The metrics as `describe hpa` lists them: `cpu resource utilization (percentage of
-/// request)` and so on, with the targets.
-pub fn described_metrics(spec: &autoscale::Spec) -> BTreeMap<String, String> {
-    spec.metrics
-        .iter()
-        .map(|m| {
-            let what = match (m.name.as_str(), &m.target) {
-                ("cpu" | "memory", Target::Utilization(_)) => {
-                    format!("resource {} on pods  (as a percentage of request)", m.name)
-                }
-                ("cpu" | "memory", _) => format!("resource {} on pods", m.name),
-                (name, _) => format!("\"{name}\" on pods"),
-            };
-            (what, target_text(&m.name, &m.target, None))
-        })
-        .collect()
 }

@@ -16,7 +16,12 @@
 //!   digest differs what they hold newer. Module blobs are copied to peers at push time and
 //!   fetched from a peer, digest-verified, when a node needs one it lacks ([`blobs`]).
 //! - **Replica reports** go straight to the peers deciding rollouts, ahead of gossip
-//!   (`reports.rs`).
+//!   (`reports.rs`); **activations** (`Rpc::Activate`) ask a workload's coordinator to scale it
+//!   from zero for a held request.
+//!
+//! Map: the RPCs and their replies; [`Peering`]: start (new cluster, join, restart), gossip
+//! publishing and peer views, replica reports and activations, replication of the store and of
+//! module blobs, join tokens; the mesh handler; admission of joiners.
 
 pub mod blobs;
 mod reports;

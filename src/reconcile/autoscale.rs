@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use wasmfleet_runtime::ServiceStats;
 use wasmfleet_scheduler::autoscale::{self, Sample};
 
-use crate::manifest::{HorizontalPodAutoscaler, Kind, Object, ObjectKey};
+use crate::manifest::{HorizontalPodAutoscaler, Object, ObjectKey};
 use crate::peering::{GossipReplica, ReplicaMetrics, ReplicaPhase};
 use crate::state::{AutoscaleState, RolloutRecord, StoredObject};
 
@@ -91,10 +91,7 @@ pub fn autoscalers(
 /// The replicas a target runs: its autoscaler's, while its `spec.replicas` is the one the
 /// autoscaler last saw; otherwise (never autoscaled, or scaled by hand since) its own.
 pub fn effective_replicas(spec_replicas: u32, record: Option<&RolloutRecord>) -> u32 {
-    match record.and_then(|r| r.autoscale.as_deref()) {
-        Some(a) if a.spec_replicas == spec_replicas => a.replicas,
-        _ => spec_replicas,
-    }
+    record.and_then(|r| r.autoscale.as_deref()?.size_for(spec_replicas)).unwrap_or(spec_replicas)
 }
 
 /// Each local replica's counters, sampled about once a second.
@@ -187,24 +184,13 @@ pub fn sync(
     samples: &[Vec<Sample>],
     now_ms: u64,
 ) -> AutoscaleState {
-    let mut state = match stored {
-        Some(s) if s.hpa == info.key.to_string() => s.clone(),
-        _ => {
-            // Kubernetes' `maybeInitScaleDownStabilizationWindow`: a new autoscaler starts
-            // with the current size as a recommendation, so it does not scale down at once.
-            let mut s = AutoscaleState { hpa: info.key.to_string(), ..AutoscaleState::default() };
-            s.history.recommendations.push(autoscale::Stamped { at_ms: now_ms, value: current });
-            s
-        }
-    };
+    let mut state = state_of(info, stored, current, now_ms);
     let decision = autoscale::decide(&info.spec, current, samples, &mut state.history, now_ms);
     if decision.replicas != current {
         state.last_scale_ms = now_ms;
     }
     if let Some(reason) = decision.reason {
-        state.events.push((now_ms, reason));
-        let excess = state.events.len().saturating_sub(EVENTS_KEPT);
-        state.events.drain(..excess);
+        push_event(&mut state, now_ms, reason);
     }
     state.replicas = decision.replicas;
     state.spec_replicas = spec_replicas;
@@ -212,6 +198,27 @@ pub fn sync(
     state.conditions = decision.conditions;
     state.metrics = decision.metrics;
     state
+}
+
+/// `info`'s stored state, or a new one for a target at `current` replicas: Kubernetes'
+/// `maybeInitScaleDownStabilizationWindow` starts a new autoscaler with the current size as a
+/// recommendation, so it does not scale down at once.
+fn state_of(info: &AutoscalerInfo, stored: Option<&AutoscaleState>, current: u32, now_ms: u64) -> AutoscaleState {
+    match stored {
+        Some(s) if s.hpa == info.key.to_string() => s.clone(),
+        _ => {
+            let mut s = AutoscaleState { hpa: info.key.to_string(), ..AutoscaleState::default() };
+            s.history.recommendations.push(autoscale::Stamped { at_ms: now_ms, value: current });
+            s
+        }
+    }
+}
+
+/// Adds a scaling event, keeping the last [`EVENTS_KEPT`].
+fn push_event(state: &mut AutoscaleState, now_ms: u64, message: String) {
+    state.events.push((now_ms, message));
+    let excess = state.events.len().saturating_sub(EVENTS_KEPT);
+    state.events.drain(..excess);
 }
 
 /// The state after activating a target scaled to zero (a request is held for it): one
@@ -223,16 +230,11 @@ pub fn activate(
     stored: Option<&AutoscaleState>,
     now_ms: u64,
 ) -> AutoscaleState {
-    let mut state = match stored {
-        Some(s) if s.hpa == info.key.to_string() => s.clone(),
-        _ => AutoscaleState { hpa: info.key.to_string(), ..AutoscaleState::default() },
-    };
+    let mut state = state_of(info, stored, 0, now_ms);
     let to = info.spec.min.max(1).min(info.spec.max.max(1));
     state.history.recommendations.push(autoscale::Stamped { at_ms: now_ms, value: to });
     autoscale::record_event(&info.spec, &mut state.history, 0, to, now_ms);
-    state.events.push((now_ms, format!("New size: {to}; reason: a request arrived for the target scaled to zero")));
-    let excess = state.events.len().saturating_sub(EVENTS_KEPT);
-    state.events.drain(..excess);
+    push_event(&mut state, now_ms, format!("New size: {to}; reason: a request arrived for the target scaled to zero"));
     state.replicas = to;
     state.spec_replicas = spec_replicas;
     state.last_scale_ms = now_ms;
@@ -338,11 +340,6 @@ impl crate::dataplane::gateway::Activate for Activator {
             self.handle.spawn(async move { peering.send_activation(&name, addr, target).await });
         }
     }
-}
-
-/// Whether `kind` can be an autoscaler's target.
-pub fn scalable(kind: Kind) -> bool {
-    matches!(kind, Kind::Deployment | Kind::Rollout)
 }
 
 #[cfg(test)]

@@ -234,16 +234,20 @@ pub fn by_owner<'a>(replicas: impl IntoIterator<Item = &'a GossipReplica>) -> Ha
 pub fn observe(replicas: &[&GossipReplica], min_ready_s: u32, now_ms: u64) -> BTreeMap<String, Observed> {
     let mut out: BTreeMap<String, Observed> = BTreeMap::new();
     for r in replicas {
-        let o = out.entry(r.revision.clone()).or_default();
-        o.running += 1;
-        if r.ready {
-            o.ready += 1;
-            if r.ready_ms > 0 && now_ms.saturating_sub(r.ready_ms) >= u64::from(min_ready_s) * 1000 {
-                o.available += 1;
-            }
-        }
+        count(out.entry(r.revision.clone()).or_default(), r, min_ready_s, now_ms);
     }
     out
+}
+
+/// Counts replica `r` in `o`: running, ready, and available once ready for `min_ready_s`.
+pub fn count(o: &mut Observed, r: &GossipReplica, min_ready_s: u32, now_ms: u64) {
+    o.running += 1;
+    if r.ready {
+        o.ready += 1;
+        if r.ready_ms > 0 && now_ms.saturating_sub(r.ready_ms) >= u64::from(min_ready_s) * 1000 {
+            o.available += 1;
+        }
+    }
 }
 
 /// A waved Deployment's waves over the fleet now, and what the fleet runs in each.
@@ -271,12 +275,12 @@ pub fn next_record(
 ) -> Option<RolloutRecord> {
     let scaled;
     let mut progressive_scaled = None;
-    let spec = match &autoscale {
-        Some(a) if a.spec_replicas == info.spec_replicas && a.replicas != info.spec.replicas => {
-            scaled = Spec { replicas: a.replicas, ..info.spec.clone() };
+    let spec = match autoscale.as_ref().and_then(|a| a.size_for(info.spec_replicas)) {
+        Some(size) if size != info.spec.replicas => {
+            scaled = Spec { replicas: size, ..info.spec.clone() };
             if let Some(p) = &info.progressive {
                 let mut p = p.clone();
-                p.spec.replicas = a.replicas;
+                p.spec.replicas = size;
                 progressive_scaled = Some(p);
             }
             &scaled
@@ -546,14 +550,16 @@ impl Inner {
     ) -> Option<AutoscaleState> {
         let state = stored.and_then(|r| r.autoscale.as_ref());
         let Some(a) = &info.autoscaler else {
-            return state.filter(|s| s.spec_replicas == info.spec_replicas).map(|s| (**s).clone());
+            return state.filter(|s| s.size_for(info.spec_replicas).is_some()).map(|s| (**s).clone());
         };
         if activate && info.spec.replicas == 0 && a.spec.min == 0 {
             return Some(super::autoscale::activate(a, info.spec_replicas, state.map(|s| &**s), now));
         }
         let period = a.period(self.hpa_period).as_millis() as u64;
         let due = state.is_none_or(|s| {
-            s.hpa != a.key.to_string() || now + 100 >= s.last_sync_ms + period || s.spec_replicas != info.spec_replicas
+            s.hpa != a.key.to_string()
+                || now + 100 >= s.last_sync_ms + period
+                || s.size_for(info.spec_replicas).is_none()
         });
         if !due {
             return state.map(|s| (**s).clone());

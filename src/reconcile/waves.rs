@@ -92,13 +92,7 @@ pub fn observe_waves(
     for r in replicas {
         let Some(wave) = waves::wave_of(state, &r.revision, r.index) else { continue };
         let o = out.entry(wave.to_string()).or_default().entry(r.revision.clone()).or_default();
-        o.running += 1;
-        if r.ready {
-            o.ready += 1;
-            if r.ready_ms > 0 && now_ms.saturating_sub(r.ready_ms) >= u64::from(min_ready_s) * 1000 {
-                o.available += 1;
-            }
-        }
+        super::rollouts::count(o, r, min_ready_s, now_ms);
     }
     out
 }

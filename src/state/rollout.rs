@@ -76,6 +76,14 @@ pub struct AutoscaleState {
     pub events: Vec<(u64, String)>,
 }
 
+impl AutoscaleState {
+    /// The size a target whose own `spec.replicas` is `spec_replicas` runs by this state:
+    /// the autoscaler's, unless the target was scaled by hand since (None).
+    pub fn size_for(&self, spec_replicas: u32) -> Option<u32> {
+        (self.spec_replicas == spec_replicas).then_some(self.replicas)
+    }
+}
+
 impl RolloutRecord {
     /// The record's replication version: sequence, then epoch, then writer.
     pub fn version(&self) -> Version {
