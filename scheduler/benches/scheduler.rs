@@ -43,6 +43,7 @@ fn workloads(count: usize, replicas: u32) -> Vec<WorkloadReq> {
             cpu_millis: 100,
             node_selector: BTreeMap::new(),
             arch: None,
+            nodes: None,
             planned: 0,
         })
         .collect()

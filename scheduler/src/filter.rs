@@ -55,6 +55,8 @@ impl Free {
 pub(crate) enum Rejection {
     Selector { key: String, value: String },
     Arch { want: String },
+    /// Not one of the nodes that hold the data of a volume the workload claims.
+    Volume,
     Memory,
     Cpu,
     Instances,
@@ -66,6 +68,7 @@ impl Rejection {
         let (one, many) = match self {
             Rejection::Selector { .. } => ("fails", "fail"),
             Rejection::Arch { .. } => ("is not", "are not"),
+            Rejection::Volume => ("has", "have"),
             Rejection::Memory | Rejection::Cpu => ("lacks", "lack"),
             Rejection::Instances => ("is", "are"),
         };
@@ -73,6 +76,7 @@ impl Rejection {
         match self {
             Rejection::Selector { key, value } => format!("{verb} selector {key}={value}"),
             Rejection::Arch { want } => format!("{verb} {want}"),
+            Rejection::Volume => format!("{verb} volume node affinity conflict"),
             Rejection::Memory => format!("{verb} memory"),
             Rejection::Cpu => format!("{verb} cpu"),
             Rejection::Instances => format!("{verb} at max instances"),
@@ -80,7 +84,8 @@ impl Rejection {
     }
 }
 
-/// Filters that do not depend on what has been placed: selector, then architecture.
+/// Filters that do not depend on what has been placed: selector, architecture, then the
+/// nodes a claimed volume allows.
 pub(crate) fn static_check(workload: &WorkloadReq, node: &NodeInfo) -> Result<(), Rejection> {
     match static_failure(workload, node) {
         None => Ok(()),
@@ -88,6 +93,7 @@ pub(crate) fn static_check(workload: &WorkloadReq, node: &NodeInfo) -> Result<()
             Err(Rejection::Selector { key: key.clone(), value: value.clone() })
         }
         Some(StaticFailure::Arch(want)) => Err(Rejection::Arch { want: want.clone() }),
+        Some(StaticFailure::Volume) => Err(Rejection::Volume),
     }
 }
 
@@ -101,6 +107,7 @@ pub(crate) fn static_passes(workload: &WorkloadReq, node: &NodeInfo) -> bool {
 enum StaticFailure<'w> {
     Selector(&'w String, &'w String),
     Arch(&'w String),
+    Volume,
 }
 
 fn static_failure<'w>(workload: &'w WorkloadReq, node: &NodeInfo) -> Option<StaticFailure<'w>> {
@@ -112,7 +119,11 @@ fn static_failure<'w>(workload: &'w WorkloadReq, node: &NodeInfo) -> Option<Stat
         }
     }
     match &workload.arch {
-        Some(want) if *want != node.arch => Some(StaticFailure::Arch(want)),
+        Some(want) if *want != node.arch => return Some(StaticFailure::Arch(want)),
+        _ => {}
+    }
+    match &workload.nodes {
+        Some(nodes) if !nodes.contains(&node.id) => Some(StaticFailure::Volume),
         _ => None,
     }
 }

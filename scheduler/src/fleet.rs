@@ -1,6 +1,6 @@
 //! One placement pass: the nodes' free capacity, taken workload by workload in key order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::filter::{Free, Summary, static_check, static_passes};
 use crate::hash::mix64;
@@ -30,11 +30,11 @@ impl Outcome {
     }
 }
 
-/// Workloads with equal node selector and architecture pass the same nodes.
-pub(crate) type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>);
+/// Workloads with equal node selector, architecture and allowed nodes pass the same nodes.
+pub(crate) type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>, &'a Option<BTreeSet<String>>);
 
 pub(crate) fn filter_key(workload: &WorkloadReq) -> FilterKey<'_> {
-    (&workload.node_selector, &workload.arch)
+    (&workload.node_selector, &workload.arch, &workload.nodes)
 }
 
 /// The static filters' verdicts for one [`FilterKey`].

@@ -116,6 +116,7 @@ mod tests {
             cpu_millis: 0,
             node_selector: BTreeMap::new(),
             arch: None,
+            nodes: None,
             planned: 0,
         }
     }
@@ -211,6 +212,7 @@ mod tests {
             cpu_millis: 0,
             node_selector: BTreeMap::new(),
             arch: Some("x86_64".into()),
+            nodes: None,
             planned: 0,
         };
         let p = place(&[ds], &nodes);
@@ -263,6 +265,22 @@ mod tests {
         let mut got = nodes_of(&p, "w");
         got.sort();
         assert_eq!(got, ["field", "labelled"]);
+    }
+
+    #[test]
+    fn a_volume_holds_its_replicas_to_the_nodes_with_its_data() {
+        let nodes = [node("a", None, 1024), node("b", None, 1024), node("c", None, 1024)];
+        let mut w = deployment("w", 1, 1);
+        w.nodes = Some(["c".to_string()].into());
+        assert_eq!(nodes_of(&place(std::slice::from_ref(&w), &nodes), "w"), ["c"]);
+        w.nodes = Some(["gone".to_string()].into());
+        let p = place(&[w], &nodes);
+        assert_eq!(p.unschedulable[0].reason, "0/3 nodes: 3 have volume node affinity conflict");
+        let mut ds = deployment("DaemonSet/default/sensor", 0, 0);
+        ds.kind = WorkloadKind::DaemonSet;
+        ds.nodes = Some(["b".to_string()].into());
+        let p = place(&[ds], &nodes);
+        assert_eq!(p.assignments.values().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! node), which the property tests use to state when disruption is exactly minimal.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::filter::{Free, Rejection, Summary, static_check};
 use crate::hash::{Fnv1a, mix64};
@@ -95,7 +95,7 @@ fn run(rule: Rule, workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> (Placement,
             WorkloadKind::Deployment | WorkloadKind::Job => {
                 // Workloads with the same filters share one pass over the nodes.
                 let checks = statics
-                    .entry((&workload.node_selector, &workload.arch))
+                    .entry((&workload.node_selector, &workload.arch, &workload.nodes))
                     .or_insert_with(|| nodes.iter().map(|n| static_check(workload, n)).collect());
                 let plan = place_replicas(rule, workload, &nodes, &index, checks, &mut free, &mut placement);
                 plans.insert(workload.key.clone(), plan);
@@ -105,8 +105,8 @@ fn run(rule: Rule, workloads: &[WorkloadReq], nodes: &[NodeInfo]) -> (Placement,
     (placement, plans)
 }
 
-/// Workloads with equal node selector and architecture pass the same nodes.
-type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>);
+/// Workloads with equal node selector, architecture and allowed nodes pass the same nodes.
+type FilterKey<'a> = (&'a BTreeMap<String, String>, &'a Option<String>, &'a Option<BTreeSet<String>>);
 
 /// Fixed number of rendezvous groups (independent of the node count, so a node's group never
 /// changes when others come or go).

@@ -1,6 +1,6 @@
 //! What the scheduler is asked to place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,4 +40,8 @@ pub struct WorkloadReq {
     pub node_selector: BTreeMap<String, String>,
     /// Required node architecture, if any.
     pub arch: Option<String>,
+    /// When set, only these nodes may run it (by id): the nodes that hold the data of a
+    /// volume it claims. Empty: none may (its volume's node is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<BTreeSet<String>>,
 }

@@ -67,6 +67,7 @@ fn arb_workload(key: String) -> impl Strategy<Value = WorkloadReq> {
                 cpu_millis,
                 node_selector,
                 arch: arch.map(|a| ARCHES[a].to_string()),
+                nodes: None,
                 planned: 0,
             }
         })
@@ -329,6 +330,7 @@ fn arb_sparse_fleet() -> impl Strategy<Value = (Vec<WorkloadReq>, Vec<NodeInfo>)
                         .map(|t| BTreeMap::from([("tier".to_string(), TIERS[t].to_string())]))
                         .unwrap_or_default(),
                     arch: None,
+                    nodes: None,
                     planned: 0,
                 })
             })
@@ -636,6 +638,7 @@ fn arb_site_fleet() -> impl Strategy<Value = (Vec<WorkloadReq>, Vec<NodeInfo>)> 
                         .map(|z| BTreeMap::from([("zone".to_string(), format!("zone-{z}"))]))
                         .unwrap_or_default(),
                     arch: None,
+                    nodes: None,
                     planned: 0,
                 })
             })
@@ -733,6 +736,7 @@ fn node_loss_churn_on_a_small_fleet() {
             cpu_millis: 1,
             node_selector: BTreeMap::new(),
             arch: None,
+            nodes: None,
             planned: 0,
         })
         .collect();

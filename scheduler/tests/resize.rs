@@ -43,6 +43,7 @@ proptest! {
             cpu_millis: 1,
             node_selector: BTreeMap::new(),
             arch: None,
+            nodes: None,
             planned,
         };
         let (a, b) = (a.min(planned), b.min(planned));

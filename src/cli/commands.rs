@@ -254,6 +254,15 @@ pub(super) fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Outp
             print_table(&["NAME", "TYPE", "SIZE", "DIGEST", "AGE"], &rows);
             Ok(0)
         }
+        "pv" | "persistentvolume" | "persistentvolumes" => {
+            let mut views: Vec<crate::reconcile::claims::VolumeView> = client.get("/v1/volumes")?;
+            views.retain(|v| !v.volume.is_empty() && name.is_none_or(|n| v.volume == n));
+            if matches!(output, Some(Output::Json | Output::Yaml)) {
+                return structured(&serde_json::to_value(&views)?).map(|_| 0);
+            }
+            print_table(&super::storage::PV_HEADER, &super::storage::pv_table(&views, crate::clock::now_ms()));
+            Ok(0)
+        }
         "node" | "nodes" | "no" => {
             let mut nodes: Vec<crate::peering::NodeView> = client.get("/v1/nodes")?;
             nodes.retain(|n| name.is_none_or(|x| n.name == x));
@@ -267,7 +276,7 @@ pub(super) fn get(cli: &Cli, kind: &str, name: Option<&str>, output: Option<Outp
             let k = Kind::parse(other).with_context(|| {
                 format!(
                     "unknown kind `{other}`: use deployments, services, jobs, daemonsets, rollouts, analysistemplates, \
-                     replicas, modules or nodes"
+                     hpa, pvc, pv, storageclasses, replicas, modules or nodes"
                 )
             })?;
             let (mut objs, in_sync): (Vec<ObjectView>, bool) =

@@ -39,7 +39,7 @@ pub(super) fn describe_object(o: &ObjectView, replicas: &[ReplicaStatus], now_ms
             if st.complete { ", complete" } else { "" }
         )),
         (_, Some(r)) => line(describe_spec(r).trim_end().to_string()),
-        (Kind::HorizontalPodAutoscaler, _) => {}
+        (Kind::HorizontalPodAutoscaler | Kind::PersistentVolumeClaim | Kind::StorageClass, _) => {}
         _ => line(format!("Replicas:\t{} desired, {} ready", st.desired, st.ready)),
     }
     for p in &st.ports {
@@ -54,6 +54,9 @@ pub(super) fn describe_object(o: &ObjectView, replicas: &[ReplicaStatus], now_ms
     }
     if let Some(a) = &st.autoscale {
         line(super::hpa::describe(a, now_ms).trim_end().to_string());
+    }
+    if let Some(v) = &st.volume {
+        line(super::storage::describe_volume(v, now_ms).trim_end().to_string());
     }
     if o.key.kind == Kind::Rollout
         && let Some(r) = &st.rollout

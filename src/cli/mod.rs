@@ -19,6 +19,7 @@ pub mod resource;
 mod rollout;
 mod rollouts;
 mod status;
+mod storage;
 mod tabs;
 mod template;
 

@@ -11,6 +11,8 @@ pub fn kubectl_name(key: &ObjectKey) -> String {
         Kind::Service => "service".into(),
         Kind::Rollout | Kind::AnalysisTemplate => format!("{}.argoproj.io", key.kind.as_str().to_lowercase()),
         Kind::HorizontalPodAutoscaler => "horizontalpodautoscaler.autoscaling".into(),
+        Kind::PersistentVolumeClaim => "persistentvolumeclaim".into(),
+        Kind::StorageClass => "storageclass.storage.k8s.io".into(),
     };
     format!("{group}/{}", key.name)
 }
@@ -112,6 +114,12 @@ pub(super) fn print_objects(kind: Kind, objs: &[ObjectView], wide: bool) {
         Kind::Rollout => print!("{}", super::rollouts::table(objs, crate::clock::now_ms())),
         Kind::HorizontalPodAutoscaler => {
             print_table(&super::hpa::HEADER, &super::hpa::table(objs, crate::clock::now_ms()));
+        }
+        Kind::PersistentVolumeClaim => {
+            print_table(&super::storage::PVC_HEADER, &super::storage::pvc_table(objs, crate::clock::now_ms()));
+        }
+        Kind::StorageClass => {
+            print_table(&super::storage::SC_HEADER, &super::storage::sc_table(objs, crate::clock::now_ms()));
         }
         Kind::AnalysisTemplate => print_table(
             &["NAME", "AGE"],

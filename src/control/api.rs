@@ -651,6 +651,7 @@ pub fn router(api: Arc<Api>) -> Router {
             ),
         )
         .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
+        .route("/v1/volumes", get(|State(a): State<AppState>| async move { axum::Json(a.reconciler.volumes()) }))
         .route(
             "/v1/nodes",
             get(|State(a): State<AppState>| async move { a.peering.nodes().map(axum::Json).map_err(ApiError::from) }),

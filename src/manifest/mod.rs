@@ -7,7 +7,8 @@
 //!
 //! # Kinds
 //!
-//! `apps/v1 Deployment`, `v1 Service`, `batch/v1 Job`, `apps/v1 DaemonSet`, Argo Rollouts'
+//! `apps/v1 Deployment`, `v1 Service`, `batch/v1 Job`, `apps/v1 DaemonSet`,
+//! `v1 PersistentVolumeClaim`, `storage.k8s.io/v1 StorageClass` ([`storage`]), Argo Rollouts'
 //! `argoproj.io/v1alpha1 Rollout` and `AnalysisTemplate` ([`progressive`], with the built-in
 //! metrics' [`Condition`] language), and `v1 List` whose `items` are such objects (as
 //! `kubectl get -o yaml` prints them). A kind with the wrong `apiVersion`
@@ -59,6 +60,7 @@ mod object;
 mod parse;
 pub mod progressive;
 mod quantity;
+pub mod storage;
 pub mod types;
 mod validate;
 pub mod waves;
@@ -74,6 +76,7 @@ pub use progressive::{
     CanaryStrategy, Metric, MetricProvider, Rollout, RolloutAnalysis, RolloutPause, RolloutSpec, RolloutStrategy, Step,
     StrategyKind, WasmfleetMetric, parse_pause_duration,
 };
+pub use storage::{PersistentVolumeClaim, StorageClass};
 pub use quantity::{parse_cpu_millis, parse_duration, parse_memory_bytes, parse_quantity};
 pub use types::{
     Container, ContainerPort, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStrategy, EnvVar,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::autoscaling::HorizontalPodAutoscaler;
 use super::progressive::{AnalysisTemplate, Rollout};
+use super::storage::{PersistentVolumeClaim, StorageClass};
 use super::types::{DaemonSet, Deployment, Job, ObjectMeta, PodTemplateSpec, Service};
 
 /// The kinds of object wasmfleet accepts.
@@ -22,11 +23,15 @@ pub enum Kind {
     AnalysisTemplate,
     /// `autoscaling/v2 HorizontalPodAutoscaler`.
     HorizontalPodAutoscaler,
+    /// `v1 PersistentVolumeClaim`.
+    PersistentVolumeClaim,
+    /// `storage.k8s.io/v1 StorageClass` (cluster-scoped: kept in namespace `default`).
+    StorageClass,
 }
 
 impl Kind {
     /// Every kind, in order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Deployment,
         Kind::Service,
         Kind::Job,
@@ -34,6 +39,8 @@ impl Kind {
         Kind::Rollout,
         Kind::AnalysisTemplate,
         Kind::HorizontalPodAutoscaler,
+        Kind::PersistentVolumeClaim,
+        Kind::StorageClass,
     ];
 
     /// The `kind:` value as written in a manifest: `"Deployment"`.
@@ -46,6 +53,8 @@ impl Kind {
             Kind::Rollout => "Rollout",
             Kind::AnalysisTemplate => "AnalysisTemplate",
             Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::StorageClass => "StorageClass",
         }
     }
 
@@ -53,10 +62,11 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::Deployment | Kind::DaemonSet => "apps/v1",
-            Kind::Service => "v1",
+            Kind::Service | Kind::PersistentVolumeClaim => "v1",
             Kind::Job => "batch/v1",
             Kind::Rollout | Kind::AnalysisTemplate => "argoproj.io/v1alpha1",
             Kind::HorizontalPodAutoscaler => "autoscaling/v2",
+            Kind::StorageClass => "storage.k8s.io/v1",
         }
     }
 
@@ -70,6 +80,8 @@ impl Kind {
             Kind::Rollout => "rollouts",
             Kind::AnalysisTemplate => "analysistemplates",
             Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaims",
+            Kind::StorageClass => "storageclasses",
         }
     }
 
@@ -84,6 +96,8 @@ impl Kind {
             "rollout" | "rollouts" | "ro" => Some(Kind::Rollout),
             "analysistemplate" | "analysistemplates" | "at" => Some(Kind::AnalysisTemplate),
             "horizontalpodautoscaler" | "horizontalpodautoscalers" | "hpa" => Some(Kind::HorizontalPodAutoscaler),
+            "persistentvolumeclaim" | "persistentvolumeclaims" | "pvc" => Some(Kind::PersistentVolumeClaim),
+            "storageclass" | "storageclasses" | "sc" => Some(Kind::StorageClass),
             _ => None,
         }
     }
@@ -148,6 +162,8 @@ pub enum Object {
     Rollout(Rollout),
     AnalysisTemplate(AnalysisTemplate),
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    StorageClass(StorageClass),
 }
 
 impl Object {
@@ -160,6 +176,8 @@ impl Object {
             Object::Rollout(_) => Kind::Rollout,
             Object::AnalysisTemplate(_) => Kind::AnalysisTemplate,
             Object::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
+            Object::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
+            Object::StorageClass(_) => Kind::StorageClass,
         }
     }
 
@@ -172,6 +190,8 @@ impl Object {
             Object::Rollout(o) => &o.metadata,
             Object::AnalysisTemplate(o) => &o.metadata,
             Object::HorizontalPodAutoscaler(o) => &o.metadata,
+            Object::PersistentVolumeClaim(o) => &o.metadata,
+            Object::StorageClass(o) => &o.metadata,
         }
     }
 
@@ -184,6 +204,8 @@ impl Object {
             Object::Rollout(o) => &mut o.metadata,
             Object::AnalysisTemplate(o) => &mut o.metadata,
             Object::HorizontalPodAutoscaler(o) => &mut o.metadata,
+            Object::PersistentVolumeClaim(o) => &mut o.metadata,
+            Object::StorageClass(o) => &mut o.metadata,
         }
     }
 
@@ -208,7 +230,11 @@ impl Object {
             Object::Job(o) => Some(&o.spec.template),
             Object::DaemonSet(o) => Some(&o.spec.template),
             Object::Rollout(o) => Some(&o.spec.template),
-            Object::Service(_) | Object::AnalysisTemplate(_) | Object::HorizontalPodAutoscaler(_) => None,
+            Object::Service(_)
+            | Object::AnalysisTemplate(_)
+            | Object::HorizontalPodAutoscaler(_)
+            | Object::PersistentVolumeClaim(_)
+            | Object::StorageClass(_) => None,
         }
     }
 
@@ -218,7 +244,11 @@ impl Object {
             Object::Job(o) => Some(&mut o.spec.template),
             Object::DaemonSet(o) => Some(&mut o.spec.template),
             Object::Rollout(o) => Some(&mut o.spec.template),
-            Object::Service(_) | Object::AnalysisTemplate(_) | Object::HorizontalPodAutoscaler(_) => None,
+            Object::Service(_)
+            | Object::AnalysisTemplate(_)
+            | Object::HorizontalPodAutoscaler(_)
+            | Object::PersistentVolumeClaim(_)
+            | Object::StorageClass(_) => None,
         }
     }
 
@@ -234,6 +264,8 @@ impl Object {
             Object::Rollout(o) => (&mut o.api_version, &mut o.kind),
             Object::AnalysisTemplate(o) => (&mut o.api_version, &mut o.kind),
             Object::HorizontalPodAutoscaler(o) => (&mut o.api_version, &mut o.kind),
+            Object::PersistentVolumeClaim(o) => (&mut o.api_version, &mut o.kind),
+            Object::StorageClass(o) => (&mut o.api_version, &mut o.kind),
         };
         kind.api_version().clone_into(api_version);
         kind.as_str().clone_into(k);
@@ -250,6 +282,8 @@ impl Object {
             Object::Rollout(o) => serde_json::to_value(o),
             Object::AnalysisTemplate(o) => serde_json::to_value(o),
             Object::HorizontalPodAutoscaler(o) => serde_json::to_value(o),
+            Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
+            Object::StorageClass(o) => serde_json::to_value(o),
         };
         // Serializing these plain structs (string-keyed maps only) cannot fail.
         result.unwrap_or(serde_json::Value::Null)
@@ -266,6 +300,8 @@ impl Object {
             Kind::Rollout => Object::Rollout(serde_json::from_value(v).map_err(err)?),
             Kind::AnalysisTemplate => Object::AnalysisTemplate(serde_json::from_value(v).map_err(err)?),
             Kind::HorizontalPodAutoscaler => Object::HorizontalPodAutoscaler(serde_json::from_value(v).map_err(err)?),
+            Kind::PersistentVolumeClaim => Object::PersistentVolumeClaim(serde_json::from_value(v).map_err(err)?),
+            Kind::StorageClass => Object::StorageClass(serde_json::from_value(v).map_err(err)?),
         };
         Ok(o.with_type_meta())
     }
@@ -280,6 +316,8 @@ impl Object {
             Object::Rollout(o) => serde_yaml::to_string(&o),
             Object::AnalysisTemplate(o) => serde_yaml::to_string(&o),
             Object::HorizontalPodAutoscaler(o) => serde_yaml::to_string(&o),
+            Object::PersistentVolumeClaim(o) => serde_yaml::to_string(&o),
+            Object::StorageClass(o) => serde_yaml::to_string(&o),
         };
         result.unwrap_or_default()
     }

@@ -167,6 +167,8 @@ fn deserialize_object<'de, D: Deserializer<'de, Error = serde_yaml::Error>>(
         Kind::Rollout => Object::Rollout(de(d)?),
         Kind::AnalysisTemplate => Object::AnalysisTemplate(de(d)?),
         Kind::HorizontalPodAutoscaler => Object::HorizontalPodAutoscaler(de(d)?),
+        Kind::PersistentVolumeClaim => Object::PersistentVolumeClaim(de(d)?),
+        Kind::StorageClass => Object::StorageClass(de(d)?),
     })
 }
 
@@ -182,7 +184,8 @@ fn rollout_hint(mut e: DeError) -> DeError {
 /// Checks `apiVersion` and `kind` of one object (a document or a List item).
 fn type_meta(map: &serde_yaml::Mapping) -> Result<Kind, (&'static str, String)> {
     let supported =
-        "Deployment, Service, Job, DaemonSet, Rollout, AnalysisTemplate, HorizontalPodAutoscaler (or a List of them)";
+        "Deployment, Service, Job, DaemonSet, Rollout, AnalysisTemplate, HorizontalPodAutoscaler, \
+         PersistentVolumeClaim, StorageClass (or a List of them)";
     let kind = match map.get("kind") {
         None => return Err(("kind", format!("is required: one of {supported}"))),
         Some(Value::String(k)) => k.as_str(),
@@ -196,8 +199,11 @@ fn type_meta(map: &serde_yaml::Mapping) -> Result<Kind, (&'static str, String)> 
                     "kind {kind} is not supported by wasmfleet: use a Deployment (or a Job for run-to-completion work)"
                 )
             }
-            (None, "StatefulSet") => "kind StatefulSet is not supported by wasmfleet: replicas are interchangeable; \
-                                      use a Deployment with a hostPath volume"
+            (None, "StatefulSet") => "kind StatefulSet is not supported by wasmfleet: use a Deployment with \
+                                      `replicas: 1` and a PersistentVolumeClaim (class `replicated` survives its node)"
+                .to_owned(),
+            (None, "PersistentVolume") => "kind PersistentVolume is not supported by wasmfleet: volumes are \
+                                           provisioned for each PersistentVolumeClaim by its StorageClass"
                 .to_owned(),
             (None, "ClusterAnalysisTemplate") => "kind ClusterAnalysisTemplate is not supported by wasmfleet: \
                                                   use an AnalysisTemplate in the Rollout's namespace"

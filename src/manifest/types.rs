@@ -698,13 +698,13 @@ pub struct Volume {
     pub host_path: Option<HostPathVolume>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_dir: Option<EmptyDirVolume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<super::storage::ClaimVolumeSource>,
     // Unsupported sources, each named with a reason by the validator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub persistent_volume_claim: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projected: Option<Value>,
     #[serde(default, rename = "downwardAPI", skip_serializing_if = "Option::is_none")]

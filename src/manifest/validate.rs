@@ -10,6 +10,7 @@
 
 mod autoscaling;
 mod progressive;
+mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -110,6 +111,8 @@ pub(crate) fn validate(object: &Object) -> Vec<Issue> {
         Object::Rollout(r) => progressive::rollout(r, &mut out),
         Object::AnalysisTemplate(t) => progressive::analysis_template(t, &mut out),
         Object::HorizontalPodAutoscaler(h) => autoscaling::hpa(h, &mut out),
+        Object::PersistentVolumeClaim(c) => storage::claim(c, &mut out),
+        Object::StorageClass(c) => storage::class(c, &mut out),
     }
     out.0
 }
@@ -385,20 +388,20 @@ fn volumes(vols: &[Volume], out: &mut Issues) -> BTreeSet<String> {
         let cm = "ConfigMaps and Secrets are not supported; put files in a `hostPath` volume or values in `env`";
         out.unsupported(&base, "configMap", &v.config_map, cm);
         out.unsupported(&base, "secret", &v.secret, cm);
-        out.unsupported(
-            &base,
-            "persistentVolumeClaim",
-            &v.persistent_volume_claim,
-            "there are no persistent volume claims; use a `hostPath` volume for data that must outlive a replica",
-        );
-        let other = "only `hostPath` and `emptyDir` volumes are supported";
+        let other = "only `hostPath`, `emptyDir` and `persistentVolumeClaim` volumes are supported";
         out.unsupported(&base, "projected", &v.projected, other);
         out.unsupported(&base, "downwardAPI", &v.downward_api, other);
         out.unsupported(&base, "nfs", &v.nfs, other);
         out.unsupported(&base, "csi", &v.csi, other);
         out.unsupported(&base, "ephemeral", &v.ephemeral, other);
-        if v.host_path.is_some() && v.empty_dir.is_some() {
-            out.push(&base, "a volume has exactly one source: `hostPath` or `emptyDir`, not both");
+        let sources = [v.host_path.is_some(), v.empty_dir.is_some(), v.persistent_volume_claim.is_some()];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            out.push(&base, "a volume has exactly one source: `hostPath`, `emptyDir` or `persistentVolumeClaim`");
+        }
+        if let Some(c) = &v.persistent_volume_claim
+            && let Err(e) = dns_label(&c.claim_name)
+        {
+            out.push(join_key(&join_key(&base, "persistentVolumeClaim"), "claimName"), e);
         }
         if let Some(hp) = &v.host_path {
             if !hp.path.starts_with('/') {

@@ -38,8 +38,11 @@ pub struct HttpProbe {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeGrant {
     pub name: String,
-    /// The host directory; `None` for an `emptyDir` (a fresh per-replica directory).
+    /// The host directory; `None` for an `emptyDir` (a fresh per-replica directory) or a
+    /// claim.
     pub host_path: Option<PathBuf>,
+    /// The PersistentVolumeClaim it mounts (its volume's directory on the node).
+    pub claim: Option<String>,
     /// Where the module sees it.
     pub guest_path: String,
     pub read_only: bool,
@@ -85,8 +88,10 @@ impl PodTemplateSpec {
                 Some(VolumeGrant {
                     name: m.name.clone(),
                     host_path: v.host_path.as_ref().map(|h| PathBuf::from(&h.path)),
+                    claim: v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()),
                     guest_path: m.mount_path.clone(),
-                    read_only: m.read_only.unwrap_or(false),
+                    read_only: m.read_only.unwrap_or(false)
+                        || v.persistent_volume_claim.as_ref().and_then(|c| c.read_only).unwrap_or(false),
                 })
             })
             .collect();

@@ -26,10 +26,11 @@
 pub mod blobs;
 mod reports;
 pub mod view;
+pub mod volumes;
 
 pub use reports::REPLICAS_SEQ_KEY;
 use reports::Reports;
-pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaMetrics, ReplicaPhase};
+pub use view::{GossipReplica, NodeInfo, NodeView, PeerView, ReplicaMetrics, ReplicaPhase, VolumeCopy};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -158,6 +159,8 @@ enum Reply {
 pub const FIGURES_KEY: &str = "rstats";
 /// Gossip key of this node's replica figures for autoscaling.
 pub const METRICS_KEY: &str = "rmetrics";
+/// Gossip key of the persistent volume copies this node holds.
+pub const VOLUMES_KEY: &str = "vols";
 
 /// State the mesh handler needs.
 struct Shared {
@@ -182,6 +185,7 @@ pub struct Peering {
     /// Replication of the desired-state store (serves peers on its own mesh channel).
     replicator: Arc<Replicator<Store, MeshTransport>>,
     blobs: BlobTransfer,
+    volumes: volumes::VolumeTransfer,
     membership: tokio::sync::Mutex<Option<Membership>>,
     members: tokio::sync::watch::Receiver<Vec<Member>>,
     advertise: SocketAddr,
@@ -345,6 +349,9 @@ impl Peering {
         serve_replication(&mesh, &replicator);
         let blobs = BlobTransfer::new(mesh.clone(), store.clone());
         blobs.serve();
+        let dirs = crate::state::copies::VolumeDirs::new(data_dir);
+        let volumes = volumes::VolumeTransfer::new(mesh.clone(), dirs, store.clone());
+        volumes.serve();
         let bound = mesh.local_addr()?;
         let advertise = opts.advertise.unwrap_or_else(|| {
             let ip = if bound.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { bound.ip() };
@@ -393,6 +400,7 @@ impl Peering {
             mesh,
             replicator,
             blobs,
+            volumes,
             membership: tokio::sync::Mutex::new(Some(membership)),
             members,
             advertise,
@@ -487,9 +495,15 @@ impl Peering {
                     }),
                     figures: m.kv.get(FIGURES_KEY).and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
                     metrics: m.kv.get(METRICS_KEY).and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
+                    volumes: m.kv.get(VOLUMES_KEY).and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
                 }
             })
             .collect()
+    }
+
+    /// Volume snapshots to and from peers.
+    pub fn volumes(&self) -> &volumes::VolumeTransfer {
+        &self.volumes
     }
 
     /// Asks this node (its reconciler, if it coordinates `target`) to activate `target`.

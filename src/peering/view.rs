@@ -162,6 +162,36 @@ impl ReplicaMetrics {
     }
 }
 
+/// A copy of a volume on one node, as the node publishes it in gossip (key `vols`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeCopy {
+    /// Volume name.
+    #[serde(rename = "v")]
+    pub volume: String,
+    /// The writer's epoch the copy was made under.
+    #[serde(rename = "e")]
+    pub epoch: u64,
+    /// The snapshot sequence the copy holds.
+    #[serde(rename = "s")]
+    pub seq: u64,
+    /// Whether the copy holds the whole snapshot `seq` (false while one is being applied).
+    #[serde(rename = "c")]
+    pub complete: bool,
+    /// Bytes of data in it.
+    #[serde(rename = "b")]
+    pub bytes: u64,
+    /// When the writer read the snapshot it holds (wall ms).
+    #[serde(rename = "t")]
+    pub taken_ms: u64,
+}
+
+impl VolumeCopy {
+    /// Copies order by epoch, then sequence: the newest is the greatest.
+    pub fn freshness(&self) -> (u64, u64) {
+        (self.epoch, self.seq)
+    }
+}
+
 /// Another node as seen through gossip, with what it runs.
 #[derive(Clone, Debug)]
 pub struct PeerView {
@@ -174,6 +204,8 @@ pub struct PeerView {
     pub figures: BTreeMap<String, crate::dataplane::revisions::RevisionFigures>,
     /// Its replicas' figures for autoscaling, by replica name (key `rmetrics`).
     pub metrics: std::collections::HashMap<String, ReplicaMetrics>,
+    /// The persistent volumes it holds (key `vols`).
+    pub volumes: Vec<VolumeCopy>,
 }
 
 /// A node as the API reports it.

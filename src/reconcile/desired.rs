@@ -27,6 +27,7 @@ use wasmfleet_scheduler::rollout;
 use wasmfleet_scheduler::{Placement, Rule, WorkloadKind, WorkloadReq};
 
 use super::autoscale::{AutoscalerInfo, autoscalers, effective_replicas};
+use super::claims::{ClaimUse, Claims, Readiness};
 use super::progressive::{ProgressiveInfo, progressive_of, verbs_of};
 use super::rollouts::spec_of;
 use super::waves::{WavesInfo, waves_of};
@@ -54,6 +55,8 @@ pub struct SlotSpec {
     /// Failed runs allowed before the replica gives up (Jobs only: what is left of
     /// `backoffLimit`).
     pub max_failures: Option<u32>,
+    /// The PersistentVolumeClaims it mounts.
+    pub claims: Vec<ClaimUse>,
 }
 
 /// A Job's settings, as the passes need them.
@@ -105,6 +108,10 @@ pub struct Workloads {
     /// Workloads whose slots are not the replicas' indices (a set's slots in one wave): by
     /// scheduler key, the owner, the set and the index of each slot.
     pub slot_indices: HashMap<String, (ObjectKey, String, Vec<u32>)>,
+    /// The cluster's claims, volumes and copies.
+    pub claims: Claims,
+    /// Scheduler keys of the workloads that mount each claim (`namespace/name`).
+    pub claim_users: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Workloads {
@@ -127,8 +134,9 @@ pub fn workloads(
     objects: &[(StoredObject, Object)],
     job_records: &HashMap<ObjectKey, JobRecord>,
     mut rollouts: BTreeMap<ObjectKey, RolloutRecord>,
+    claims: Claims,
 ) -> Workloads {
-    let mut out = Workloads::default();
+    let mut out = Workloads { claims, ..Workloads::default() };
     let (mut autoscalers, problems) = autoscalers(objects);
     for (hpa, message) in problems {
         out.status.entry(hpa).or_default().messages.push(message);
@@ -151,7 +159,14 @@ pub fn workloads(
             continue;
         };
         out.digests.insert(digest);
-        let spec = SlotSpec { revision: revision_of(tpl, digest), template: w, digest, max_failures: None };
+        let tc = out.claims.of_template(&key.namespace, &w.volumes);
+        if !tc.problems.is_empty() {
+            out.status.entry(key.clone()).or_default().messages.extend(tc.problems.iter().cloned());
+        }
+        // A ReadWriteOnce claim admits one replica: the others wait.
+        let limit = if tc.exclusive() { 1 } else { u32::MAX };
+        let spec =
+            SlotSpec { revision: revision_of(tpl, digest), template: w, digest, max_failures: None, claims: tc.uses };
         let mut req = WorkloadReq {
             key: key.to_string(),
             kind: WorkloadKind::Deployment,
@@ -160,6 +175,7 @@ pub fn workloads(
             cpu_millis: spec.template.cpu_millis.unwrap_or(0),
             node_selector: spec.template.node_selector.clone(),
             arch: None,
+            nodes: tc.nodes,
             planned: 0,
         };
         match obj {
@@ -177,7 +193,12 @@ pub fn workloads(
                     }
                 };
                 out.status.entry(key.clone()).or_default().desired = d.spec.replicas();
-                let spec_r = spec_of(d, &spec.revision);
+                let mut spec_r = spec_of(d, &spec.revision);
+                if limit == 1 {
+                    // The one writer stops before the new revision starts.
+                    spec_r.strategy = rollout::Strategy::Recreate;
+                    note_single_writer(&mut out, &key, &spec, d.spec.replicas());
+                }
                 let state = match &record {
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&spec_r, rec.created_ms),
@@ -186,7 +207,7 @@ pub fn workloads(
                 let waves = waves_of(d, &key.namespace, &templates, &mut messages);
                 out.status.entry(key.clone()).or_default().messages.extend(messages);
                 let label = waves.as_ref().map(|w| w.settings.label.as_str());
-                push_sets(&mut out, &key, &spec, &state, record.as_ref(), d.spec.replicas(), label, &req);
+                push_sets(&mut out, &key, &spec, &state, record.as_ref(), d.spec.replicas(), label, &req, limit);
                 let info = DeploymentInfo {
                     spec: spec_r,
                     template: kept_template(tpl, rec),
@@ -223,7 +244,10 @@ pub fn workloads(
                     Some(r) => r.state.clone(),
                     None => rollout::State::initial(&built.base, rec.created_ms),
                 };
-                push_sets(&mut out, &key, &spec, &state, record.as_ref(), r.spec.replicas(), None, &req);
+                if limit == 1 {
+                    note_single_writer(&mut out, &key, &spec, r.spec.replicas());
+                }
+                push_sets(&mut out, &key, &spec, &state, record.as_ref(), r.spec.replicas(), None, &req, limit);
                 let progress = record.as_ref().and_then(|r| r.progress.clone()).unwrap_or_default();
                 let info = DeploymentInfo {
                     spec: built.base.clone(),
@@ -249,7 +273,7 @@ pub fn workloads(
             }
             Object::DaemonSet(_) => {
                 req.kind = WorkloadKind::DaemonSet;
-                out.daemonsets.insert(key.clone(), spec);
+                out.daemonsets.insert(key.clone(), spec.clone());
             }
             Object::Job(j) => {
                 let job = JobSpec {
@@ -275,14 +299,24 @@ pub fn workloads(
                 req.kind = WorkloadKind::Job;
                 req.replicas = job.completions;
                 let allowed = (job.backoff_limit + 1).saturating_sub(record.failed).max(1);
-                let pending = (0..job.completions).filter(|i| !record.done.contains(i)).take(job.parallelism as usize);
+                if limit == 1 {
+                    note_single_writer(&mut out, &key, &spec, job.parallelism);
+                }
+                let pending = (0..job.completions)
+                    .filter(|i| !record.done.contains(i))
+                    .take(job.parallelism.min(limit) as usize);
                 for i in pending {
                     let spec = SlotSpec { max_failures: Some(allowed), ..spec.clone() };
                     out.slots.insert(ReplicaKey::new(key.clone(), i), spec);
                 }
             }
-            Object::Service(_) | Object::AnalysisTemplate(_) | Object::HorizontalPodAutoscaler(_) => continue,
+            Object::Service(_)
+            | Object::AnalysisTemplate(_)
+            | Object::HorizontalPodAutoscaler(_)
+            | Object::PersistentVolumeClaim(_)
+            | Object::StorageClass(_) => continue,
         }
+        note_users(&mut out, &key, &spec, &req.key);
         out.requests.push(req);
     }
     out
@@ -312,8 +346,15 @@ fn push_sets(
     planned: u32,
     waves: Option<&str>,
     base: &WorkloadReq,
+    limit: u32,
 ) {
+    let mut left = limit;
     for set in state.sets.iter().filter(|s| s.replicas > 0) {
+        let replicas = set.replicas.min(left);
+        if replicas == 0 {
+            continue;
+        }
+        left -= replicas;
         let slot = if set.hash == current.revision {
             current.clone()
         } else {
@@ -327,9 +368,13 @@ fn push_sets(
             }
         };
         out.digests.insert(slot.digest);
+        // An older revision's template may mount other claims than the current one.
+        let tc = out.claims.of_template(&key.namespace, &slot.template.volumes);
+        let slot = SlotSpec { claims: tc.uses, ..slot };
         let req = WorkloadReq {
             key: workload_key(key, Some(&set.hash)),
-            replicas: set.replicas,
+            nodes: tc.nodes,
+            replicas,
             // Every set is planned at the workload's size: a set that grows or shrinks during
             // a rollout moves none of its replicas.
             planned,
@@ -338,6 +383,7 @@ fn push_sets(
             node_selector: slot.template.node_selector.clone(),
             ..base.clone()
         };
+        note_users(out, key, &slot, &req.key);
         match waves {
             Some(label) if !set.waves.is_empty() => {
                 for (value, indices) in &set.waves {
@@ -353,13 +399,33 @@ fn push_sets(
                 }
             }
             _ => {
-                for i in 0..set.replicas {
+                for i in 0..replicas {
                     out.slots.insert(ReplicaKey::of_set(key.clone(), &set.hash, i), slot.clone());
                 }
                 out.requests.push(req);
             }
         }
     }
+}
+
+/// Records that scheduler workload `workload` (of `owner`) mounts the claims of `slot`.
+fn note_users(out: &mut Workloads, owner: &ObjectKey, slot: &SlotSpec, workload: &str) {
+    for u in &slot.claims {
+        let claim = format!("{}/{}", owner.namespace, u.claim);
+        out.claim_users.entry(claim).or_default().insert(workload.to_string());
+    }
+}
+
+/// Says why replicas beyond the first of a workload with a ReadWriteOnce claim wait.
+fn note_single_writer(out: &mut Workloads, key: &ObjectKey, slot: &SlotSpec, wanted: u32) {
+    if wanted <= 1 {
+        return;
+    }
+    let claim = slot.claims.iter().find(|u| u.exclusive).map(|u| u.claim.as_str()).unwrap_or_default();
+    out.status.entry(key.clone()).or_default().messages.push(format!(
+        "{} of {wanted} replicas wait: persistentvolumeclaim {claim:?} is ReadWriteOnce (one replica at a time)",
+        wanted - 1
+    ));
 }
 
 /// The current template as a revision set keeps it.
@@ -373,7 +439,7 @@ fn set_spec(record: &RolloutRecord, hash: &str) -> Option<SlotSpec> {
     let tpl: PodTemplateSpec = serde_json::from_value(kept.template.clone()).ok()?;
     let template = tpl.workload();
     let digest = kept.resolved.get(&template.image).copied()?;
-    Some(SlotSpec { template, digest, revision: hash.to_string(), max_failures: None })
+    Some(SlotSpec { template, digest, revision: hash.to_string(), max_failures: None, claims: Vec::new() })
 }
 
 /// The scheduler's key of a workload: the owner's key, and `@<hash>` for a Deployment's
@@ -483,6 +549,18 @@ pub enum Action {
     StopIncoming(ReplicaKey),
     /// Stop a serving replica, after the new routing table is published.
     Retire(ReplicaKey),
+    /// Stop the serving replica, then start the desired revision: a slot that writes a
+    /// ReadWriteOnce volume never has two replicas at once.
+    Replace(ReplicaKey),
+}
+
+/// A volume record this node must write before a slot can start here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeIntent {
+    pub namespace: String,
+    pub claim: String,
+    /// Take the volume over from its dead writer (else: bind the unbound claim).
+    pub takeover: bool,
 }
 
 /// What this node must do now.
@@ -499,6 +577,8 @@ pub struct Plan {
     pub booting: bool,
     /// Messages per object (unschedulable slots).
     pub messages: Vec<(ObjectKey, String)>,
+    /// Volume records to write (claims to bind or take over) before their slots start.
+    pub volumes: Vec<VolumeIntent>,
 }
 
 /// Whether a replica started for a slot that another replica serves replaces it at once:
@@ -562,7 +642,7 @@ pub fn plan(inp: Inputs<'_>) -> Plan {
             }
         }
     }
-    out.desired = runs_here(&inp, &views, out.booting);
+    (out.desired, out.volumes) = runs_here(&inp, &views, out.booting);
     if !out.booting {
         out.assignment = Some(out.desired.keys().filter(|k| k.node.is_none()).map(assigned_id).collect());
     }
@@ -580,27 +660,64 @@ pub fn plan(inp: Inputs<'_>) -> Plan {
 }
 
 /// The slots this node runs: those placed here (while booting: those last assigned here), but
-/// not a Job replica before membership settled or while a live peer runs it.
-fn runs_here(inp: &Inputs<'_>, views: &Views<'_>, booting: bool) -> BTreeMap<ReplicaKey, SlotSpec> {
+/// not a Job replica before membership settled or while a live peer runs it, nor a slot whose
+/// claims are not usable here yet (with the volume records to write for them).
+fn runs_here(
+    inp: &Inputs<'_>,
+    views: &Views<'_>,
+    booting: bool,
+) -> (BTreeMap<ReplicaKey, SlotSpec>, Vec<VolumeIntent>) {
     static NOTHING: BTreeSet<String> = BTreeSet::new();
     let last = inp.boot.last_assigned.as_ref().unwrap_or(&NOTHING);
     let settled = !inp.boot.clustered || inp.now >= JOB_SETTLE;
     let mut out = BTreeMap::new();
+    let mut intents = Vec::new();
     for (key, spec) in &inp.workloads.slots {
         let mine =
             if booting { last.contains(&assigned_id(key)) } else { views.node_of.get(key).copied() == Some(inp.node) };
         let job_waits = key.owner.kind == Kind::Job && (!settled || views.of(key).iter().any(|e| e.active));
-        if mine && !job_waits {
+        if mine && !job_waits && claims_ready(inp, key, spec, &mut intents) {
             out.insert(key.clone(), spec.clone());
         }
     }
     for (owner, spec) in &inp.workloads.daemonsets {
         if inp.placement.slots_on(inp.node).any(|slot| slot.key == owner.to_string()) {
             let key = ReplicaKey { owner: owner.clone(), set: None, index: 0, node: Some(inp.node.to_string()) };
-            out.insert(key, spec.clone());
+            if claims_ready(inp, &key, spec, &mut intents) {
+                out.insert(key, spec.clone());
+            }
         }
     }
-    out
+    (out, intents)
+}
+
+/// Whether every claim `spec` mounts is usable here; adds the records to write otherwise.
+fn claims_ready(inp: &Inputs<'_>, key: &ReplicaKey, spec: &SlotSpec, intents: &mut Vec<VolumeIntent>) -> bool {
+    let namespace = &key.owner.namespace;
+    let mut ready = true;
+    for u in &spec.claims {
+        let binder = binds_here(inp, namespace, &u.claim);
+        let intent = match inp.workloads.claims.readiness(namespace, u, inp.node, binder) {
+            Readiness::Ready => continue,
+            Readiness::Wait => None,
+            Readiness::Bind(claim) => Some(VolumeIntent { namespace: namespace.clone(), claim, takeover: false }),
+            Readiness::TakeOver(claim) => Some(VolumeIntent { namespace: namespace.clone(), claim, takeover: true }),
+        };
+        ready = false;
+        if let Some(i) = intent
+            && !intents.contains(&i)
+        {
+            intents.push(i);
+        }
+    }
+    ready
+}
+
+/// Whether this node binds an unbound claim: it holds the first slot (by workload key, then
+/// index) of the workloads that mount it, in the placement every node computes.
+fn binds_here(inp: &Inputs<'_>, namespace: &str, claim: &str) -> bool {
+    let Some(users) = inp.workloads.claim_users.get(&format!("{namespace}/{claim}")) else { return false };
+    inp.placement.assignments.iter().find(|(slot, _)| users.contains(&slot.key)).is_some_and(|(_, n)| n == inp.node)
 }
 
 /// For each desired slot: start its revision, let a waiting new revision take over, or leave
@@ -622,6 +739,9 @@ fn converge(inp: &Inputs<'_>, desired: &BTreeMap<ReplicaKey, SlotSpec>) -> Vec<A
                 }
             }
             Some(_) => actions.extend([Action::StopIncoming(key.clone()), Action::Start(key.clone())]),
+            None if inp.local.contains_key(key) && spec.claims.iter().any(|u| u.exclusive) => {
+                actions.push(Action::Replace(key.clone()))
+            }
             None => actions.push(Action::Start(key.clone())),
         }
     }
@@ -636,6 +756,10 @@ fn converge(inp: &Inputs<'_>, desired: &BTreeMap<ReplicaKey, SlotSpec>) -> Vec<A
 /// has been moving, while it keeps serving.
 fn keeps_serving(inp: &Inputs<'_>, views: &Views<'_>, key: &ReplicaKey) -> Option<Duration> {
     if key.owner.kind != Kind::Deployment {
+        return None;
+    }
+    // The writer of a ReadWriteOnce volume stops as soon as it is not the slot's: two never run.
+    if inp.workloads.slots.get(key).is_some_and(|s| s.claims.iter().any(|u| u.exclusive)) {
         return None;
     }
     let new_node = views.node_of.get(key)?;

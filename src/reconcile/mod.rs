@@ -22,7 +22,9 @@
 //! | `routes.rs` | the routing table and the Services' node ports |
 //! | `publish.rs` | the API's view of replicas and objects, and this node's gossip |
 //! | `assignment.rs` | `assigned.json`: what a restart runs before it hears from a peer |
-//! | `volumes.rs` | `emptyDir` and `hostPath` volumes |
+//! | `volumes.rs` | `emptyDir`, `hostPath` and claimed volumes as a replica mounts them |
+//! | [`claims`] | PersistentVolumeClaims: where their replicas may run, binding, takeover |
+//! | `writers.rs` | the volumes this node writes: scans, snapshots shipped to their holders |
 //! | `probe.rs` | readiness probes |
 //! | `logs.rs` | the log buffers of the replicas |
 
@@ -30,9 +32,11 @@ pub mod desired;
 
 mod assignment;
 pub mod autoscale;
+pub mod claims;
 mod jobs;
 mod logs;
 mod modules;
+mod persistence;
 mod probe;
 pub mod progressive;
 mod publish;
@@ -41,6 +45,7 @@ pub mod rollouts;
 mod routes;
 mod volumes;
 pub mod waves;
+mod writers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,6 +154,9 @@ pub struct ObjectStatus {
     /// HorizontalPodAutoscalers: targets, sizes, conditions, events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<autoscale::AutoscaleView>,
+    /// PersistentVolumeClaims: the volume, its node and copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<claims::VolumeView>,
 }
 
 impl ObjectStatus {
@@ -205,6 +213,11 @@ struct Inner {
     modules: Modules,
     logs: Arc<ReplicaLogs>,
     volumes: Volumes,
+    writers: writers::Writers,
+    /// The last volume copies published in gossip.
+    published_volumes: Mutex<String>,
+    /// The cluster's volumes as the API shows them.
+    volume_views: Mutex<Vec<claims::VolumeView>>,
     assignment: AssignmentFile,
     boot: Boot,
     running: tokio::sync::Mutex<Running>,
@@ -254,6 +267,9 @@ impl Reconciler {
             inner: Arc::new(Inner {
                 modules: Modules::new(parts.runtime.clone(), parts.store.clone(), parts.peering.clone()),
                 volumes: Volumes::new(&parts.data_dir),
+                writers: writers::Writers::new(parts.node.clone(), parts.peering.clone()),
+                published_volumes: Mutex::new(String::new()),
+                volume_views: Mutex::new(Vec::new()),
                 node: parts.node,
                 store: parts.store,
                 runtime: parts.runtime,
@@ -377,6 +393,11 @@ impl Reconciler {
     pub fn routes(&self) -> &Routes {
         &self.inner.routes
     }
+
+    /// Every claim and volume of the cluster, as of the last pass.
+    pub fn volumes(&self) -> Vec<claims::VolumeView> {
+        self.inner.volume_views.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// How often a gateway publishes its request figures while a canary is under analysis.
@@ -425,10 +446,12 @@ impl Inner {
         let now = self.started.elapsed();
         let objects: Vec<(StoredObject, Object)> =
             self.store.list(None)?.into_iter().filter_map(|r| r.typed().map(|o| (r, o))).collect();
-        let mut workloads = desired::workloads(&objects, &self.job_records(&objects)?, self.store.rollout_records()?);
-        self.modules.prewarm(&workloads.digests);
         let peers: Vec<PeerView> =
             self.peering.peer_views().into_iter().filter(|v| v.state == MemberState::Alive).collect();
+        let claims = self.claims(&objects, &peers)?;
+        let mut workloads =
+            desired::workloads(&objects, &self.job_records(&objects)?, self.store.rollout_records()?, claims);
+        self.modules.prewarm(&workloads.digests);
         let nodes = self.fleet_nodes();
         let placement = self.place(&workloads, &nodes, desired::fleet_rule(&peers));
         let mut running = self.running.lock().await;
@@ -445,6 +468,7 @@ impl Inner {
             moving: &moving,
         });
         self.keep_assignment(&plan);
+        self.write_volumes(&plan.volumes, &workloads.claims);
         let mut status = std::mem::take(&mut workloads.status);
         for (owner, message) in &plan.messages {
             status.entry(owner.clone()).or_default().note(message.clone());
@@ -473,6 +497,7 @@ impl Inner {
             .collect();
         drop(running);
         self.publish_gossip(gossip, &peers, &scalable_to_zero).await;
+        self.keep_volumes(&workloads.claims, &workloads.claim_users, &mut status).await;
         let (analysed, live) = revisions_in_use(&workloads);
         self.publish_figures(&analysed, &live).await;
         // While a canary is under analysis, every gateway publishes its figures often (the
@@ -574,8 +599,13 @@ impl Inner {
                     }
                 }
                 Action::Retire(key) => retired.extend(running.serving.remove(key)),
-                Action::Start(key) => {
+                Action::Start(key) | Action::Replace(key) => {
                     let Some(slot) = plan.desired.get(key) else { continue };
+                    if matches!(action, Action::Replace(_))
+                        && let Some(old) = running.serving.remove(key)
+                    {
+                        old.stop().await;
+                    }
                     match self.start(key, slot).await {
                         Ok(new) if running.serving.contains_key(key) && !desired::takes_over_at_start(new.ready()) => {
                             running.incoming.insert(key.clone(), (new, now));

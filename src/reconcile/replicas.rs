@@ -278,7 +278,7 @@ impl Inner {
         }
         spec.limits = limits;
         for v in &w.volumes {
-            spec.dirs.push(self.volumes.preopen(&key.owner.namespace, &name, v)?);
+            spec.dirs.push(self.volumes.preopen(&key.owner.namespace, &name, v, &slot.claims)?);
         }
         Ok(spec)
     }

@@ -4,13 +4,16 @@
 
 pub mod replica;
 pub mod rollout;
+pub mod copies;
 pub mod store;
+pub mod volume;
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
 pub use replica::Record;
+pub use volume::{VOLUME_PREFIX, VolumePhase, VolumeRecord, volume_name};
 pub use rollout::{AutoscaleState, ROLLOUT_PREFIX, RevisionTemplate, RolloutRecord};
 pub use store::{
     ApplyAction, BlobWriter, JOB_PREFIX, JobRecord, MAX_MODULE_BYTES, ModuleRecord, Store, StoreError, StoredObject,

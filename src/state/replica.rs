@@ -10,6 +10,8 @@
 //!   least its generation (anti-entropy brings it again once the Job arrives).
 //! - rollout records, `rollout/<Kind/namespace/name>`: last writer wins by the record's own
 //!   sequence ([`RolloutRecord::version`]); kept only while their Deployment exists here.
+//! - volume records, `volume/<volume name>`: last writer wins by the record's own sequence
+//!   ([`VolumeRecord::version`]); they outlive their claim (a retained volume keeps its data).
 //!
 //! Which entry a key ends with is decided by the crate's one merge rule,
 //! [`resolve`], inside the redb write transaction that stores it. Key, version and tombstone
@@ -21,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use wasmfleet_cluster::Version;
 use wasmfleet_cluster::replication::{Entry, Key, Merge, Mode, Storage, Summary, resolve};
 
-use super::store::{JOBS, OBJECTS, ROLLOUTS, TAGS};
+use super::store::{JOBS, OBJECTS, ROLLOUTS, TAGS, VOLUMES};
 use super::{
     JOB_PREFIX, JobRecord, ModuleRecord, ROLLOUT_PREFIX, RolloutRecord, Store, StoreError, StoredObject, TAG_PREFIX,
+    VOLUME_PREFIX, VolumeRecord,
 };
 use crate::clock::now_ms;
 use crate::manifest::ObjectKey;
@@ -35,6 +38,7 @@ pub enum Record {
     Tag(ModuleRecord),
     Job(JobRecord),
     Rollout(RolloutRecord),
+    Volume(VolumeRecord),
 }
 
 impl Merge for Record {
@@ -79,6 +83,7 @@ enum Keyspace<'k> {
     Tag(&'k str),
     Job(&'k str),
     Rollout(&'k str),
+    Volume(&'k str),
 }
 
 fn keyspace(key: &str) -> Keyspace<'_> {
@@ -88,6 +93,8 @@ fn keyspace(key: &str) -> Keyspace<'_> {
         Keyspace::Job(object)
     } else if let Some(object) = key.strip_prefix(ROLLOUT_PREFIX) {
         Keyspace::Rollout(object)
+    } else if let Some(name) = key.strip_prefix(VOLUME_PREFIX) {
+        Keyspace::Volume(name)
     } else {
         Keyspace::Object(key)
     }
@@ -109,6 +116,10 @@ fn rollout_entry(object: &str, rec: RolloutRecord) -> Entry<Record> {
     Entry::live(format!("{ROLLOUT_PREFIX}{object}"), rec.version(), Record::Rollout(rec))
 }
 
+fn volume_entry(rec: VolumeRecord) -> Entry<Record> {
+    Entry::live(format!("{VOLUME_PREFIX}{}", rec.name), rec.version(), Record::Volume(rec))
+}
+
 /// Rebuilds an entry from a peer out of the record it carries; refuses one whose key does not
 /// match its record.
 fn checked(entry: Entry<Record>) -> Result<Entry<Record>, StoreError> {
@@ -123,6 +134,7 @@ fn checked(entry: Entry<Record>) -> Result<Entry<Record>, StoreError> {
         (Keyspace::Rollout(object), Some(Record::Rollout(rec))) if object.parse::<ObjectKey>().is_ok() => {
             Ok(rollout_entry(object, rec))
         }
+        (Keyspace::Volume(name), Some(Record::Volume(rec))) if rec.name == name => Ok(volume_entry(rec)),
         (_, None) => Err(refuse(&key, "an entry without its record")),
         _ => Err(refuse(&key, "the record does not belong under this key")),
     }
@@ -153,7 +165,9 @@ impl Storage for Store {
     fn summary(&self) -> Result<Summary, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        for (table, prefix) in [(OBJECTS, ""), (TAGS, TAG_PREFIX), (JOBS, JOB_PREFIX), (ROLLOUTS, ROLLOUT_PREFIX)] {
+        let tables =
+            [(OBJECTS, ""), (TAGS, TAG_PREFIX), (JOBS, JOB_PREFIX), (ROLLOUTS, ROLLOUT_PREFIX), (VOLUMES, VOLUME_PREFIX)];
+        for (table, prefix) in tables {
             let t = txn.open_table(table).map_err(|e| self.db_err(e))?;
             for row in t.iter().map_err(|e| self.db_err(e))? {
                 let (k, v) = row.map_err(|e| self.db_err(e))?;
@@ -165,6 +179,9 @@ impl Storage for Store {
                     TAG_PREFIX => (format!("{TAG_PREFIX}{k}"), tag_version(&decode(k, v)?)),
                     ROLLOUT_PREFIX => {
                         (format!("{ROLLOUT_PREFIX}{k}"), decode::<super::rollout::RolloutStamp>(k, v)?.version())
+                    }
+                    VOLUME_PREFIX => {
+                        (format!("{VOLUME_PREFIX}{k}"), decode::<super::volume::VolumeStamp>(k, v)?.version())
                     }
                     _ => (format!("{JOB_PREFIX}{k}"), job_version(&decode(k, v)?)),
                 });
@@ -179,6 +196,7 @@ impl Storage for Store {
         let tags = txn.open_table(TAGS).map_err(|e| self.db_err(e))?;
         let jobs = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
         let rollouts = txn.open_table(ROLLOUTS).map_err(|e| self.db_err(e))?;
+        let volumes = txn.open_table(VOLUMES).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         for key in keys {
             let entry = match keyspace(key) {
@@ -186,6 +204,7 @@ impl Storage for Store {
                 Keyspace::Tag(name) => row(self, &tags, name)?.map(tag_entry),
                 Keyspace::Job(object) => row(self, &jobs, object)?.map(|rec| job_entry(object, rec)),
                 Keyspace::Rollout(object) => row(self, &rollouts, object)?.map(|rec| rollout_entry(object, rec)),
+                Keyspace::Volume(name) => row(self, &volumes, name)?.map(volume_entry),
             };
             out.extend(entry);
         }
@@ -205,6 +224,7 @@ impl Storage for Store {
             let mut tags = txn.open_table(TAGS).map_err(|e| self.db_err(e))?;
             let mut jobs = txn.open_table(JOBS).map_err(|e| self.db_err(e))?;
             let mut rollouts = txn.open_table(ROLLOUTS).map_err(|e| self.db_err(e))?;
+            let mut volumes = txn.open_table(VOLUMES).map_err(|e| self.db_err(e))?;
             for incoming in batch {
                 let key = incoming.key.clone();
                 let space = keyspace(&key);
@@ -229,6 +249,7 @@ impl Storage for Store {
                         }
                         row(self, &rollouts, object)?.map(|r| rollout_entry(object, r))
                     }
+                    Keyspace::Volume(name) => row(self, &volumes, name)?.map(volume_entry),
                 };
                 let Some(winner) = resolve(local.as_ref(), incoming) else { continue };
                 let bytes = match &winner.value {
@@ -236,6 +257,7 @@ impl Storage for Store {
                     Some(Record::Tag(rec)) => serde_json::to_vec(rec),
                     Some(Record::Job(rec)) => serde_json::to_vec(rec),
                     Some(Record::Rollout(rec)) => serde_json::to_vec(rec),
+                    Some(Record::Volume(rec)) => serde_json::to_vec(rec),
                     None => continue,
                 }
                 .map_err(|e| self.db_err(e))?;
@@ -256,6 +278,9 @@ impl Storage for Store {
                     Keyspace::Rollout(object) => {
                         rollouts.insert(object, bytes.as_slice()).map_err(|e| self.db_err(e))?;
                     }
+                    Keyspace::Volume(name) => {
+                        volumes.insert(name, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                    }
                 }
                 changed += 1;
             }
@@ -273,6 +298,12 @@ impl Store {
     /// below the stored one loses). Returns whether it was stored.
     pub fn put_rollout(&self, key: &ObjectKey, rec: RolloutRecord) -> Result<bool, StoreError> {
         Ok(self.merge(vec![rollout_entry(&key.to_string(), rec)])? > 0)
+    }
+
+    /// Writes a volume record decided on this node, by the same rule as a peer's (a record
+    /// below the stored one loses). Returns whether it was stored.
+    pub fn put_volume(&self, rec: VolumeRecord) -> Result<bool, StoreError> {
+        Ok(self.merge(vec![volume_entry(rec)])? > 0)
     }
 
     /// Records Job progress made on this node, merged into the stored records by the same

@@ -106,7 +106,8 @@ impl RolloutStamp {
     }
 }
 
-fn version_of(seq: u64, epoch: u64, coordinator: &str) -> Version {
+/// A decision record's version: its sequence, then epoch, then a hash of its writer.
+pub(super) fn version_of(seq: u64, epoch: u64, coordinator: &str) -> Version {
     use sha2::Digest as _;
     let hash = sha2::Sha256::digest(coordinator.as_bytes());
     let mut node = [0u8; 8];

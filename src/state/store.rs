@@ -28,6 +28,8 @@ pub(super) const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags
 pub(super) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_status");
 /// Rollout records, by object key.
 pub(super) const ROLLOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rollouts");
+/// Volume records, by volume name.
+pub(super) const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +178,7 @@ impl Store {
         std::fs::create_dir_all(&blobs).map_err(|source| StoreError::Io { path: blobs.clone(), source })?;
         let db = Database::create(&path).map_err(|e| db_err(&e))?;
         let txn = db.begin_write().map_err(|e| db_err(&e))?;
-        for t in [OBJECTS, TAGS, JOBS, ROLLOUTS] {
+        for t in [OBJECTS, TAGS, JOBS, ROLLOUTS, VOLUMES] {
             txn.open_table(t).map_err(|e| db_err(&e))?;
         }
         txn.commit().map_err(|e| db_err(&e))?;

@@ -76,6 +76,7 @@ fn peer(name: &str, replicas: Vec<GossipReplica>) -> PeerView {
         replicas,
         figures: BTreeMap::new(),
         metrics: Default::default(),
+        volumes: Vec::new(),
     }
 }
 
@@ -116,7 +117,7 @@ struct World {
 
 impl World {
     fn new(objects: &[(StoredObject, Object)], records: &HashMap<ObjectKey, JobRecord>, nodes: &[&str]) -> World {
-        let workloads = workloads(objects, records, BTreeMap::new());
+        let workloads = workloads(objects, records, BTreeMap::new(), Claims::default());
         let infos: Vec<NodeInfo> = nodes.iter().map(|n| node(n)).collect();
         let placement = place(&workloads.requests, &infos);
         World {
@@ -359,6 +360,7 @@ proptest! {
                 }
                 Action::Start(key) => prop_assert!(false, "nothing new to start, yet {key:?} starts"),
                 Action::StopIncoming(key) => prop_assert!(false, "the waiting {key:?} is stopped"),
+                Action::Replace(key) => prop_assert!(false, "nothing claims a volume, yet {key:?} is replaced"),
             }
         }
     }
@@ -437,18 +439,18 @@ fn an_autoscaled_deployment_or_rollout_runs_its_autoscalers_size() {
         let objects = stored(&format!("{yaml}---\n{}", hpa_of(kind)), 1);
         let key = ObjectKey::new(Kind::parse(kind).unwrap(), "default", "web");
         // The autoscaler set 7 when the object said 2: 7 run.
-        let w = workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 2))]));
+        let w = workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 2))]), Claims::default());
         let info = &w.deployments[&key];
         assert_eq!((info.spec.replicas, info.spec_replicas), (7, 2), "{kind}");
         assert!(info.autoscaler.as_ref().is_some_and(|a| a.spec.max == 10), "{kind}");
         assert_eq!(w.status[&key].desired, 7, "{kind}");
         // Scaled by hand since (the object says 2, the autoscaler saw 3): the object's size.
-        let w = workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 3))]));
+        let w = workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 3))]), Claims::default());
         assert_eq!(w.deployments[&key].spec.replicas, 2, "{kind}");
     }
     // An autoscaler without its target says so.
     let objects = stored(&hpa_of("Deployment"), 1);
-    let w = workloads(&objects, &HashMap::new(), BTreeMap::new());
+    let w = workloads(&objects, &HashMap::new(), BTreeMap::new(), Claims::default());
     let hpa = ObjectKey::new(Kind::HorizontalPodAutoscaler, "default", "web");
     assert!(w.status[&hpa].messages.iter().any(|m| m.contains("does not exist")), "{:?}", w.status[&hpa]);
 }
