@@ -59,6 +59,9 @@ pub(super) fn with_status(o: &ObjectView) -> Value {
     if let (Some(a), Some(m)) = (&o.status.autoscale, object.as_object_mut()) {
         m.insert("status".into(), super::hpa::status_block(a));
     }
+    if let (Some(v), Some(m)) = (&o.status.volume, object.as_object_mut()) {
+        m.insert("status".into(), super::storage::status_block(v));
+    }
     object
 }
 

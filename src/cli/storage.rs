@@ -135,6 +135,24 @@ pub fn sc_table(objs: &[ObjectView], now_ms: u64) -> Vec<Vec<String>> {
     rows
 }
 
+/// `status:` as Kubernetes writes a claim's (`phase`, `accessModes`, `capacity`), with the
+/// volume's name in `volumeName` and where its data is under `wasmfleet`.
+pub(super) fn status_block(v: &VolumeView) -> serde_json::Value {
+    let mut status = serde_json::json!({ "phase": v.status });
+    if !v.volume.is_empty() {
+        status["volumeName"] = v.volume.clone().into();
+        status["accessModes"] = serde_json::json!([v.access]);
+        status["capacity"] = serde_json::json!({ "storage": v.capacity });
+        status["wasmfleet"] = serde_json::json!({
+            "node": v.node,
+            "epoch": v.epoch,
+            "usedBytes": v.used_bytes,
+            "copies": v.copies,
+        });
+    }
+    status
+}
+
 /// The volume part of `describe pvc`.
 pub fn describe_volume(v: &VolumeView, now_ms: u64) -> String {
     let mut out = String::new();

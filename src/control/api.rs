@@ -335,6 +335,15 @@ fn apply_manifest_blocking(store: &Store, runtime: &Runtime, source: &str, text:
             ));
         }
     }
+    let claims_involved = resolved_objects.iter().any(|(o, _)| {
+        matches!(o, Object::PersistentVolumeClaim(_))
+            || o.pod_template().is_some_and(|t| t.spec.volumes.iter().any(|v| v.persistent_volume_claim.is_some()))
+    });
+    if claims_involved {
+        let stored: Vec<Object> = store.list(None)?.iter().filter_map(|r| r.typed()).collect();
+        let batch: Vec<&Object> = resolved_objects.iter().map(|(o, _)| o).collect();
+        errors.extend(super::claims::check(&batch, &stored));
+    }
     if !errors.is_empty() {
         return Err(ApiError::BadRequest(errors.join("; ")));
     }

@@ -3,6 +3,7 @@
 //! cluster-wide log service ([`logs`]) and the `/metrics` text ([`metrics`]).
 
 pub mod api;
+mod claims;
 pub mod client;
 pub mod logs;
 pub mod metrics;
