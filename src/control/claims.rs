@@ -70,7 +70,7 @@ mod tests {
     use crate::manifest::parse_str;
 
     fn objects(yaml: &str) -> Vec<Object> {
-        parse_str(yaml).unwrap_or_else(|e| panic!("{e:?}"))
+        parse_str("test.yaml", yaml).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     const CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: CLASS\n  resources: {requests: {storage: 1Mi}}\n";
