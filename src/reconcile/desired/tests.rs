@@ -454,3 +454,86 @@ fn an_autoscaled_deployment_or_rollout_runs_its_autoscalers_size() {
     let hpa = ObjectKey::new(Kind::HorizontalPodAutoscaler, "default", "web");
     assert!(w.status[&hpa].messages.iter().any(|m| m.contains("does not exist")), "{:?}", w.status[&hpa]);
 }
+
+/// A Deployment of `replicas` writing claim `data` (class `class`), with the claim.
+fn writer_of_claim(replicas: u32, class: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n  accessModes: [ReadWriteOnce]\n  \
+         storageClassName: {class}\n  resources: {{requests: {{storage: 1Mi}}}}\n---\n{}      volumes: [{{name: d, \
+         persistentVolumeClaim: {{claimName: data}}}}]\n",
+        deployment("db", replicas, "db:1").replace(
+            "containers: [{name: c, image: \"db:1\"}]\n",
+            "containers: [{name: c, image: \"db:1\", volumeMounts: [{name: d, mountPath: /data}]}]\n"
+        )
+    )
+}
+
+/// The world of `objects` with `claims` (records and copies) over `nodes`, all live.
+fn with_claims(objects: &[(StoredObject, Object)], nodes: &[&str], records: Vec<crate::state::VolumeRecord>) -> World {
+    let live = nodes.iter().map(|n| n.to_string()).collect();
+    let records = records.into_iter().map(|r| (r.name.clone(), r)).collect();
+    let claims = Claims::new(objects, records, BTreeMap::new(), live);
+    let workloads = workloads(objects, &HashMap::new(), BTreeMap::new(), claims);
+    let infos: Vec<NodeInfo> = nodes.iter().map(|n| node(n)).collect();
+    let placement = place(&workloads.requests, &infos);
+    World { workloads, placement, ..World::new(&[], &HashMap::new(), &[]) }
+}
+
+#[test]
+fn a_claim_is_bound_by_its_first_slots_node_before_the_slot_starts() {
+    let objects = stored(&writer_of_claim(1, "local"), 1);
+    let w = with_claims(&objects, &[ME], vec![]);
+    let plan = w.plan(SETTLED);
+    assert!(plan.desired.is_empty(), "nothing starts before the claim is bound");
+    assert_eq!(
+        plan.volumes,
+        [VolumeIntent { namespace: "default".into(), claim: "data".into(), takeover: false }]
+    );
+    // Once the record says this node, the slot starts; on another node it would wait.
+    let info = w.workloads.claims.get("default", "data").unwrap().clone();
+    let bound = with_claims(&objects, &[ME, "n2"], vec![info.bind_record(ME, 1).unwrap()]);
+    let plan = bound.plan(SETTLED);
+    assert_eq!(plan.desired.len(), 1);
+    assert!(plan.volumes.is_empty());
+    assert!(bound.placement.assignments.values().all(|n| n == ME), "held to the volume's node");
+}
+
+#[test]
+fn a_read_write_once_claim_runs_one_replica_and_replaces_it_break_before_make() {
+    let objects = stored(&writer_of_claim(3, "local"), 1);
+    let info = with_claims(&objects, &[ME], vec![]).workloads.claims.get("default", "data").unwrap().clone();
+    let mut w = with_claims(&objects, &[ME], vec![info.bind_record(ME, 1).unwrap()]);
+    let owner = ObjectKey::new(Kind::Deployment, "default", "db");
+    assert_eq!(w.workloads.slots.len(), 1, "one replica of three runs");
+    assert!(w.workloads.status[&owner].messages.iter().any(|m| m.contains("2 of 3 replicas wait")));
+    assert_eq!(w.workloads.deployments[&owner].spec.strategy, rollout::Strategy::Recreate);
+    // A slot whose replica runs an older revision is replaced, not run beside it.
+    let key = w.slot(&owner, 0);
+    w.local.insert(key.clone(), Local { revision: "old".into(), ready: true, running: true });
+    assert_eq!(w.plan(SETTLED).actions, vec![Action::Replace(key)]);
+}
+
+#[test]
+fn a_replicated_claim_is_taken_over_by_a_live_holder_when_its_writer_is_gone() {
+    let objects = stored(&writer_of_claim(1, "replicated"), 1);
+    let info = with_claims(&objects, &[ME], vec![]).workloads.claims.get("default", "data").unwrap().clone();
+    let record = info.bind_record("gone", 1).unwrap();
+    let live: BTreeSet<String> = [ME.to_string(), "n2".to_string()].into();
+    let copy = |seq| crate::peering::VolumeCopy {
+        volume: info.volume.clone(),
+        epoch: 1,
+        seq,
+        complete: true,
+        bytes: 1,
+        taken_ms: 0,
+    };
+    let copies = BTreeMap::from([(info.volume.clone(), vec![(ME.to_string(), copy(9)), ("n2".to_string(), copy(8))])]);
+    let claims = Claims::new(&objects, BTreeMap::from([(record.name.clone(), record)]), copies, live);
+    let workloads = workloads(&objects, &HashMap::new(), BTreeMap::new(), claims);
+    let placement = place(&workloads.requests, &[node(ME), node("n2")]);
+    assert!(placement.assignments.values().all(|n| n == ME), "the newest copy is here");
+    let w = World { workloads, placement, ..World::new(&[], &HashMap::new(), &[]) };
+    let plan = w.plan(SETTLED);
+    assert!(plan.desired.is_empty(), "it starts once the takeover is recorded");
+    assert_eq!(plan.volumes, [VolumeIntent { namespace: "default".into(), claim: "data".into(), takeover: true }]);
+}
