@@ -99,6 +99,10 @@ fn a_local_claim_keeps_a_sensors_readings_across_a_kill_and_a_redeploy() {
         ok(agent.cli(&["get", "pv"])).lines().any(|l| l.contains(&volume) && l.contains("Released")).then_some(())
     });
     assert!(log.exists(), "a retained volume keeps its data");
+    // Deleting the released volume deletes its data.
+    ok(agent.cli(&["delete", "pv", &volume]));
+    wait_for("the volume's data removed", Duration::from_secs(20), || (!log.exists()).then_some(()));
+    assert!(!ok(agent.cli(&["get", "pv"])).contains(&volume));
 }
 
 #[test]
@@ -188,7 +192,8 @@ fn bad_claims_are_refused_and_nothing_is_created() {
     assert!(!stdout(&agent.cli(&["get", "deployments"])).contains("sensor"));
     // Two Deployments writing one ReadWriteOnce claim.
     ok(apply(&agent, "one", &sensor("Deployment", "local", "1")));
-    let second = sensor("Deployment", "local", "1").split("---\n").nth(1).unwrap().replace("name: sensor\n", "name: other\n");
+    let second =
+        sensor("Deployment", "local", "1").split("---\n").nth(1).unwrap().replace("name: sensor\n", "name: other\n");
     let out = apply(&agent, "two", &second);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("is ReadWriteOnce and mounted read-write by"), "{}", stderr(&out));

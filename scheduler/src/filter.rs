@@ -53,8 +53,13 @@ impl Free {
 /// The first filter a node fails for a workload. Ordered as reported.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Rejection {
-    Selector { key: String, value: String },
-    Arch { want: String },
+    Selector {
+        key: String,
+        value: String,
+    },
+    Arch {
+        want: String,
+    },
     /// Not one of the nodes that hold the data of a volume the workload claims.
     Volume,
     Memory,

@@ -367,6 +367,12 @@ pub(super) fn delete(
         let (Some(kind), Some(name)) = (kind, name) else {
             bail!("name what to delete: `delete KIND NAME` or `delete -f FILE`")
         };
+        if matches!(kind.to_ascii_lowercase().as_str(), "pv" | "persistentvolume" | "persistentvolumes") {
+            let _: serde_json::Value =
+                client.delete(&format!("/v1/volumes/{}", crate::control::client::encode(name)))?;
+            println!("persistentvolume \"{name}\" deleted");
+            return Ok(0);
+        }
         let k = Kind::parse(kind).with_context(|| format!("unknown kind `{kind}`"))?;
         keys.push(ObjectKey { kind: k, namespace: cli.namespace.clone(), name: name.to_string() });
     }

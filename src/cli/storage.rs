@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(copies(&v), "b,c*");
         assert_eq!(newest_copy(&v, 10_000), "2s");
         let pv = pv_table(std::slice::from_ref(&v), 60_000);
-        assert_eq!(pv[0], ["pvc-0011", "1Gi", "RWO", "Retain", "Bound", "default/data", "replicated", "a", "b,c*", "60s"]);
+        assert_eq!(
+            pv[0],
+            ["pvc-0011", "1Gi", "RWO", "Retain", "Bound", "default/data", "replicated", "a", "b,c*", "60s"]
+        );
         let d = describe_volume(&v, 10_000);
         assert!(d.contains("Writer:\ta (epoch 2)"), "{d}");
         assert!(d.contains("c\tepoch 2, snapshot 7, 100 bytes, incomplete, taken 1s ago"), "{d}");

@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use wasmfleet_cluster::replication::ReplicationError;
 use wasmfleet_runtime::{Digest, ModuleKind, Runtime};
@@ -54,6 +54,9 @@ pub enum ApiError {
     TooLarge { path: String, limit_bytes: usize },
     #[error("{0}")]
     BadRequest(String),
+    /// The request conflicts with the state of the object (a bound volume deleted).
+    #[error("{0}")]
+    Conflict(String),
     #[error("invalid manifest ({} error{})", .0.len(), if .0.len() == 1 { "" } else { "s" })]
     Invalid(Vec<ManifestError>),
     #[error("{0}")]
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Storage(_) | ApiError::NotReplicated(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -661,6 +665,15 @@ pub fn router(api: Arc<Api>) -> Router {
         )
         .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
         .route("/v1/volumes", get(|State(a): State<AppState>| async move { axum::Json(a.reconciler.volumes()) }))
+        .route(
+            "/v1/volumes/{name}",
+            delete(|State(a): State<AppState>, Path(name): Path<String>| async move {
+                match super::claims::delete_volume(&a.store, &name).map_err(ApiError::Conflict)? {
+                    Some(r) => replicated(&a, &[format!("{}{name}", crate::state::VOLUME_PREFIX)], r).await,
+                    None => Err(ApiError::NotFound { what: format!("persistentvolume {name:?}") }),
+                }
+            }),
+        )
         .route(
             "/v1/nodes",
             get(|State(a): State<AppState>| async move { a.peering.nodes().map(axum::Json).map_err(ApiError::from) }),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::manifest::storage::{AccessMode, ClassSettings};
 use crate::manifest::{Kind, Object, ObjectKey};
+use crate::state::{Store, VolumePhase, VolumeRecord};
 
 /// Every problem of the apply `batch` over the stored objects `stored`.
 pub(crate) fn check(batch: &[&Object], stored: &[Object]) -> Vec<String> {
@@ -62,6 +63,24 @@ pub(crate) fn check(batch: &[&Object], stored: &[Object]) -> Vec<String> {
         }
     }
     errors
+}
+
+/// `delete pv NAME`: marks a released volume deleted (every node then removes its copy).
+/// A volume whose claim still exists is refused: delete the claim first.
+pub(crate) fn delete_volume(store: &Store, name: &str) -> Result<Option<VolumeRecord>, String> {
+    let records = store.volume_records().map_err(|e| e.to_string())?;
+    let Some(r) = records.get(name).filter(|r| r.phase != VolumePhase::Deleted) else { return Ok(None) };
+    let claim = store.get(&r.claim).map_err(|e| e.to_string())?;
+    if r.phase == VolumePhase::Bound && claim.is_some_and(|c| !c.deleted) {
+        return Err(format!(
+            "volume {name} is bound to {}: delete the claim first (its class's reclaim policy then applies)",
+            r.claim
+        ));
+    }
+    let deleted =
+        VolumeRecord { phase: VolumePhase::Deleted, seq: r.seq + 1, changed_ms: crate::clock::now_ms(), ..r.clone() };
+    store.put_volume(deleted.clone()).map_err(|e| e.to_string())?;
+    Ok(Some(deleted))
 }
 
 #[cfg(test)]

@@ -76,8 +76,8 @@ pub use progressive::{
     CanaryStrategy, Metric, MetricProvider, Rollout, RolloutAnalysis, RolloutPause, RolloutSpec, RolloutStrategy, Step,
     StrategyKind, WasmfleetMetric, parse_pause_duration,
 };
-pub use storage::{PersistentVolumeClaim, StorageClass};
 pub use quantity::{parse_cpu_millis, parse_duration, parse_memory_bytes, parse_quantity};
+pub use storage::{PersistentVolumeClaim, StorageClass};
 pub use types::{
     Container, ContainerPort, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStrategy, EnvVar,
     IntOrString, Job, JobSpec, LabelSelector, ObjectMeta, PodSpec, PodTemplateSpec, Probe, Protocol, Quantity,

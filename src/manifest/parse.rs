@@ -183,8 +183,7 @@ fn rollout_hint(mut e: DeError) -> DeError {
 
 /// Checks `apiVersion` and `kind` of one object (a document or a List item).
 fn type_meta(map: &serde_yaml::Mapping) -> Result<Kind, (&'static str, String)> {
-    let supported =
-        "Deployment, Service, Job, DaemonSet, Rollout, AnalysisTemplate, HorizontalPodAutoscaler, \
+    let supported = "Deployment, Service, Job, DaemonSet, Rollout, AnalysisTemplate, HorizontalPodAutoscaler, \
          PersistentVolumeClaim, StorageClass (or a List of them)";
     let kind = match map.get("kind") {
         None => return Err(("kind", format!("is required: one of {supported}"))),

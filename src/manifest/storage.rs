@@ -139,9 +139,9 @@ impl AccessMode {
             "ReadWriteMany" => Err("ReadWriteMany is not supported: a volume has one writer at a time; use \
                                     ReadWriteOnce, or a wasi:keyvalue bucket for state many replicas write"
                 .into()),
-            other => Err(format!(
-                "unknown access mode {other:?}: expected ReadWriteOnce, ReadWriteOncePod or ReadOnlyMany"
-            )),
+            other => {
+                Err(format!("unknown access mode {other:?}: expected ReadWriteOnce, ReadWriteOncePod or ReadOnlyMany"))
+            }
         }
     }
 
@@ -166,9 +166,9 @@ impl Provisioner {
         match s {
             PROVISIONER_LOCAL => Ok(Provisioner::Local),
             PROVISIONER_REPLICATED => Ok(Provisioner::Replicated),
-            other => Err(format!(
-                "unknown provisioner {other:?}: expected {PROVISIONER_LOCAL} or {PROVISIONER_REPLICATED}"
-            )),
+            other => {
+                Err(format!("unknown provisioner {other:?}: expected {PROVISIONER_LOCAL} or {PROVISIONER_REPLICATED}"))
+            }
         }
     }
 
@@ -262,8 +262,7 @@ impl PersistentVolumeClaim {
 
     /// Its access mode: read-only for many only when that is all it asks.
     pub fn access(&self) -> AccessMode {
-        let modes: Vec<AccessMode> =
-            self.spec.access_modes.iter().filter_map(|m| AccessMode::parse(m).ok()).collect();
+        let modes: Vec<AccessMode> = self.spec.access_modes.iter().filter_map(|m| AccessMode::parse(m).ok()).collect();
         if !modes.is_empty() && modes.iter().all(|m| *m == AccessMode::ReadOnlyMany) {
             AccessMode::ReadOnlyMany
         } else {

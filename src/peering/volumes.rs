@@ -109,7 +109,10 @@ impl VolumeTransfer {
 
     /// Receives other nodes' snapshots from now on.
     pub fn serve(&self) {
-        self.mesh.set_stream_handler(VOLUME_CHANNEL, Arc::new(Receiver { dirs: self.dirs.clone(), store: self.store.clone() }));
+        self.mesh.set_stream_handler(
+            VOLUME_CHANNEL,
+            Arc::new(Receiver { dirs: self.dirs.clone(), store: self.store.clone() }),
+        );
     }
 
     /// Ships one snapshot of `head.volume` to a peer: `files` (relative paths, read now from
@@ -198,7 +201,12 @@ impl StreamHandler for Receiver {
 }
 
 /// What this node says to a snapshot `head` from `from`, given its copy and its record.
-pub fn verdict(head: &ShipHead, from: &str, copy: Option<CopyState>, record: Option<(&str, u64, VolumePhase)>) -> Verdict {
+pub fn verdict(
+    head: &ShipHead,
+    from: &str,
+    copy: Option<CopyState>,
+    record: Option<(&str, u64, VolumePhase)>,
+) -> Verdict {
     if let Some((writer, epoch, phase)) = record {
         if phase != VolumePhase::Bound {
             return Verdict::Refused(format!("volume {} is {}", head.volume, phase.as_str()));

@@ -204,9 +204,7 @@ impl Claims {
         let holds_copy = self.complete_copies(&record.name).iter().any(|n| n == node);
         match (class.provisioner, info.access) {
             (Provisioner::Replicated, AccessMode::ReadOnlyMany) if holds_copy => Readiness::Ready,
-            (Provisioner::Replicated, AccessMode::ReadWriteOnce)
-                if holds_copy && !self.live.contains(&record.node) =>
-            {
+            (Provisioner::Replicated, AccessMode::ReadWriteOnce) if holds_copy && !self.live.contains(&record.node) => {
                 Readiness::TakeOver(use_.claim.clone())
             }
             _ => Readiness::Wait,
@@ -423,7 +421,9 @@ impl Claims {
             v.claimed = true;
             match (&info.class, &info.record) {
                 (Err(e), _) => v.messages.push(e.clone()),
-                (Ok(_), None) if users.is_empty() => v.messages.push("waiting for first consumer to be created before binding".into()),
+                (Ok(_), None) if users.is_empty() => {
+                    v.messages.push("waiting for first consumer to be created before binding".into())
+                }
                 (Ok(_), None) => v.messages.push("waiting for its first replica's node to bind it".into()),
                 (Ok(_), Some(_)) => {
                     if let Err(why) = self.allowed(info) {
@@ -591,7 +591,8 @@ mod tests {
     #[test]
     fn an_unknown_class_says_so() {
         let mut c = claims("local", AccessMode::ReadWriteOnce, None);
-        c.claims.get_mut(&("default".into(), "data".into())).unwrap().class = Err("storageclass \"x\" not found".into());
+        c.claims.get_mut(&("default".into(), "data".into())).unwrap().class =
+            Err("storageclass \"x\" not found".into());
         assert_eq!(c.allowed(info(&c)), Err("storageclass \"x\" not found".into()));
     }
 }

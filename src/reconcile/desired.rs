@@ -302,9 +302,8 @@ pub fn workloads(
                 if limit == 1 {
                     note_single_writer(&mut out, &key, &spec, job.parallelism);
                 }
-                let pending = (0..job.completions)
-                    .filter(|i| !record.done.contains(i))
-                    .take(job.parallelism.min(limit) as usize);
+                let pending =
+                    (0..job.completions).filter(|i| !record.done.contains(i)).take(job.parallelism.min(limit) as usize);
                 for i in pending {
                     let spec = SlotSpec { max_failures: Some(allowed), ..spec.clone() };
                     out.slots.insert(ReplicaKey::new(key.clone(), i), spec);

@@ -64,7 +64,12 @@ impl Inner {
     }
 
     /// Writer tasks, released and deleted volumes, stale copies, the API's view and gossip.
-    pub(super) async fn keep_volumes(&self, claims: &Claims, users: &BTreeMap<String, std::collections::BTreeSet<String>>, status: &mut HashMap<ObjectKey, ObjectStatus>) {
+    pub(super) async fn keep_volumes(
+        &self,
+        claims: &Claims,
+        users: &BTreeMap<String, std::collections::BTreeSet<String>>,
+        status: &mut HashMap<ObjectKey, ObjectStatus>,
+    ) {
         self.writers.keep(&claims.records);
         let now = crate::clock::now_ms();
         for (record, phase) in claims.orphans() {

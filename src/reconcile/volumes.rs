@@ -35,10 +35,15 @@ impl Volumes {
         claims: &[ClaimUse],
     ) -> Result<Preopen, String> {
         if let Some(claim) = &v.claim {
-            let u = claims.iter().find(|u| u.claim == *claim).ok_or_else(|| format!("claim {claim:?} is not resolved"))?;
+            let u =
+                claims.iter().find(|u| u.claim == *claim).ok_or_else(|| format!("claim {claim:?} is not resolved"))?;
             let dir = self.persistent.data_dir(&u.volume);
             std::fs::create_dir_all(&dir).map_err(|e| format!("volume {} at {}: {e}", u.volume, dir.display()))?;
-            return Ok(Preopen { host_path: dir, guest_path: v.guest_path.clone(), read_only: v.read_only || !u.exclusive });
+            return Ok(Preopen {
+                host_path: dir,
+                guest_path: v.guest_path.clone(),
+                read_only: v.read_only || !u.exclusive,
+            });
         }
         let host_path = match &v.host_path {
             Some(p) => p.clone(),

@@ -71,6 +71,7 @@ impl Writers {
                 state: state.clone(),
                 acked: HashMap::new(),
                 last_heard: HashMap::new(),
+                refusals_logged: HashMap::new(),
             };
             let handle = tokio::spawn(writer.run());
             tasks.insert(volume.clone(), Task { epoch: record.epoch, handle, state });
@@ -116,7 +117,12 @@ struct Writer {
     /// The snapshot each holder is known to hold.
     acked: HashMap<String, (u64, u64)>,
     last_heard: HashMap<String, Instant>,
+    /// When a refusal by each holder was last logged (a peer's answer: rate-limited).
+    refusals_logged: HashMap<String, Instant>,
 }
+
+/// A holder's refusal is logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl Writer {
     async fn run(mut self) {
@@ -179,7 +185,14 @@ impl Writer {
     }
 
     /// Ships snapshot `state` to every holder.
-    async fn ship(&mut self, state: &CopyState, previous: u64, manifest: &Manifest, changed: &[String], removed: &[String]) {
+    async fn ship(
+        &mut self,
+        state: &CopyState,
+        previous: u64,
+        manifest: &Manifest,
+        changed: &[String],
+        removed: &[String],
+    ) {
         let peers = self.peering.peers();
         let live: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
         let targets = holders(&self.record.name, &self.node, &live, self.record.class.copies);
@@ -227,7 +240,11 @@ impl Writer {
                 }
                 Ok(Shipped::Refused(why)) => {
                     self.acked.remove(&target);
-                    tracing::warn!(volume = %self.record.name, holder = %target, reason = %why, "holder refused the volume's snapshot");
+                    let logged = self.refusals_logged.get(&target).is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY);
+                    if !logged {
+                        self.refusals_logged.insert(target.clone(), Instant::now());
+                        tracing::warn!(volume = %self.record.name, holder = %target, reason = %why, "holder refused the volume's snapshot");
+                    }
                 }
                 Err(e) => {
                     self.acked.remove(&target);

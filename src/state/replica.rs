@@ -165,8 +165,13 @@ impl Storage for Store {
     fn summary(&self) -> Result<Summary, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        let tables =
-            [(OBJECTS, ""), (TAGS, TAG_PREFIX), (JOBS, JOB_PREFIX), (ROLLOUTS, ROLLOUT_PREFIX), (VOLUMES, VOLUME_PREFIX)];
+        let tables = [
+            (OBJECTS, ""),
+            (TAGS, TAG_PREFIX),
+            (JOBS, JOB_PREFIX),
+            (ROLLOUTS, ROLLOUT_PREFIX),
+            (VOLUMES, VOLUME_PREFIX),
+        ];
         for (table, prefix) in tables {
             let t = txn.open_table(table).map_err(|e| self.db_err(e))?;
             for row in t.iter().map_err(|e| self.db_err(e))? {

@@ -40,14 +40,22 @@ pub(super) fn claim(c: &PersistentVolumeClaim, out: &mut Issues) {
     if let Some(mode) = spec.volume_mode.as_deref()
         && mode != "Filesystem"
     {
-        out.push("spec.volumeMode", format!("unsupported volume mode {mode:?}: a Wasm module sees directories only (Filesystem)"));
+        out.push(
+            "spec.volumeMode",
+            format!("unsupported volume mode {mode:?}: a Wasm module sees directories only (Filesystem)"),
+        );
     }
     let provisioned = "volumes are provisioned for each claim by its class";
     out.unsupported("spec", "volumeName", &spec.volume_name, provisioned);
     out.unsupported("spec", "selector", &spec.selector, provisioned);
     out.unsupported("spec", "dataSource", &spec.data_source, "a volume starts empty");
     out.unsupported("spec", "dataSourceRef", &spec.data_source_ref, "a volume starts empty");
-    out.unsupported("spec", "volumeAttributesClassName", &spec.volume_attributes_class_name, "use the class's parameters");
+    out.unsupported(
+        "spec",
+        "volumeAttributesClassName",
+        &spec.volume_attributes_class_name,
+        "use the class's parameters",
+    );
 }
 
 pub(super) fn class(c: &StorageClass, out: &mut Issues) {

@@ -439,13 +439,15 @@ fn an_autoscaled_deployment_or_rollout_runs_its_autoscalers_size() {
         let objects = stored(&format!("{yaml}---\n{}", hpa_of(kind)), 1);
         let key = ObjectKey::new(Kind::parse(kind).unwrap(), "default", "web");
         // The autoscaler set 7 when the object said 2: 7 run.
-        let w = workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 2))]), Claims::default());
+        let w =
+            workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 2))]), Claims::default());
         let info = &w.deployments[&key];
         assert_eq!((info.spec.replicas, info.spec_replicas), (7, 2), "{kind}");
         assert!(info.autoscaler.as_ref().is_some_and(|a| a.spec.max == 10), "{kind}");
         assert_eq!(w.status[&key].desired, 7, "{kind}");
         // Scaled by hand since (the object says 2, the autoscaler saw 3): the object's size.
-        let w = workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 3))]), Claims::default());
+        let w =
+            workloads(&objects, &HashMap::new(), BTreeMap::from([(key.clone(), autoscaled(7, 3))]), Claims::default());
         assert_eq!(w.deployments[&key].spec.replicas, 2, "{kind}");
     }
     // An autoscaler without its target says so.
@@ -485,10 +487,7 @@ fn a_claim_is_bound_by_its_first_slots_node_before_the_slot_starts() {
     let w = with_claims(&objects, &[ME], vec![]);
     let plan = w.plan(SETTLED);
     assert!(plan.desired.is_empty(), "nothing starts before the claim is bound");
-    assert_eq!(
-        plan.volumes,
-        [VolumeIntent { namespace: "default".into(), claim: "data".into(), takeover: false }]
-    );
+    assert_eq!(plan.volumes, [VolumeIntent { namespace: "default".into(), claim: "data".into(), takeover: false }]);
     // Once the record says this node, the slot starts; on another node it would wait.
     let info = w.workloads.claims.get("default", "data").unwrap().clone();
     let bound = with_claims(&objects, &[ME, "n2"], vec![info.bind_record(ME, 1).unwrap()]);
