@@ -155,6 +155,7 @@ impl Runtime {
                         router: spec.service_router.clone(),
                     },
                     limiter,
+                    kv: spec.keyvalue.clone(),
                 };
                 let mut store = Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.limiter);

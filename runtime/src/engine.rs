@@ -73,6 +73,7 @@ impl Runtime {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        crate::keyvalue::add_to_linker(&mut linker, HostState::kv).map_err(engine_err)?;
         let mut p1_linker = wasmtime::Linker::<P1State>::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |s: &mut P1State| &mut s.wasi).map_err(engine_err)?;
 

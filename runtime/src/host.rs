@@ -16,6 +16,13 @@ pub(crate) struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) hooks: OutboundPolicy,
     pub(crate) limiter: MemLimiter,
+    pub(crate) kv: Option<crate::keyvalue::KvGrant>,
+}
+
+impl HostState {
+    pub(crate) fn kv(&mut self) -> crate::keyvalue::KvView<'_> {
+        crate::keyvalue::KvView { table: &mut self.table, grant: self.kv.as_ref() }
+    }
 }
 
 impl WasiView for HostState {

@@ -86,6 +86,7 @@ struct Inner {
     env: Vec<(String, String)>,
     allowed: Arc<[String]>,
     router: Option<crate::OutboundRouter>,
+    kv: Option<crate::keyvalue::KvGrant>,
     limits: Limits,
     sem: Arc<Semaphore>,
     logs: Arc<LogBuffer>,
@@ -141,6 +142,7 @@ impl HttpService {
                 pre: pre.clone(),
                 allowed: spec.allowed_outbound_hosts.clone().into(),
                 router: spec.service_router.clone(),
+                kv: spec.keyvalue.clone(),
                 env: spec.env,
                 name: spec.name,
                 limits: spec.limits,
@@ -338,6 +340,7 @@ impl HttpService {
             table: wasmtime::component::ResourceTable::new(),
             hooks: OutboundPolicy { allowed: inner.allowed.clone(), router: inner.router.clone() },
             limiter: MemLimiter::new(inner.limits.memory_bytes),
+            kv: inner.kv.clone(),
         };
         let mut store = Store::new(&inner.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -24,6 +24,7 @@ mod engine;
 mod error;
 mod host;
 mod http;
+pub mod keyvalue;
 mod logs;
 mod module;
 mod supervisor;
@@ -66,6 +67,9 @@ pub struct WorkloadSpec {
     /// Where a command's runs account their guest time and memory (HTTP services count
     /// theirs in [`ServiceStats`]); `None`: not accounted.
     pub usage: Option<Arc<Usage>>,
+    /// The `wasi:keyvalue` buckets the guest may open; `None`: `open` answers
+    /// `no-such-store`.
+    pub keyvalue: Option<keyvalue::KvGrant>,
 }
 
 /// What a command's runs use, as they run: guest time (the time of every poll of the guest,
@@ -101,6 +105,7 @@ impl WorkloadSpec {
             limits: Limits::default(),
             service_router: None,
             usage: None,
+            keyvalue: None,
         }
     }
 }
