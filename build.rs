@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const P2_MODULES: &[&str] = &["hello", "echo", "sensor", "crash", "hostile", "burn"];
+const P2_MODULES: &[&str] = &["hello", "echo", "sensor", "crash", "hostile", "burn", "kv"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -447,3 +447,33 @@ async fn outbound_http_only_to_allowed_hosts() {
     let svc = HttpService::new(rt, &m, spec, LogBuffer::new(4096)).unwrap();
     assert_eq!(call(&svc, "GET", &path, b"").await.0, 502);
 }
+
+#[tokio::test]
+async fn kv_keeps_values_and_counters_in_its_namespaced_buckets_within_limits() {
+    use wasmfleet_runtime::keyvalue::{KeyValue as _, KvGrant, MemoryKv};
+    let rt = runtime();
+    let m = load(&rt, "kv");
+    let backend = Arc::new(MemoryKv::default());
+    let mut spec = WorkloadSpec::new("test/kv");
+    spec.keyvalue = Some(KvGrant { backend: backend.clone(), prefix: "team-a/".into() });
+    let svc = HttpService::new(rt.clone(), &m, spec, LogBuffer::new(64 * 1024)).expect("service");
+    assert_eq!(call(&svc, "GET", "/incr?key=hits", b"").await, (200, "1".into()));
+    assert_eq!(call(&svc, "GET", "/incr?key=hits&by=41", b"").await, (200, "42".into()));
+    assert_eq!(call(&svc, "PUT", "/set?key=greeting&bucket=cache", b"hello").await, (200, "ok".into()));
+    assert_eq!(call(&svc, "GET", "/get?key=greeting&bucket=cache", b"").await, (200, "hello".into()));
+    assert_eq!(call(&svc, "GET", "/get?key=missing", b"").await.0, 404);
+    assert_eq!(call(&svc, "GET", "/keys", b"").await, (200, "hits".into()));
+    // The backend sees the namespaced buckets.
+    assert_eq!(backend.get("team-a/default", "hits").await.unwrap(), Some(42u64.to_be_bytes().to_vec()));
+    assert_eq!(backend.get("team-a/cache", "greeting").await.unwrap(), Some(b"hello".to_vec()));
+    // Past the limits: a clear error for the guest, nothing stored.
+    let (status, body) = call(&svc, "GET", "/set?keylen=1024&value=x", b"").await;
+    assert_eq!((status, body.as_str()), (500, "key of 1024 bytes is over the limit of 256"));
+    let (status, body) = call(&svc, "GET", "/set?key=big&valuelen=2097152", b"").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("value of 2097152 bytes is over the limit"), "{body}");
+    assert_eq!(call(&svc, "GET", "/get?key=big", b"").await.0, 404);
+    // Without a grant, a bucket does not open.
+    let bare = HttpService::new(rt.clone(), &m, WorkloadSpec::new("test/bare"), LogBuffer::new(1024)).unwrap();
+    assert_eq!(call(&bare, "GET", "/get?key=x", b"").await, (500, "no such store".into()));
+}
