@@ -1,6 +1,7 @@
 //! The cluster layer of wasmfleet: everything that moves state between nodes.
 //!
 //! - [`hlc`]: hybrid logical clock versions, the order of every replicated write;
+//! - [`kv`]: replicated key-value buckets: owners of a key, its versions, the majority rule;
 //! - [`replication`]: the replicated desired-state store's protocol: the entry and its one
 //!   merge rule, write fan-out with acknowledgements, anti-entropy over gossiped digests,
 //!   behind a storage trait and a transport trait (with in-memory ones for tests);
@@ -15,6 +16,7 @@
 
 pub mod gossip;
 pub mod hlc;
+pub mod kv;
 pub mod membership;
 pub mod mesh;
 pub mod pki;

@@ -102,6 +102,11 @@ pub enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
+    /// Read and write the cluster's wasi:keyvalue buckets (those of the namespace `-n`).
+    Kv {
+        #[command(subcommand)]
+        action: KvCommand,
+    },
     /// Manage the rollout of a deployment: status, history, undo, pause, resume, restart.
     Rollout {
         #[command(subcommand)]
@@ -222,6 +227,19 @@ pub struct RolloutTarget {
     pub resource: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,
+}
+
+/// `kv ...`: a bucket as a component opens it, in the namespace `-n`.
+#[derive(Subcommand, Debug)]
+pub enum KvCommand {
+    /// Print a key's value (a counter as its number).
+    Get { bucket: String, key: String },
+    /// Set a key; `-` reads the value from stdin.
+    Set { bucket: String, key: String, value: String },
+    /// Delete a key.
+    Del { bucket: String, key: String },
+    /// List a bucket's keys.
+    Ls { bucket: String },
 }
 
 #[derive(Subcommand, Debug)]

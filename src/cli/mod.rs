@@ -95,6 +95,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(write.exit_code(report_durability(written.durability)))
         }
         Command::Rollout { action } => rollout::rollout(&cli, action),
+        Command::Kv { action } => kv(&cli, action),
         Command::Set { what: SetCommand::Image { args, write } } => rollout::set_image(&cli, args, *write),
         Command::Run(r) => run_local(r),
         Command::Serve { component, addr } => serve_local(component, *addr),
@@ -128,4 +129,43 @@ pub async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
+}
+
+/// `kv get|set|del|ls`.
+fn kv(cli: &Cli, action: &args::KvCommand) -> Result<i32> {
+    let client = cli.client()?;
+    let ns = encode(&cli.namespace);
+    let path = |bucket: &str, key: &str| format!("/v1/kv/{ns}/{}/{}", encode(bucket), encode(key));
+    match action {
+        args::KvCommand::Get { bucket, key } => {
+            let v: crate::control::kv::KvValue = client.get(&path(bucket, key))?;
+            match (v.counter, v.text) {
+                (Some(n), _) => println!("{n}"),
+                (None, Some(t)) => println!("{t}"),
+                (None, None) => println!("<{} bytes, not UTF-8>", v.bytes),
+            }
+        }
+        args::KvCommand::Set { bucket, key, value } => {
+            let bytes = if value == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                b
+            } else {
+                value.clone().into_bytes()
+            };
+            let _: serde_json::Value = client.post_bytes(&path(bucket, key), "application/octet-stream", &bytes)?;
+            println!("{key} set ({} bytes)", bytes.len());
+        }
+        args::KvCommand::Del { bucket, key } => {
+            let _: serde_json::Value = client.delete(&path(bucket, key))?;
+            println!("{key} deleted");
+        }
+        args::KvCommand::Ls { bucket } => {
+            let keys: Vec<String> = client.get(&format!("/v1/kv/{ns}/{}", encode(bucket)))?;
+            for k in keys {
+                println!("{k}");
+            }
+        }
+    }
+    Ok(0)
 }

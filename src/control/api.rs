@@ -57,6 +57,9 @@ pub enum ApiError {
     /// The request conflicts with the state of the object (a bound volume deleted).
     #[error("{0}")]
     Conflict(String),
+    /// The cluster cannot serve it now (a key-value write without a majority).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("invalid manifest ({} error{})", .0.len(), if .0.len() == 1 { "" } else { "s" })]
     Invalid(Vec<ManifestError>),
     #[error("{0}")]
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Storage(_) | ApiError::NotReplicated(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -399,7 +403,7 @@ fn validate_module_name(n: &str) -> ApiResult<()> {
 
 // --- HTTP plumbing ---
 
-type AppState = Arc<Api>;
+pub(crate) type AppState = Arc<Api>;
 
 async fn auth(State(api): State<AppState>, req: Request, next: Next) -> Response {
     let ok = req
@@ -664,6 +668,11 @@ pub fn router(api: Arc<Api>) -> Router {
             ),
         )
         .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
+        .route("/v1/kv/{ns}/{bucket}", get(super::kv::list))
+        .route(
+            "/v1/kv/{ns}/{bucket}/{key}",
+            get(super::kv::get).post(super::kv::set).delete(super::kv::delete),
+        )
         .route("/v1/volumes", get(|State(a): State<AppState>| async move { axum::Json(a.reconciler.volumes()) }))
         .route(
             "/v1/volumes/{name}",

@@ -5,6 +5,7 @@
 pub mod api;
 mod claims;
 pub mod client;
+pub mod kv;
 pub mod logs;
 pub mod metrics;
 pub mod rollout;

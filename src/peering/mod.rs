@@ -24,6 +24,7 @@
 //! module blobs, join tokens; the mesh handler; admission of joiners.
 
 pub mod blobs;
+pub mod kv;
 mod reports;
 pub mod view;
 pub mod volumes;
@@ -186,6 +187,7 @@ pub struct Peering {
     replicator: Arc<Replicator<Store, MeshTransport>>,
     blobs: BlobTransfer,
     volumes: volumes::VolumeTransfer,
+    kv: Arc<kv::ClusterKv>,
     membership: tokio::sync::Mutex<Option<Membership>>,
     members: tokio::sync::watch::Receiver<Vec<Member>>,
     advertise: SocketAddr,
@@ -395,12 +397,14 @@ impl Peering {
         let gossip_addr = membership.gossip_addr();
         *shared.gossip_advertise.lock().unwrap_or_else(|e| e.into_inner()) = Some(gossip_addr);
         let members = membership.watch();
+        let kv = kv::ClusterKv::open(data_dir, node_id, mesh.clone(), members.clone())?;
         let peering = Arc::new(Peering {
             shared,
             mesh,
             replicator,
             blobs,
             volumes,
+            kv,
             membership: tokio::sync::Mutex::new(Some(membership)),
             members,
             advertise,
@@ -499,6 +503,11 @@ impl Peering {
                 }
             })
             .collect()
+    }
+
+    /// The cluster's `wasi:keyvalue` buckets.
+    pub fn kv(&self) -> Arc<kv::ClusterKv> {
+        self.kv.clone()
     }
 
     /// Volume snapshots to and from peers.

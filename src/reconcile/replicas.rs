@@ -277,6 +277,11 @@ impl Inner {
             limits.max_concurrency = c;
         }
         spec.limits = limits;
+        // wasi:keyvalue buckets, kept by the cluster, namespaced by the workload's namespace.
+        spec.keyvalue = Some(wasmfleet_runtime::keyvalue::KvGrant {
+            backend: self.peering.kv(),
+            prefix: format!("{}/", key.owner.namespace).into(),
+        });
         for v in &w.volumes {
             spec.dirs.push(self.volumes.preopen(&key.owner.namespace, &name, v, &slot.claims)?);
         }
