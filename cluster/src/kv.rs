@@ -72,7 +72,9 @@ pub enum KvRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvReply {
     /// A write done: the counter's new value for an increment.
-    Done { counter: Option<u64> },
+    Done {
+        counter: Option<u64>,
+    },
     Entry(Option<KvEntry>),
     Stored,
     /// A bucket's keys on a node: each with its version and whether it has a value.

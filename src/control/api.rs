@@ -669,10 +669,7 @@ pub fn router(api: Arc<Api>) -> Router {
         )
         .route("/v1/replicas", get(|State(a): State<AppState>| async move { axum::Json(a.replicas()) }))
         .route("/v1/kv/{ns}/{bucket}", get(super::kv::list))
-        .route(
-            "/v1/kv/{ns}/{bucket}/{key}",
-            get(super::kv::get).post(super::kv::set).delete(super::kv::delete),
-        )
+        .route("/v1/kv/{ns}/{bucket}/{key}", get(super::kv::get).post(super::kv::set).delete(super::kv::delete))
         .route("/v1/volumes", get(|State(a): State<AppState>| async move { axum::Json(a.reconciler.volumes()) }))
         .route(
             "/v1/volumes/{name}",

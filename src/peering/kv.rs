@@ -144,11 +144,10 @@ impl ClusterKv {
             if m.state != MemberState::Alive || m.name == self.node {
                 continue;
             }
-            let addr = m
-                .kv
-                .get("info")
-                .and_then(|i| serde_json::from_str::<NodeInfo>(i).ok())
-                .and_then(|i| i.cluster.parse().ok());
+            let addr =
+                m.kv.get("info")
+                    .and_then(|i| serde_json::from_str::<NodeInfo>(i).ok())
+                    .and_then(|i| i.cluster.parse().ok());
             live.push((m.name.clone(), addr));
         }
         live.push((self.node.clone(), None));
@@ -294,23 +293,38 @@ impl ClusterKv {
     }
 
     /// Copies `entry` to the other owners; returns how many stored it, waiting until `enough`
-    /// did (or every one answered).
-    async fn push(&self, view: &View, owners: &[String], bucket: &str, key: &str, entry: &KvEntry, enough: usize) -> usize {
-        use futures::StreamExt as _;
-        let mut puts: futures::stream::FuturesUnordered<_> = owners
-            .iter()
-            .filter(|o| **o != self.node)
-            .filter_map(|o| {
-                let addr = Self::addr(view, o)?;
-                let req = KvRequest::Put { bucket: bucket.into(), key: key.into(), entry: entry.clone() };
-                Some(async move { self.call(o, addr, &req).await })
-            })
-            .collect();
+    /// did (or every one answered). The copies not waited for still complete, in the
+    /// background.
+    async fn push(
+        &self,
+        view: &View,
+        owners: &[String],
+        bucket: &str,
+        key: &str,
+        entry: &KvEntry,
+        enough: usize,
+    ) -> usize {
+        let req = KvRequest::Put { bucket: bucket.into(), key: key.into(), entry: entry.clone() };
+        let Ok(bytes) = rmp_serde::to_vec_named(&req).map(Bytes::from) else { return 0 };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for o in owners.iter().filter(|o| **o != self.node) {
+            let Some(addr) = Self::addr(view, o) else { continue };
+            let (mesh, node, bytes, tx) = (self.mesh.clone(), o.clone(), bytes.clone(), tx.clone());
+            tokio::spawn(async move {
+                let answer = mesh.call_on(KV_CHANNEL, &node, addr, bytes, CALL_TIMEOUT).await;
+                let stored = answer
+                    .ok()
+                    .and_then(|a| rmp_serde::from_slice::<KvReply>(&a).ok())
+                    .is_some_and(|r| r == KvReply::Stored);
+                let _ = tx.send(stored);
+            });
+        }
+        drop(tx);
         let mut stored = 0;
         while stored < enough {
-            match puts.next().await {
-                Some(Ok(KvReply::Stored)) => stored += 1,
-                Some(_) => {}
+            match rx.recv().await {
+                Some(true) => stored += 1,
+                Some(false) => {}
                 None => break,
             }
         }
@@ -321,7 +335,7 @@ impl ClusterKv {
     async fn read(&self, bucket: &str, key: &str) -> Result<Option<KvEntry>, KvError> {
         let view = self.view();
         let owners = self.owners(&view, bucket, key);
-        if owners.iter().any(|o| *o == self.node) {
+        if owners.contains(&self.node) {
             return self.local(bucket, key);
         }
         let mut last = KvError::Other("no owner of the key is reachable".into());
