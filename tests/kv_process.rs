@@ -181,14 +181,14 @@ fn operators_read_what_components_wrote_and_bad_keys_and_values_are_refused() {
         request("GET", &gw(0, "/set?key=greeting&value=hello")).ok().filter(|(s, _)| *s == 200)
     });
     // Written through one node, read through every other and by the operator.
-    for i in 0..3 {
+    for (i, agent) in agents.iter().enumerate() {
         let got = wait_for("the Service on every node", Duration::from_secs(30), || {
             request("GET", &gw(i, "/get?key=greeting"))
                 .ok()
                 .filter(|(_, body)| !body.starts_with("no service for host"))
         });
         assert_eq!(got, (200, "hello".into()));
-        assert_eq!(stdout(&agents[i].cli(&["kv", "get", "default", "greeting"])).trim(), "hello");
+        assert_eq!(stdout(&agent.cli(&["kv", "get", "default", "greeting"])).trim(), "hello");
     }
     ok(agents[1].cli(&["kv", "set", "default", "color", "blue"]));
     let got = wait_for("the value seen everywhere", Duration::from_secs(5), || {
