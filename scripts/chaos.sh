@@ -2,7 +2,8 @@
 # Chaos tests that need root and network namespaces, run by name (they are #[ignore]d in the
 # default `cargo test`): tests/partition_netns.rs splits five real agents 2|3 with veths and
 # bridges in namespaces of their own, checks both sides keep serving, heals, and checks they
-# converge to one placement.
+# converge to one placement; and splits them again with wasi:keyvalue buckets: the majority
+# keeps serving atomics, the minority refuses them, and every copy converges after the heal.
 #
 #   scripts/chaos.sh                        # build if needed, then run (as root)
 #   CHAOS_TIMEOUT=600 scripts/chaos.sh      # time limit of the run, seconds (default 300)

@@ -328,6 +328,21 @@ impl NsAgent {
         }
     }
 
+    /// One request `method path` with `Host: host` through this agent's gateway, from inside
+    /// its namespace: (status, body); status 0 when there was no answer.
+    fn http(&self, method: &str, path: &str, host: &str) -> (u16, String) {
+        let mut cmd = probe_command(&self.ns, &self.gateway);
+        cmd.env("WF_PROBE_COUNT", "1")
+            .env("WF_PROBE_URL", format!("{}{path}", self.gateway))
+            .env("WF_PROBE_HOST", host)
+            .env("WF_PROBE_METHOD", method);
+        let Ok(out) = output_within(cmd, Duration::from_secs(20)) else { return (0, String::new()) };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let Some(r) = text.lines().find_map(ProbeResult::parse) else { return (0, text) };
+        // The body follows the node field (`-` for a component that does not name its node).
+        (r.status.unwrap_or(0), r.detail)
+    }
+
     fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -397,7 +412,9 @@ fn netns_http_probe() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let (at, sent) = (epoch_ms(), Instant::now());
-        let answer = client.get(&url).set("Host", "hello").call();
+        let host = std::env::var("WF_PROBE_HOST").unwrap_or_else(|_| "hello".into());
+        let method = std::env::var("WF_PROBE_METHOD").unwrap_or_else(|_| "GET".into());
+        let answer = client.request(&method, &url).set("Host", &host).call();
         let took = sent.elapsed().as_millis();
         let line = match answer {
             Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
@@ -783,4 +800,91 @@ fn split_two_three_both_sides_serve_then_heal_to_one_placement() {
         );
         eprintln!("          healed: {}", load_summary(results, heal_ms, end_ms));
     }
+}
+
+const KV_YAML: &str = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: kv\nspec:\n  selector:\n    matchLabels: {app: kv}\n  template:\n    metadata:\n      labels: {app: kv}\n    spec:\n      containers:\n      - name: kv\n        image: kv:1.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: kv\nspec:\n  selector: {app: kv}\n  ports:\n  - port: 80\n";
+const KEYS: usize = 12;
+
+/// This node's own copies of the `default` bucket: key -> value (None: deleted).
+fn local_copies(a: &NsAgent) -> Result<std::collections::BTreeMap<String, Option<String>>, String> {
+    let out = a.cli(&["kv", "ls", "default", "--local"])?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.splitn(3, '\t');
+            let (k, _version, v) = (p.next()?, p.next()?, p.next()?);
+            Some((k.to_string(), (v != "<deleted>").then(|| v.to_string())))
+        })
+        .collect())
+}
+
+#[test]
+#[ignore = "needs root and `ip netns`; run by scripts/chaos.sh"]
+fn kv_split_two_three_majority_keeps_atomics_minority_refuses_then_every_copy_converges() {
+    let c = Cluster::start();
+    let everyone = Cluster::names(0..NODES);
+    c.wait_each("sees 5 alive nodes", Duration::from_secs(30), |_, a| a.sees_alive_exactly(&everyone));
+    let yaml = c.path("kv.yaml");
+    std::fs::write(&yaml, KV_YAML).expect("write the manifest");
+    c.agents[0].cli_ok(&["push", "kv:1.0", module_path("kv").to_str().expect("utf-8 path")]);
+    c.agents[0].cli_ok(&["apply", "-f", yaml.to_str().expect("utf-8 path")]);
+    c.wait_each("counts through its own kv replica", Duration::from_secs(60), |_, a| {
+        match a.http("POST", "/incr?key=warm", "kv") {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    for k in 0..KEYS {
+        let (status, body) = c.agents[2].http("GET", &format!("/set?key=k{k}&value=before"), "kv");
+        assert_eq!(status, 200, "set k{k}: {body}");
+    }
+
+    c.net.attach(0..SIDE_A, "br1");
+    c.mark("split: node-1, node-2 | node-3, node-4, node-5");
+    c.wait_each("sees only its side alive", Duration::from_secs(30), |i, a| {
+        a.sees_alive_exactly(&Cluster::names(Cluster::side(i)))
+    });
+    // The majority side keeps counting; the minority refuses, with the reason.
+    let mut counted = 0;
+    for i in SIDE_A..NODES {
+        for _ in 0..10 {
+            let (status, body) = c.agents[i].http("POST", "/incr?key=counter", "kv");
+            assert_eq!(status, 200, "{}: an increment on the majority side failed: {body}", c.agents[i].name);
+            counted += 1;
+        }
+    }
+    for i in 0..SIDE_A {
+        let (status, body) = c.agents[i].http("POST", "/incr?key=counter", "kv");
+        assert_eq!(status, 500, "{}: the minority side counted: {body}", c.agents[i].name);
+        assert!(body.contains("no majority"), "{}: {body}", c.agents[i].name);
+    }
+    c.mark(format!("split: {counted} increments on the majority side, the minority refused"));
+    for k in 0..KEYS {
+        let (status, body) = c.agents[3].http("GET", &format!("/set?key=k{k}&value=during"), "kv");
+        assert_eq!(status, 200, "set k{k} during the split: {body}");
+    }
+
+    c.net.attach(0..SIDE_A, "br0");
+    c.mark("healed");
+    c.wait_each("sees 5 alive nodes again", Duration::from_secs(60), |_, a| a.sees_alive_exactly(&everyone));
+    let healed = Instant::now();
+    // Every copy of every key converges: each key on 3 nodes, all holding the last value.
+    common::wait_for("every copy of every key holds its last value", Duration::from_secs(30), || {
+        let copies: Vec<_> = c.agents.iter().map(local_copies).collect::<Result<_, _>>().ok()?;
+        (0..KEYS)
+            .all(|k| {
+                let key = format!("k{k}");
+                let held: Vec<&Option<String>> = copies.iter().filter_map(|m| m.get(&key)).collect();
+                held.len() >= 3 && held.iter().filter(|v| v.as_deref() == Some("during")).count() >= 3
+            })
+            .then_some(())
+    });
+    let converged = healed.elapsed();
+    c.mark(format!("every key's 3 owners hold its last value {converged:?} after every node saw 5 alive"));
+    let value = c.agents[0].cli_ok(&["kv", "get", "default", "counter"]);
+    assert_eq!(value.trim(), counted.to_string(), "the counter after the heal");
+    assert!(converged < Duration::from_secs(5), "copies took {converged:?} to converge");
 }

@@ -238,8 +238,12 @@ pub enum KvCommand {
     Set { bucket: String, key: String, value: String },
     /// Delete a key.
     Del { bucket: String, key: String },
-    /// List a bucket's keys.
-    Ls { bucket: String },
+    /// List a bucket's keys (`--local`: this node's own copies, with versions and values).
+    Ls {
+        bucket: String,
+        #[arg(long)]
+        local: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

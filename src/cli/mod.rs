@@ -160,10 +160,17 @@ fn kv(cli: &Cli, action: &args::KvCommand) -> Result<i32> {
             let _: serde_json::Value = client.delete(&path(bucket, key))?;
             println!("{key} deleted");
         }
-        args::KvCommand::Ls { bucket } => {
+        args::KvCommand::Ls { bucket, local: false } => {
             let keys: Vec<String> = client.get(&format!("/v1/kv/{ns}/{}", encode(bucket)))?;
             for k in keys {
                 println!("{k}");
+            }
+        }
+        args::KvCommand::Ls { bucket, local: true } => {
+            let rows: Vec<(String, u64, Option<String>)> =
+                client.get(&format!("/v1/kv/{ns}/{}?local=true", encode(bucket)))?;
+            for (k, version, value) in rows {
+                println!("{k}\t{version}\t{}", value.as_deref().unwrap_or("<deleted>"));
             }
         }
     }

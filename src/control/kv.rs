@@ -41,12 +41,28 @@ fn key_ok(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `?local=true`: this node's own copies (key, version, value as text), for operators and
+/// tests that check every copy; else the cluster's keys.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    local: bool,
+}
+
 pub(crate) async fn list(
     State(a): State<AppState>,
     Path((ns, b)): Path<(String, String)>,
-) -> Result<axum::Json<Vec<String>>, ApiError> {
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let bucket = bucket(&ns, &b)?;
-    a.peering.kv().keys(&bucket).await.map(axum::Json).map_err(unavailable)
+    let kv = a.peering.kv();
+    if q.local {
+        let rows = kv.local_entries(&bucket).map_err(unavailable)?;
+        let rows: Vec<(String, u64, Option<String>)> =
+            rows.into_iter().map(|(k, v, val)| (k, v, val.map(|b| String::from_utf8_lossy(&b).into_owned()))).collect();
+        return Ok(axum::Json(serde_json::json!(rows)));
+    }
+    kv.keys(&bucket).await.map(|k| axum::Json(serde_json::json!(k))).map_err(unavailable)
 }
 
 pub(crate) async fn get(

@@ -47,7 +47,9 @@ pub struct ClusterKv {
     tag: u64,
     mesh: Arc<Mesh>,
     members: watch::Receiver<Vec<Member>>,
-    db: Database,
+    /// The live set, recomputed when membership changes (reads stay off the gossip state).
+    view: std::sync::RwLock<Arc<View>>,
+    db: Arc<Database>,
     /// One write at a time per key on its primary.
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// The live-set generation each key last caught up under (on its primary).
@@ -68,6 +70,54 @@ fn other(e: impl std::fmt::Display) -> KvError {
     KvError::Other(e.to_string())
 }
 
+/// A key as this node holds it: key, version counter, value (None: deleted).
+pub type LocalCopy = (String, u64, Option<Vec<u8>>);
+
+/// The live set `node` sees in `members` (itself included, with no address).
+fn compute_view(node: &str, members: &[Member]) -> View {
+    let mut live: Vec<(String, Option<SocketAddr>)> = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for m in members {
+        names.insert(m.name.clone());
+        if m.state != MemberState::Alive || m.name == node {
+            continue;
+        }
+        let addr =
+            m.kv.get("info")
+                .and_then(|i| serde_json::from_str::<NodeInfo>(i).ok())
+                .and_then(|i| i.cluster.parse().ok());
+        live.push((m.name.clone(), addr));
+    }
+    live.push((node.to_string(), None));
+    names.insert(node.to_string());
+    live.sort();
+    let generation = node_tag(&live.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(","));
+    View { live, members: names.len(), generation }
+}
+
+/// Keeps `entry` for `bucket`/`key` in `db` if it is newer than the one there, durably.
+/// Returns whether it did.
+fn keep_in(db: &Database, bucket: &str, key: &str, entry: &KvEntry) -> Result<bool, KvError> {
+    let k = db_key(bucket, key);
+    let txn = db.begin_write().map_err(other)?;
+    let stored = {
+        let mut t = txn.open_table(KV).map_err(other)?;
+        let current: Option<KvEntry> = match t.get(k.as_str()).map_err(other)? {
+            Some(v) => rmp_serde::from_slice(v.value()).ok(),
+            None => None,
+        };
+        if entry.newer_than(current.as_ref()) {
+            let bytes = rmp_serde::to_vec_named(entry).map_err(other)?;
+            t.insert(k.as_str(), bytes.as_slice()).map_err(other)?;
+            true
+        } else {
+            false
+        }
+    };
+    txn.commit().map_err(other)?;
+    Ok(stored)
+}
+
 impl ClusterKv {
     pub fn open(
         data_dir: &Path,
@@ -80,12 +130,14 @@ impl ClusterKv {
         let txn = db.begin_write()?;
         txn.open_table(KV)?;
         txn.commit()?;
+        let view = std::sync::RwLock::new(Arc::new(compute_view(node, &members.borrow())));
         let kv = Arc::new(ClusterKv {
             node: node.to_string(),
             tag: node_tag(node),
             mesh,
             members,
-            db,
+            view,
+            db: Arc::new(db),
             locks: DashMap::new(),
             synced: DashMap::new(),
         });
@@ -116,45 +168,37 @@ impl ClusterKv {
         let mut members = self.members.clone();
         tokio::spawn(async move {
             let mut last = 0;
+            let mut repair: Option<tokio::task::JoinHandle<()>> = None;
             loop {
                 if members.changed().await.is_err() {
                     return;
                 }
-                // Changes come in bursts: settle first.
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 let Some(kv) = weak.upgrade() else { return };
-                let view = kv.view();
-                if view.generation == last {
+                // The view is updated at once; writes and reads route by it.
+                let fresh = Arc::new(compute_view(&kv.node, &members.borrow_and_update()));
+                if fresh.generation == last {
                     continue;
                 }
-                last = view.generation;
-                if let Err(e) = kv.repair(&view).await {
-                    tracing::warn!(error = %e, "key-value repair after a membership change failed");
+                last = fresh.generation;
+                *kv.view.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                // A repair under an older view is moot: start again under this one, once the
+                // burst of changes settles.
+                if let Some(r) = repair.take() {
+                    r.abort();
                 }
+                repair = Some(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let view = kv.view();
+                    if let Err(e) = kv.repair(&view).await {
+                        tracing::warn!(error = %e, "key-value repair after a membership change failed");
+                    }
+                }));
             }
         });
     }
 
-    fn view(&self) -> View {
-        let members = self.members.borrow();
-        let mut live: Vec<(String, Option<SocketAddr>)> = Vec::new();
-        let mut names = std::collections::BTreeSet::new();
-        for m in members.iter() {
-            names.insert(m.name.clone());
-            if m.state != MemberState::Alive || m.name == self.node {
-                continue;
-            }
-            let addr =
-                m.kv.get("info")
-                    .and_then(|i| serde_json::from_str::<NodeInfo>(i).ok())
-                    .and_then(|i| i.cluster.parse().ok());
-            live.push((m.name.clone(), addr));
-        }
-        live.push((self.node.clone(), None));
-        names.insert(self.node.clone());
-        live.sort();
-        let generation = node_tag(&live.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(","));
-        View { live, members: names.len(), generation }
+    fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn owners(&self, view: &View, bucket: &str, key: &str) -> Vec<String> {
@@ -174,26 +218,11 @@ impl ClusterKv {
         }
     }
 
-    /// Keeps `entry` if it is newer than the one here, durably. Returns whether it did.
-    fn keep(&self, bucket: &str, key: &str, entry: &KvEntry) -> Result<bool, KvError> {
-        let k = db_key(bucket, key);
-        let txn = self.db.begin_write().map_err(other)?;
-        let stored = {
-            let mut t = txn.open_table(KV).map_err(other)?;
-            let current: Option<KvEntry> = match t.get(k.as_str()).map_err(other)? {
-                Some(v) => rmp_serde::from_slice(v.value()).ok(),
-                None => None,
-            };
-            if entry.newer_than(current.as_ref()) {
-                let bytes = rmp_serde::to_vec_named(entry).map_err(other)?;
-                t.insert(k.as_str(), bytes.as_slice()).map_err(other)?;
-                true
-            } else {
-                false
-            }
-        };
-        txn.commit().map_err(other)?;
-        Ok(stored)
+    /// Keeps `entry` if it is newer than the one here, durably (on a blocking thread: the
+    /// commit waits for the disk). Returns whether it did.
+    async fn keep(&self, bucket: &str, key: &str, entry: &KvEntry) -> Result<bool, KvError> {
+        let (db, bucket, key, entry) = (self.db.clone(), bucket.to_string(), key.to_string(), entry.clone());
+        tokio::task::spawn_blocking(move || keep_in(&db, &bucket, &key, &entry)).await.map_err(other)?
     }
 
     async fn call(&self, node: &str, addr: SocketAddr, req: &KvRequest) -> Result<KvReply, KvError> {
@@ -265,9 +294,16 @@ impl ClusterKv {
         };
         let counter_after = current.as_ref().map_or(0, |e| e.version.counter) + 1;
         let entry = KvEntry { value, version: KvVersion { counter: counter_after, node: self.tag } };
-        self.keep(bucket, key, &entry)?;
         let wanted = write_quorum(owners.len());
-        let copies = 1 + self.push(view, owners, bucket, key, &entry, wanted - 1).await;
+        // The local commit and the copies to the other owners go at once.
+        let (local, pushed) =
+            tokio::join!(self.keep(bucket, key, &entry), self.push(view, owners, bucket, key, &entry, wanted - 1));
+        if let Err(e) = local {
+            // Owners may now hold a version this node lacks: catch up before the next write.
+            self.synced.remove(&dk);
+            return Err(e);
+        }
+        let copies = 1 + pushed;
         if copies < wanted {
             return Err(KvError::Other(format!(
                 "the write is durable on {copies} of the {wanted} copies it needs (an owner did not answer); it may \
@@ -286,7 +322,7 @@ impl ClusterKv {
         });
         for reply in futures::future::join_all(reads).await {
             if let Ok(KvReply::Entry(Some(e))) = reply {
-                self.keep(bucket, key, &e)?;
+                self.keep(bucket, key, &e).await?;
             }
         }
         Ok(())
@@ -366,6 +402,21 @@ impl ClusterKv {
         Ok(out)
     }
 
+    /// This node's own copies of `bucket`'s keys.
+    pub fn local_entries(&self, bucket: &str) -> Result<Vec<LocalCopy>, KvError> {
+        let txn = self.db.begin_read().map_err(other)?;
+        let t = txn.open_table(KV).map_err(other)?;
+        let start = format!("{bucket}\0");
+        let mut out = Vec::new();
+        for row in t.range(start.as_str()..).map_err(other)? {
+            let (k, v) = row.map_err(other)?;
+            let Some(key) = k.value().strip_prefix(&start) else { break };
+            let entry: KvEntry = rmp_serde::from_slice(v.value()).map_err(other)?;
+            out.push((key.to_string(), entry.version.counter, entry.value));
+        }
+        Ok(out)
+    }
+
     /// Every key of `bucket` with a value in the cluster: the newest version of each key any
     /// live node holds decides, sorted.
     pub async fn keys(&self, bucket: &str) -> Result<Vec<String>, KvError> {
@@ -435,7 +486,7 @@ impl ClusterKv {
             }
             KvRequest::Read { bucket, key } => self.local(&bucket, &key).map(KvReply::Entry).unwrap_or_else(refused),
             KvRequest::Put { bucket, key, entry } => {
-                self.keep(&bucket, &key, &entry).map(|_| KvReply::Stored).unwrap_or_else(refused)
+                self.keep(&bucket, &key, &entry).await.map(|_| KvReply::Stored).unwrap_or_else(refused)
             }
             KvRequest::List { bucket } => self.local_keys(&bucket).map(KvReply::Listed).unwrap_or_else(refused),
         }

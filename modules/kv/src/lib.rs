@@ -4,6 +4,9 @@
 //! - `GET /get?key=K`: the value as text (404 when there is none);
 //! - `PUT /set?key=K` with the value as the body, or `GET /set?key=K&value=V`;
 //! - `GET /del?key=K`, `GET /keys`;
+//! - `GET /bench?op=get|set|incr|fill&n=N&key=K[&valuelen=L]`: N operations timed inside the
+//!   component (the monotonic clock around each call; `fill` sets the keys K0 .. K(N-1)),
+//!   answers `p50_ns p99_ns max_ns`;
 //! - `&bucket=B` names the bucket (default: the `default` bucket).
 //!
 //! A bucket error answers 500 with the error (a key over the limit, a node without quorum ...).
@@ -102,7 +105,30 @@ fn handle(request: &IncomingRequest, path: &str) -> Result<(u16, Vec<u8>), Strin
             }
             Ok((200, keys.join("\n").into_bytes()))
         }
-        _ => Ok((404, b"routes: /incr /get /set /del /keys".to_vec())),
+        "/bench" => {
+            let n = query(path, "n").and_then(|n| n.parse::<usize>().ok()).unwrap_or(1000).clamp(1, 100_000);
+            let op = query(path, "op").unwrap_or_else(|| "get".into());
+            let value = vec![b'v'; query(path, "valuelen").and_then(|l| l.parse().ok()).unwrap_or(16)];
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t0 = wasip2::clocks::monotonic_clock::now();
+                match op.as_str() {
+                    "set" => bucket.set(&key, &value).map_err(error_text)?,
+                    "fill" => bucket.set(&format!("{key}{}", times.len()), &value).map_err(error_text)?,
+                    "incr" => {
+                        atomics::increment(&bucket, &key, 1).map_err(error_text)?;
+                    }
+                    _ => {
+                        bucket.get(&key).map_err(error_text)?;
+                    }
+                }
+                times.push(wasip2::clocks::monotonic_clock::now() - t0);
+            }
+            times.sort_unstable();
+            let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+            Ok((200, format!("{} {} {}", at(0.5), at(0.99), times[times.len() - 1]).into_bytes()))
+        }
+        _ => Ok((404, b"routes: /incr /get /set /del /keys /bench".to_vec())),
     }
 }
 
