@@ -204,6 +204,34 @@ fn operators_read_what_components_wrote_and_bad_keys_and_values_are_refused() {
         (request("GET", &gw(1, "/get?key=color")).unwrap().0 == 404).then_some(())
     });
     assert_eq!(ok(agents[1].cli(&["kv", "ls", "default"])).trim(), "greeting");
+    // An application whose buckets are its own does not see the namespace's, nor they its.
+    let own = KV
+        .replace("name: kv\n", "name: own\n")
+        .replace("{app: kv}", "{app: own}")
+        .replace(
+            "      labels: {app: own}\n",
+            "      labels: {app: own}\n      annotations: {wasmfleet.io/keyvalue-scope: application}\n",
+        )
+        .replace("replicas: 3", "replicas: 1");
+    let file = agents[0].data_dir.join("own.yaml");
+    std::fs::write(&file, own).unwrap();
+    ok(agents[0].cli(&["apply", "-f", file.to_str().unwrap()]));
+    let own_get = |path: &str| {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+        match agent.get(&gw(0, path)).set("Host", "own").call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    };
+    let got = wait_for("the application's Service", Duration::from_secs(30), || {
+        // The component's own answers: a value, or 404 `no value` (not the gateway's 404/503).
+        Some(own_get("/get?key=greeting")).filter(|(s, b)| *s == 200 || b == "no value")
+    });
+    assert_eq!(got, (404, "no value".into()), "the namespace's key is not the application's");
+    assert_eq!(own_get("/set?key=greeting&value=mine"), (200, "ok".into()));
+    assert_eq!(ok(agents[1].cli(&["kv", "get", "default", "greeting", "--app", "own"])).trim(), "mine");
+    assert_eq!(ok(agents[1].cli(&["kv", "get", "default", "greeting"])).trim(), "hello");
     // Other namespaces do not see the bucket.
     let out = agents[0].cli(&["kv", "get", "default", "greeting", "-n", "other"]);
     assert!(!out.status.success(), "{}", stdout(&out));

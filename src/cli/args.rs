@@ -229,20 +229,40 @@ pub struct RolloutTarget {
     pub write: WriteArgs,
 }
 
-/// `kv ...`: a bucket as a component opens it, in the namespace `-n`.
+/// `kv ...`: a bucket as a component opens it, in the namespace `-n` (`--app NAME`: the
+/// bucket of an application whose buckets are its own, `wasmfleet.io/keyvalue-scope:
+/// application`).
 #[derive(Subcommand, Debug)]
 pub enum KvCommand {
     /// Print a key's value (a counter as its number).
-    Get { bucket: String, key: String },
+    Get {
+        bucket: String,
+        key: String,
+        #[arg(long)]
+        app: Option<String>,
+    },
     /// Set a key; `-` reads the value from stdin.
-    Set { bucket: String, key: String, value: String },
+    Set {
+        bucket: String,
+        key: String,
+        value: String,
+        #[arg(long)]
+        app: Option<String>,
+    },
     /// Delete a key.
-    Del { bucket: String, key: String },
+    Del {
+        bucket: String,
+        key: String,
+        #[arg(long)]
+        app: Option<String>,
+    },
     /// List a bucket's keys (`--local`: this node's own copies, with versions and values).
     Ls {
         bucket: String,
         #[arg(long)]
         local: bool,
+        #[arg(long)]
+        app: Option<String>,
     },
 }
 

@@ -133,19 +133,29 @@ pub async fn wait_for_signal() {
 
 /// `kv get|set|del|ls`.
 fn kv(cli: &Cli, action: &args::KvCommand) -> Result<i32> {
+    use args::KvCommand as K;
     let client = cli.client()?;
     let ns = encode(&cli.namespace);
-    let path = |bucket: &str, key: &str| format!("/v1/kv/{ns}/{}/{}", encode(bucket), encode(key));
+    let scope = |app: &Option<String>, local: bool| {
+        let mut q: Vec<String> = app.iter().map(|a| format!("app={}", encode(a))).collect();
+        if local {
+            q.push("local=true".into());
+        }
+        if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) }
+    };
+    let path = |bucket: &str, key: &str, app: &Option<String>| {
+        format!("/v1/kv/{ns}/{}/{}{}", encode(bucket), encode(key), scope(app, false))
+    };
     match action {
-        args::KvCommand::Get { bucket, key } => {
-            let v: crate::control::kv::KvValue = client.get(&path(bucket, key))?;
+        K::Get { bucket, key, app } => {
+            let v: crate::control::kv::KvValue = client.get(&path(bucket, key, app))?;
             match (v.counter, v.text) {
                 (Some(n), _) => println!("{n}"),
                 (None, Some(t)) => println!("{t}"),
                 (None, None) => println!("<{} bytes, not UTF-8>", v.bytes),
             }
         }
-        args::KvCommand::Set { bucket, key, value } => {
+        K::Set { bucket, key, value, app } => {
             let bytes = if value == "-" {
                 let mut b = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
@@ -153,22 +163,23 @@ fn kv(cli: &Cli, action: &args::KvCommand) -> Result<i32> {
             } else {
                 value.clone().into_bytes()
             };
-            let _: serde_json::Value = client.post_bytes(&path(bucket, key), "application/octet-stream", &bytes)?;
+            let _: serde_json::Value =
+                client.post_bytes(&path(bucket, key, app), "application/octet-stream", &bytes)?;
             println!("{key} set ({} bytes)", bytes.len());
         }
-        args::KvCommand::Del { bucket, key } => {
-            let _: serde_json::Value = client.delete(&path(bucket, key))?;
+        K::Del { bucket, key, app } => {
+            let _: serde_json::Value = client.delete(&path(bucket, key, app))?;
             println!("{key} deleted");
         }
-        args::KvCommand::Ls { bucket, local: false } => {
-            let keys: Vec<String> = client.get(&format!("/v1/kv/{ns}/{}", encode(bucket)))?;
+        K::Ls { bucket, local: false, app } => {
+            let keys: Vec<String> = client.get(&format!("/v1/kv/{ns}/{}{}", encode(bucket), scope(app, false)))?;
             for k in keys {
                 println!("{k}");
             }
         }
-        args::KvCommand::Ls { bucket, local: true } => {
+        K::Ls { bucket, local: true, app } => {
             let rows: Vec<(String, u64, Option<String>)> =
-                client.get(&format!("/v1/kv/{ns}/{}?local=true", encode(bucket)))?;
+                client.get(&format!("/v1/kv/{ns}/{}{}", encode(bucket), scope(app, true)))?;
             for (k, version, value) in rows {
                 println!("{k}\t{version}\t{}", value.as_deref().unwrap_or("<deleted>"));
             }

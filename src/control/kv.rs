@@ -3,7 +3,7 @@
 //! component's `open("B")` there).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use wasmfleet_runtime::keyvalue::{KeyValue as _, KvError, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
@@ -24,14 +24,30 @@ fn unavailable(e: KvError) -> ApiError {
     ApiError::Unavailable(e.to_string())
 }
 
-fn bucket(ns: &str, bucket: &str) -> Result<String, ApiError> {
+/// `?app=NAME`: the bucket of an application whose buckets are its own
+/// (`wasmfleet.io/keyvalue-scope: application`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Scope {
+    #[serde(default)]
+    app: Option<String>,
+    #[serde(default)]
+    local: bool,
+}
+
+fn bucket(ns: &str, bucket: &str, scope: &Scope) -> Result<String, ApiError> {
     let valid = !bucket.is_empty()
         && bucket.len() <= wasmfleet_runtime::keyvalue::MAX_BUCKET_BYTES
         && bucket.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !valid {
         return Err(ApiError::BadRequest(format!("invalid bucket {bucket:?}: a-z, A-Z, 0-9, '-', '_', '.'")));
     }
-    Ok(format!("{ns}/{bucket}"))
+    match &scope.app {
+        Some(app) if app.is_empty() || app.contains('/') => {
+            Err(ApiError::BadRequest(format!("invalid application name {app:?}")))
+        }
+        Some(app) => Ok(format!("{ns}/{app}/{bucket}")),
+        None => Ok(format!("{ns}/{bucket}")),
+    }
 }
 
 fn key_ok(key: &str) -> Result<(), ApiError> {
@@ -43,18 +59,12 @@ fn key_ok(key: &str) -> Result<(), ApiError> {
 
 /// `?local=true`: this node's own copies (key, version, value as text), for operators and
 /// tests that check every copy; else the cluster's keys.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
-    #[serde(default)]
-    local: bool,
-}
-
 pub(crate) async fn list(
     State(a): State<AppState>,
     Path((ns, b)): Path<(String, String)>,
-    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+    Query(q): Query<Scope>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let bucket = bucket(&ns, &b)?;
+    let bucket = bucket(&ns, &b, &q)?;
     let kv = a.peering.kv();
     if q.local {
         let rows = kv.local_entries(&bucket).map_err(unavailable)?;
@@ -68,8 +78,9 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(a): State<AppState>,
     Path((ns, b, key)): Path<(String, String, String)>,
+    Query(q): Query<Scope>,
 ) -> Result<axum::Json<KvValue>, ApiError> {
-    let bucket = bucket(&ns, &b)?;
+    let bucket = bucket(&ns, &b, &q)?;
     key_ok(&key)?;
     let value = a.peering.kv().get(&bucket, &key).await.map_err(unavailable)?;
     let Some(v) = value else { return Err(ApiError::NotFound { what: format!("key {key:?} in bucket {b:?}") }) };
@@ -80,9 +91,10 @@ pub(crate) async fn get(
 pub(crate) async fn set(
     State(a): State<AppState>,
     Path((ns, b, key)): Path<(String, String, String)>,
+    Query(q): Query<Scope>,
     body: Bytes,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let bucket = bucket(&ns, &b)?;
+    let bucket = bucket(&ns, &b, &q)?;
     key_ok(&key)?;
     if body.len() > MAX_VALUE_BYTES {
         return Err(ApiError::TooLarge { path: format!("/v1/kv/{ns}/{b}/{key}"), limit_bytes: MAX_VALUE_BYTES });
@@ -94,8 +106,9 @@ pub(crate) async fn set(
 pub(crate) async fn delete(
     State(a): State<AppState>,
     Path((ns, b, key)): Path<(String, String, String)>,
+    Query(q): Query<Scope>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let bucket = bucket(&ns, &b)?;
+    let bucket = bucket(&ns, &b, &q)?;
     key_ok(&key)?;
     a.peering.kv().delete(&bucket, &key).await.map_err(unavailable)?;
     Ok(axum::Json(serde_json::json!({ "key": key, "deleted": true })))

@@ -1,8 +1,8 @@
 //! The runtime view of a pod template: what a node needs to run one replica.
 //!
-//! Besides the Kubernetes fields, three pod-template annotations extend a workload (see the
-//! [module docs](super)): `wasmfleet.io/allowed-outbound-hosts`, `wasmfleet.io/request-timeout`
-//! and `wasmfleet.io/max-concurrency`.
+//! Besides the Kubernetes fields, pod-template annotations extend a workload (see the
+//! [module docs](super)): `wasmfleet.io/allowed-outbound-hosts`, `wasmfleet.io/request-timeout`,
+//! `wasmfleet.io/max-concurrency` and `wasmfleet.io/keyvalue-scope`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,9 +19,16 @@ pub const ANNOTATION_ALLOWED_OUTBOUND_HOSTS: &str = "wasmfleet.io/allowed-outbou
 pub const ANNOTATION_REQUEST_TIMEOUT: &str = "wasmfleet.io/request-timeout";
 /// Most requests one replica serves at once: a positive integer.
 pub const ANNOTATION_MAX_CONCURRENCY: &str = "wasmfleet.io/max-concurrency";
+/// Whose `wasi:keyvalue` buckets a workload opens: `namespace` (the default: every workload
+/// of the namespace shares them) or `application` (its own: the Deployment's, Job's, ...).
+pub const ANNOTATION_KEYVALUE_SCOPE: &str = "wasmfleet.io/keyvalue-scope";
 
-pub(crate) const KNOWN_ANNOTATIONS: [&str; 3] =
-    [ANNOTATION_ALLOWED_OUTBOUND_HOSTS, ANNOTATION_REQUEST_TIMEOUT, ANNOTATION_MAX_CONCURRENCY];
+pub(crate) const KNOWN_ANNOTATIONS: [&str; 4] = [
+    ANNOTATION_ALLOWED_OUTBOUND_HOSTS,
+    ANNOTATION_REQUEST_TIMEOUT,
+    ANNOTATION_MAX_CONCURRENCY,
+    ANNOTATION_KEYVALUE_SCOPE,
+];
 
 /// An HTTP readiness probe, with Kubernetes' defaults applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +73,8 @@ pub struct WorkloadTemplate {
     pub allowed_outbound_hosts: Vec<String>,
     pub request_timeout: Option<Duration>,
     pub max_concurrency: Option<u32>,
+    /// Its `wasi:keyvalue` buckets are its own, not its namespace's.
+    pub keyvalue_per_application: bool,
 }
 
 impl PodTemplateSpec {
@@ -139,6 +148,7 @@ impl PodTemplateSpec {
                 .unwrap_or_default(),
             request_timeout: ann.get(ANNOTATION_REQUEST_TIMEOUT).and_then(|v| parse_request_timeout(v).ok()),
             max_concurrency: ann.get(ANNOTATION_MAX_CONCURRENCY).and_then(|v| parse_max_concurrency(v).ok()),
+            keyvalue_per_application: ann.get(ANNOTATION_KEYVALUE_SCOPE).is_some_and(|v| v == "application"),
         }
     }
 }
@@ -149,6 +159,10 @@ pub(crate) fn check_annotation(key: &str, value: &str) -> Result<(), String> {
         ANNOTATION_ALLOWED_OUTBOUND_HOSTS => parse_allowed_hosts(value).map(drop),
         ANNOTATION_REQUEST_TIMEOUT => parse_request_timeout(value).map(drop),
         ANNOTATION_MAX_CONCURRENCY => parse_max_concurrency(value).map(drop),
+        ANNOTATION_KEYVALUE_SCOPE => match value {
+            "namespace" | "application" => Ok(()),
+            other => Err(format!("unknown scope {other:?}: expected namespace or application")),
+        },
         _ => Ok(()),
     }
 }

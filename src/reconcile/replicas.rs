@@ -277,11 +277,13 @@ impl Inner {
             limits.max_concurrency = c;
         }
         spec.limits = limits;
-        // wasi:keyvalue buckets, kept by the cluster, namespaced by the workload's namespace.
-        spec.keyvalue = Some(wasmfleet_runtime::keyvalue::KvGrant {
-            backend: self.peering.kv(),
-            prefix: format!("{}/", key.owner.namespace).into(),
-        });
+        // wasi:keyvalue buckets, kept by the cluster: the namespace's, or the application's.
+        let prefix = match w.keyvalue_per_application {
+            true => format!("{}/{}/", key.owner.namespace, key.owner.name),
+            false => format!("{}/", key.owner.namespace),
+        };
+        spec.keyvalue =
+            Some(wasmfleet_runtime::keyvalue::KvGrant { backend: self.peering.kv(), prefix: prefix.into() });
         for v in &w.volumes {
             spec.dirs.push(self.volumes.preopen(&key.owner.namespace, &name, v, &slot.claims)?);
         }
