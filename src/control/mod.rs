@@ -3,6 +3,7 @@
 //! cluster-wide log service ([`logs`]) and the `/metrics` text ([`metrics`]).
 
 pub mod api;
+mod apply;
 mod claims;
 pub mod client;
 pub mod kv;
