@@ -245,3 +245,43 @@ fn operators_read_what_components_wrote_and_bad_keys_and_values_are_refused() {
     assert!(stderr(&out).contains("key of 1024 bytes is over the limit of 256"), "{}", stderr(&out));
     assert_eq!(ok(agents[1].cli(&["kv", "ls", "default"])).trim(), "greeting");
 }
+
+#[test]
+fn concurrent_compare_and_swap_appends_from_three_nodes_lose_nothing() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let agents = cluster(&dirs);
+    deploy(&agents[0]);
+    for a in &agents {
+        wait_for("the kv Service answers", Duration::from_secs(30), || {
+            request("GET", &format!("{}/incr2?key=warm", a.gateway)).ok().filter(|(s, _)| *s == 200)
+        });
+    }
+    // Each client appends its own letters; every acknowledged append must be in the text once.
+    let clients: Vec<_> = agents
+        .iter()
+        .zip(['x', 'y', 'z'])
+        .map(|(a, letter)| {
+            let url = format!("{}/append?key=log&add={letter}", a.gateway);
+            std::thread::spawn(move || {
+                let mut acked = 0;
+                let mut retried = 0;
+                for _ in 0..30 {
+                    if let Ok((200, body)) = request("GET", &url) {
+                        acked += 1;
+                        let attempts: u32 =
+                            body.rsplit("attempts=").next().and_then(|n| n.trim().parse().ok()).unwrap_or(1);
+                        retried += attempts - 1;
+                    }
+                }
+                (letter, acked, retried)
+            })
+        })
+        .collect();
+    let results: Vec<(char, usize, u32)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let text = ok(agents[1].cli(&["kv", "get", "default", "log"])).trim().to_string();
+    let conflicts: u32 = results.iter().map(|r| r.2).sum();
+    eprintln!("cas appends: {results:?}; {conflicts} swaps retried after a conflict; text {} bytes", text.len());
+    for (letter, acked, _) in &results {
+        assert_eq!(text.matches(*letter).count(), *acked, "appends of {letter:?} lost or doubled in {text:?}");
+    }
+}

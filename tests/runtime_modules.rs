@@ -473,6 +473,11 @@ async fn kv_keeps_values_and_counters_in_its_namespaced_buckets_within_limits() 
     assert_eq!(status, 500);
     assert!(body.contains("value of 2097152 bytes is over the limit"), "{body}");
     assert_eq!(call(&svc, "GET", "/get?key=big", b"").await.0, 404);
+    // 0.2.0-draft2 on the same buckets: compare-and-swap and signed increments.
+    assert_eq!(call(&svc, "GET", "/append?key=log&add=a", b"").await, (200, "a attempts=1".into()));
+    assert_eq!(call(&svc, "GET", "/append?key=log&add=b", b"").await, (200, "ab attempts=1".into()));
+    assert_eq!(call(&svc, "GET", "/get?key=log", b"").await, (200, "ab".into()));
+    assert_eq!(call(&svc, "GET", "/incr2?key=hits&by=-2", b"").await, (200, "40".into()));
     // Without a grant, a bucket does not open.
     let bare = HttpService::new(rt.clone(), &m, WorkloadSpec::new("test/bare"), LogBuffer::new(1024)).unwrap();
     assert_eq!(call(&bare, "GET", "/get?key=x", b"").await, (500, "no such store".into()));

@@ -52,6 +52,12 @@ pub enum KvOp {
     Set(#[serde(with = "serde_bytes_vec")] Vec<u8>),
     Delete,
     Increment(u64),
+    /// Set if the key's version is still `expected` (None: never written).
+    Swap {
+        expected: Option<KvVersion>,
+        #[serde(with = "serde_bytes_vec")]
+        value: Vec<u8>,
+    },
 }
 
 /// A request between nodes (mesh call channel [`KV_CHANNEL`]).
@@ -75,6 +81,8 @@ pub enum KvReply {
     Done {
         counter: Option<u64>,
     },
+    /// A swap not done: the key changed since its version was read.
+    Conflict,
     Entry(Option<KvEntry>),
     Stored,
     /// A bucket's keys on a node: each with its version and whether it has a value.

@@ -24,7 +24,7 @@ use wasmfleet_cluster::kv::{
 };
 use wasmfleet_cluster::membership::{Member, MemberState};
 use wasmfleet_cluster::mesh::{Mesh, PeerInfo};
-use wasmfleet_runtime::keyvalue::{KeyValue, KvError, KvFuture, counter_value, page};
+use wasmfleet_runtime::keyvalue::{KeyValue, KvError, KvFuture, KvToken, counter_value, page};
 
 use super::NodeInfo;
 
@@ -68,6 +68,15 @@ fn db_key(bucket: &str, key: &str) -> String {
 
 fn other(e: impl std::fmt::Display) -> KvError {
     KvError::Other(e.to_string())
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Executed {
+    /// Done; the counter's new value for an increment.
+    Done(Option<u64>),
+    /// A swap whose expected version was no longer the key's.
+    Conflict,
 }
 
 /// A key as this node holds it: key, version counter, value (None: deleted).
@@ -236,7 +245,7 @@ impl ClusterKv {
     }
 
     /// A write, executed by the key's primary (this node, or sent to it).
-    async fn write(&self, bucket: &str, key: &str, op: KvOp) -> Result<Option<u64>, KvError> {
+    async fn write(&self, bucket: &str, key: &str, op: KvOp) -> Result<Executed, KvError> {
         let view = self.view();
         let owners = self.owners(&view, bucket, key);
         let primary = owners.first().cloned().unwrap_or_else(|| self.node.clone());
@@ -247,7 +256,8 @@ impl ClusterKv {
             .ok_or_else(|| KvError::Other(format!("the primary of the key, {primary}, has no address yet")))?;
         let req = KvRequest::Execute { bucket: bucket.into(), key: key.into(), op };
         match self.call(&primary, addr, &req).await? {
-            KvReply::Done { counter } => Ok(counter),
+            KvReply::Done { counter } => Ok(Executed::Done(counter)),
+            KvReply::Conflict => Ok(Executed::Conflict),
             KvReply::Refused(why) => Err(KvError::Other(why)),
             other_reply => Err(KvError::Other(format!("unexpected answer from {primary}: {other_reply:?}"))),
         }
@@ -263,7 +273,7 @@ impl ClusterKv {
         bucket: &str,
         key: &str,
         op: KvOp,
-    ) -> Result<Option<u64>, KvError> {
+    ) -> Result<Executed, KvError> {
         if !has_quorum(view.live.len(), view.members) {
             return Err(KvError::Other(format!(
                 "no majority: this node sees {} of the cluster's {} members; writes and atomics wait until it \
@@ -281,6 +291,10 @@ impl ClusterKv {
         }
         let current = self.local(bucket, key)?;
         let (value, counter) = match op {
+            KvOp::Swap { expected, .. } if current.as_ref().map(|e| e.version) != expected => {
+                return Ok(Executed::Conflict);
+            }
+            KvOp::Swap { value, .. } => (Some(value), None),
             KvOp::Set(v) => (Some(v), None),
             KvOp::Delete => (None, None),
             KvOp::Increment(delta) => {
@@ -310,7 +324,7 @@ impl ClusterKv {
                  still take effect"
             )));
         }
-        Ok(counter)
+        Ok(Executed::Done(counter))
     }
 
     /// Reads every live owner's entry and keeps the newest here.
@@ -480,7 +494,8 @@ impl ClusterKv {
                     ));
                 }
                 match self.execute(&view, &owners, &bucket, &key, op).await {
-                    Ok(counter) => KvReply::Done { counter },
+                    Ok(Executed::Done(counter)) => KvReply::Done { counter },
+                    Ok(Executed::Conflict) => KvReply::Conflict,
                     Err(e) => refused(e),
                 }
             }
@@ -502,6 +517,27 @@ impl KeyValue for ClusterKv {
         Box::pin(async move { self.write(bucket, key, KvOp::Set(value)).await.map(|_| ()) })
     }
 
+    fn get_versioned<'a>(&'a self, bucket: &'a str, key: &'a str) -> KvFuture<'a, (Option<Vec<u8>>, Option<KvToken>)> {
+        Box::pin(async move {
+            let entry = self.read(bucket, key).await?;
+            let token = entry.as_ref().map(|e| (e.version.counter, e.version.node));
+            Ok((entry.and_then(|e| e.value), token))
+        })
+    }
+
+    fn swap<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        expected: Option<KvToken>,
+        value: Vec<u8>,
+    ) -> KvFuture<'a, bool> {
+        let expected = expected.map(|(counter, node)| KvVersion { counter, node });
+        Box::pin(
+            async move { Ok(self.write(bucket, key, KvOp::Swap { expected, value }).await? == Executed::Done(None)) },
+        )
+    }
+
     fn delete<'a>(&'a self, bucket: &'a str, key: &'a str) -> KvFuture<'a, ()> {
         Box::pin(async move { self.write(bucket, key, KvOp::Delete).await.map(|_| ()) })
     }
@@ -512,9 +548,10 @@ impl KeyValue for ClusterKv {
 
     fn increment<'a>(&'a self, bucket: &'a str, key: &'a str, delta: u64) -> KvFuture<'a, u64> {
         Box::pin(async move {
-            self.write(bucket, key, KvOp::Increment(delta))
-                .await?
-                .ok_or_else(|| KvError::Other("the primary did not return the counter".into()))
+            match self.write(bucket, key, KvOp::Increment(delta)).await? {
+                Executed::Done(Some(n)) => Ok(n),
+                _ => Err(KvError::Other("the primary did not return the counter".into())),
+            }
         })
     }
 }

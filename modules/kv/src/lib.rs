@@ -7,6 +7,9 @@
 //! - `GET /bench?op=get|set|incr|fill&n=N&key=K[&valuelen=L]`: N operations timed inside the
 //!   component (the monotonic clock around each call; `fill` sets the keys K0 .. K(N-1)),
 //!   answers `p50_ns p99_ns max_ns`;
+//! - through `wasi:keyvalue@0.2.0-draft2`: `GET /append?key=K&add=X` appends X to the text at
+//!   K with compare-and-swap (retried on conflict; answers the text and the attempts), and
+//!   `GET /incr2?key=K&by=N` (a signed increment);
 //! - `&bucket=B` names the bucket (default: the `default` bucket).
 //!
 //! A bucket error answers 500 with the error (a key over the limit, a node without quorum ...).
@@ -19,6 +22,15 @@ mod kv {
     wit_bindgen::generate!({
         path: "../../runtime/wit/keyvalue",
         world: "wasi:keyvalue/imports",
+        generate_all,
+    });
+}
+
+/// The same buckets through `wasi:keyvalue@0.2.0-draft2` (compare-and-swap, signed increments).
+mod kv2 {
+    wit_bindgen::generate!({
+        path: "../../runtime/wit/keyvalue-draft2",
+        world: "wasi:keyvalue/imports@0.2.0-draft2",
         generate_all,
     });
 }
@@ -128,8 +140,45 @@ fn handle(request: &IncomingRequest, path: &str) -> Result<(u16, Vec<u8>), Strin
             let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
             Ok((200, format!("{} {} {}", at(0.5), at(0.99), times[times.len() - 1]).into_bytes()))
         }
-        _ => Ok((404, b"routes: /incr /get /set /del /keys /bench".to_vec())),
+        "/append" | "/incr2" => draft2(route, path, &key),
+        _ => Ok((404, b"routes: /incr /get /set /del /keys /bench /append /incr2".to_vec())),
     }
+}
+
+fn error2_text(e: kv2::wasi::keyvalue::store::Error) -> String {
+    use kv2::wasi::keyvalue::store::Error;
+    match e {
+        Error::NoSuchStore => "no such store".into(),
+        Error::AccessDenied => "access denied".into(),
+        Error::Other(s) => s,
+    }
+}
+
+/// The draft2 routes.
+fn draft2(route: &str, path: &str, key: &str) -> Result<(u16, Vec<u8>), String> {
+    use kv2::wasi::keyvalue::{atomics as atomics2, store as store2};
+    let bucket = store2::open(&query(path, "bucket").unwrap_or_default()).map_err(error2_text)?;
+    if route == "/incr2" {
+        let by = query(path, "by").and_then(|b| b.parse().ok()).unwrap_or(1i64);
+        let n = atomics2::increment(&bucket, key, by).map_err(error2_text)?;
+        return Ok((200, n.to_string().into_bytes()));
+    }
+    let add = query(path, "add").unwrap_or_default();
+    for attempt in 1..=100 {
+        let cas = atomics2::Cas::new(&bucket, key).map_err(error2_text)?;
+        let mut text = cas.current().map_err(error2_text)?.unwrap_or_default();
+        text.extend_from_slice(add.as_bytes());
+        match atomics2::swap(cas, &text) {
+            Ok(()) => {
+                let mut answer = text;
+                answer.extend_from_slice(format!(" attempts={attempt}").as_bytes());
+                return Ok((200, answer));
+            }
+            Err(atomics2::CasError::CasFailed(_)) => continue,
+            Err(atomics2::CasError::StoreError(e)) => return Err(error2_text(e)),
+        }
+    }
+    Err("compare-and-swap kept failing".into())
 }
 
 impl wasip2::exports::http::incoming_handler::Guest for Kv {

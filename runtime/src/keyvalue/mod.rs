@@ -1,6 +1,8 @@
 //! `wasi:keyvalue@0.2.0-draft` for components: `store` (buckets), `atomics` (increment) and
 //! `batch`, over a [`KeyValue`] backend the embedder provides ([`MemoryKv`] keeps buckets in
-//! memory; the wasmfleet node replicates them across the cluster).
+//! memory; the wasmfleet node replicates them across the cluster). `0.2.0-draft2` (Spin's and
+//! wRPC's: compare-and-swap, signed increments, string cursors) is served beside it over the
+//! same buckets ([`draft2`]); a component may import either.
 //!
 //! A workload's buckets are namespaced: the guest opens `identifier` (`""` is `default`, as in
 //! Spin) and the backend sees `<prefix><identifier>`, the prefix coming from the workload's
@@ -14,6 +16,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+mod draft2;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -63,7 +67,20 @@ pub trait KeyValue: Send + Sync + 'static {
     fn list_keys<'a>(&'a self, bucket: &'a str, cursor: Option<u64>) -> KvFuture<'a, (Vec<String>, Option<u64>)>;
     /// Adds `delta` to the counter at `key` (absent: 0), as one step; returns the sum.
     fn increment<'a>(&'a self, bucket: &'a str, key: &'a str, delta: u64) -> KvFuture<'a, u64>;
+    /// The value of `key` and the version it has now (None: the key was never written).
+    fn get_versioned<'a>(&'a self, bucket: &'a str, key: &'a str) -> KvFuture<'a, (Option<Vec<u8>>, Option<KvToken>)>;
+    /// Sets `key` to `value` if its version is still `expected`, as one step; whether it did.
+    fn swap<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        expected: Option<KvToken>,
+        value: Vec<u8>,
+    ) -> KvFuture<'a, bool>;
 }
+
+/// A key's version as a backend identifies it, for compare-and-swap.
+pub type KvToken = (u64, u64);
 
 /// A workload's access to buckets: the backend, and the prefix of its bucket names.
 #[derive(Clone)]
@@ -130,7 +147,7 @@ impl HasData for Kv {
     type Data<'a> = KvView<'a>;
 }
 
-/// Adds `wasi:keyvalue` to a linker whose store data gives a [`KvView`].
+/// Adds `wasi:keyvalue` (both revisions) to a linker whose store data gives a [`KvView`].
 pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> KvView<'_>,
@@ -138,13 +155,14 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
     store::add_to_linker::<T, Kv>(linker, view)?;
     atomics::add_to_linker::<T, Kv>(linker, view)?;
     batch::add_to_linker::<T, Kv>(linker, view)?;
-    Ok(())
+    draft2::add_to_linker(linker, view)
 }
 
-impl store::Host for KvView<'_> {
-    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KvError> {
+impl KvView<'_> {
+    /// Opens bucket `identifier` of the grant (`""`: `default`).
+    fn open_bucket(&mut self, identifier: &str) -> Result<Resource<Bucket>, KvError> {
         let Some(grant) = self.grant else { return Err(KvError::NoSuchStore) };
-        let id = if identifier.is_empty() { "default" } else { identifier.as_str() };
+        let id = if identifier.is_empty() { "default" } else { identifier };
         let valid = id.len() <= MAX_BUCKET_BYTES
             && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !valid {
@@ -154,6 +172,12 @@ impl store::Host for KvView<'_> {
         }
         let bucket = Bucket { name: format!("{}{id}", grant.prefix) };
         self.table.push(bucket).map_err(|e| KvError::Other(e.to_string()))
+    }
+}
+
+impl store::Host for KvView<'_> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KvError> {
+        self.open_bucket(&identifier)
     }
 
     fn convert_error(&mut self, err: KvError) -> wasmtime::Result<store::Error> {
@@ -295,6 +319,41 @@ impl KeyValue for MemoryKv {
         });
         Box::pin(async move { result })
     }
+
+    /// The version of a value here is a hash of its bytes (a write of the same bytes
+    /// is the same version: enough for a compare-and-swap on values).
+    fn get_versioned<'a>(&'a self, bucket: &'a str, key: &'a str) -> KvFuture<'a, (Option<Vec<u8>>, Option<KvToken>)> {
+        let v = self.with(|d| d.get(bucket).and_then(|b| b.get(key)).cloned());
+        let token = v.as_deref().map(value_token);
+        Box::pin(async move { Ok((v, token)) })
+    }
+
+    fn swap<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        expected: Option<KvToken>,
+        value: Vec<u8>,
+    ) -> KvFuture<'a, bool> {
+        let swapped = self.with(|d| {
+            let b = d.entry(bucket.to_string()).or_default();
+            if b.get(key).map(|v| value_token(v)) != expected {
+                return false;
+            }
+            b.insert(key.to_string(), value);
+            true
+        });
+        Box::pin(async move { Ok(swapped) })
+    }
+}
+
+/// [`MemoryKv`]'s version of a value: FNV-1a of its bytes, and its length.
+fn value_token(v: &[u8]) -> KvToken {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in v {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h, v.len() as u64)
 }
 
 /// The page of `keys` (sorted) at `cursor` (an offset), and the next cursor.
