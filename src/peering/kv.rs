@@ -401,8 +401,8 @@ impl ClusterKv {
         Err(last)
     }
 
-    /// The keys of `bucket` on this node, with their versions and whether they have a value.
-    fn local_keys(&self, bucket: &str) -> Result<Vec<(String, KvVersion, bool)>, KvError> {
+    /// Every entry of `bucket` this node holds, in key order.
+    fn bucket_entries(&self, bucket: &str) -> Result<Vec<(String, KvEntry)>, KvError> {
         let txn = self.db.begin_read().map_err(other)?;
         let t = txn.open_table(KV).map_err(other)?;
         let start = format!("{bucket}\0");
@@ -410,25 +410,19 @@ impl ClusterKv {
         for row in t.range(start.as_str()..).map_err(other)? {
             let (k, v) = row.map_err(other)?;
             let Some(key) = k.value().strip_prefix(&start) else { break };
-            let entry: KvEntry = rmp_serde::from_slice(v.value()).map_err(other)?;
-            out.push((key.to_string(), entry.version, entry.value.is_some()));
+            out.push((key.to_string(), rmp_serde::from_slice(v.value()).map_err(other)?));
         }
         Ok(out)
     }
 
+    /// The keys of `bucket` on this node, with their versions and whether they have a value.
+    fn local_keys(&self, bucket: &str) -> Result<Vec<(String, KvVersion, bool)>, KvError> {
+        Ok(self.bucket_entries(bucket)?.into_iter().map(|(k, e)| (k, e.version, e.value.is_some())).collect())
+    }
+
     /// This node's own copies of `bucket`'s keys.
     pub fn local_entries(&self, bucket: &str) -> Result<Vec<LocalCopy>, KvError> {
-        let txn = self.db.begin_read().map_err(other)?;
-        let t = txn.open_table(KV).map_err(other)?;
-        let start = format!("{bucket}\0");
-        let mut out = Vec::new();
-        for row in t.range(start.as_str()..).map_err(other)? {
-            let (k, v) = row.map_err(other)?;
-            let Some(key) = k.value().strip_prefix(&start) else { break };
-            let entry: KvEntry = rmp_serde::from_slice(v.value()).map_err(other)?;
-            out.push((key.to_string(), entry.version.counter, entry.value));
-        }
-        Ok(out)
+        Ok(self.bucket_entries(bucket)?.into_iter().map(|(k, e)| (k, e.version.counter, e.value)).collect())
     }
 
     /// Every key of `bucket` with a value in the cluster: the newest version of each key any
