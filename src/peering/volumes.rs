@@ -26,7 +26,7 @@ use tokio::io::AsyncReadExt as _;
 use wasmfleet_cluster::mesh::frame as wire;
 use wasmfleet_cluster::mesh::{Mesh, PeerInfo, RecvStream, SendStream, StreamHandler};
 
-use crate::state::copies::{CopyState, Staging, VolumeDirs};
+use crate::state::copies::{CopyState, VolumeDirs};
 use crate::state::{Store, VolumePhase};
 
 /// The mesh stream channel of volume snapshots.
@@ -271,15 +271,11 @@ async fn receive(
     let state =
         CopyState { epoch: head.epoch, seq: head.seq, complete: true, bytes: head.bytes, taken_ms: head.taken_ms };
     let whole = head.whole;
-    let applied = tokio::task::spawn_blocking(move || apply(staging, state, &removed, whole)).await?;
+    let applied = tokio::task::spawn_blocking(move || staging.commit(state, &removed, whole)).await?;
     let done = Done { error: applied.err().map(|e| e.to_string()) };
     wire::write_frame(&mut send, &[&rmp_serde::to_vec_named(&done)?], 4096).await?;
     let _ = send.finish();
     Ok(())
-}
-
-fn apply(staging: Staging, state: CopyState, removed: &[String], whole: bool) -> std::io::Result<()> {
-    staging.commit(state, removed, whole)
 }
 
 #[cfg(test)]

@@ -34,7 +34,6 @@ pub struct ClaimInfo {
     pub capacity_bytes: u64,
     /// `resources.requests.storage` as written.
     pub capacity: String,
-    pub created_ms: u64,
     /// The record of its volume, once bound.
     pub record: Option<VolumeRecord>,
 }
@@ -127,7 +126,6 @@ impl Claims {
                 access: c.access(),
                 capacity_bytes: c.capacity_bytes(),
                 capacity: c.capacity_text(),
-                created_ms: rec.created_ms,
             };
             claims.insert((key.namespace.clone(), key.name.clone()), info);
         }
@@ -504,7 +502,6 @@ mod tests {
             access,
             capacity_bytes: 1 << 20,
             capacity: "1Mi".into(),
-            created_ms: 1,
             record: None,
         };
         let mut c = Claims { live: ["a", "b", "c"].map(String::from).into(), ..Claims::default() };
