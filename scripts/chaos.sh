@@ -67,7 +67,7 @@ echo "chaos: running tests/partition_netns.rs (limit ${timeout_secs} s, files in
 started=$(date +%s)
 set +e
 TMPDIR="$run_dir" timeout --kill-after=15 "$timeout_secs" \
-    cargo test --test partition_netns -- --ignored --nocapture
+    cargo test --test partition_netns -- --ignored --nocapture --test-threads 1
 status=$?
 set -e
 elapsed=$(( $(date +%s) - started ))

@@ -108,7 +108,10 @@ struct Net {
 
 impl Net {
     fn create(nodes: usize) -> Net {
-        let prefix = format!("wfpart-{}", std::process::id());
+        // One test process may build more than one network: each gets its own names.
+        static NETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("wfpart-{}-{nth}", std::process::id());
         let mut net = Net { bridge_ns: format!("{prefix}-br"), node_ns: Vec::new(), created: Vec::new() };
         net.add_ns(&net.bridge_ns.clone());
         let br = net.bridge_ns.clone();
