@@ -91,6 +91,14 @@ fn a_local_claim_keeps_a_sensors_readings_across_a_kill_and_a_redeploy() {
     assert!(contiguous(&readings(&log)), "{:?}", readings(&log));
     let table = ok(agent.cli(&["get", "pvc"]));
     assert!(table.contains("readings") && table.contains("Bound") && table.contains(&volume), "{table}");
+    // Past its requested storage (10Mi), the claim and its writer say so.
+    std::fs::write(log.with_file_name("ballast"), vec![0u8; 11 << 20]).unwrap();
+    wait_for("the claim over its storage", Duration::from_secs(20), || {
+        let pvc = stdout(&agent.cli(&["describe", "pvc", "readings"]));
+        let ds = stdout(&agent.cli(&["describe", "daemonset", "sensor"]));
+        (pvc.contains("over its requested storage") && ds.contains("over its requested storage")).then_some(())
+    });
+    std::fs::remove_file(log.with_file_name("ballast")).unwrap();
 
     // Deleting the claim (Retain, the default) keeps the data: the volume is Released.
     ok(agent.cli(&["delete", "daemonset", "sensor"]));

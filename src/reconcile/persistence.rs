@@ -96,6 +96,18 @@ impl Inner {
                 st.note(m.clone());
             }
             st.volume = Some(v.clone());
+            // A volume over its requested storage warns the workloads that write it, too.
+            if v.capacity_bytes > 0 && v.used_bytes > v.capacity_bytes {
+                let warning = format!(
+                    "persistentvolumeclaim {:?} uses {} bytes, over its requested storage of {}",
+                    v.claim, v.used_bytes, v.capacity
+                );
+                for user in &v.users {
+                    if let Some((owner, _)) = super::desired::parse_workload_key(user) {
+                        status.entry(owner).or_default().note(warning.clone());
+                    }
+                }
+            }
         }
         *self.volume_views.lock().unwrap_or_else(|e| e.into_inner()) = views;
         let copies = serde_json::to_string(&self.writers.copies()).unwrap_or_default();
