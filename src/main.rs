@@ -3,6 +3,8 @@
 use clap::Parser as _;
 
 fn main() {
+    // Before any thread starts: a small address space must not go to malloc arenas.
+    wasmfleet_runtime::fit_allocator_to_address_space();
     let cli = wasmfleet::cli::Cli::parse();
     // The agent logs what it does; client commands and the demo stay quiet unless asked.
     let default = match cli.command {

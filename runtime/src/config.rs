@@ -97,6 +97,27 @@ fn unsafe_free_sysconf(name: libc::c_int) -> Option<u64> {
     (v > 0).then_some(v as u64)
 }
 
+/// Under an address-space limit (`ulimit -v`), caps glibc's malloc arenas at 2. Each thread
+/// that allocates under contention may otherwise get an arena of its own, reserving 64 MiB of
+/// address space apiece: a few busy threads take hundreds of MiB of a 1 GiB limit and the
+/// next large allocation (a module's compile) fails. Call it first thing in `main`, before
+/// threads start. Does nothing without a limit, or off glibc.
+pub fn fit_allocator_to_address_space() {
+    if address_space_limit_bytes().is_some() {
+        limit_malloc_arenas(2);
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[expect(unsafe_code, reason = "mallopt changes a glibc allocator setting; no memory is touched")]
+fn limit_malloc_arenas(arenas: libc::c_int) {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before other threads run.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas(_arenas: i32) {}
+
 #[expect(unsafe_code, reason = "getrlimit writes into a struct we own")]
 fn address_space_limit_bytes() -> Option<u64> {
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -31,7 +31,7 @@ mod supervisor;
 mod timing;
 
 pub use command::{ExitStatus, RunOutcome, Stdio};
-pub use config::{PoolSizing, RuntimeConfig};
+pub use config::{PoolSizing, RuntimeConfig, fit_allocator_to_address_space};
 pub use error::RuntimeError;
 pub use host::{OutboundBody, OutboundFuture, ServiceRouter};
 pub use http::{BoxError, HttpService, ResponseBody, ServiceStats, error_response};
