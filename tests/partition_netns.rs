@@ -17,6 +17,16 @@
 //! `ip netns exec`; an agent's API and gateway listen on 127.0.0.1 (port 0) inside its
 //! namespace, and HTTP through a gateway is sent by this test binary re-run inside the node's
 //! namespace as the `netns_http_probe` helper.
+//!
+//! A second test splits the same way with `wasi:keyvalue` buckets: the majority keeps serving
+//! atomics, the minority refuses them, and every copy of every key converges after the heal.
+//!
+//! Map: bounded commands (`output_within`, `ip`); the network (`Net`: bridge and node
+//! namespaces, `attach` to split and heal); agents in namespaces (`NsAgent`: start, CLI, node
+//! states, replicas, one HTTP request); HTTP from inside a namespace (`probe_command`,
+//! `ProbeResult`, the `netns_http_probe` helper, steady `Load`); the cluster harness
+//! (`Cluster`: start, timeline, `wait_each`, `hold_each`, diagnostics on failure); the
+//! Service partition test; the key-value partition test.
 
 mod common;
 
